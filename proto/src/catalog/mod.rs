@@ -1,0 +1,360 @@
+//! The catalog: probes, SLOs and gates as typed, validated values. It is the
+//! user-facing contract (YAML/TOML files in git) and, for probes, also travels
+//! on the wire as JSON inside an assignment, parsed by the same code on both
+//! sides so that the agent can never run something the coordinator rejected.
+mod load;
+pub mod source_map;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{CatalogError, CatalogErrors, load_files, load_str, probe_from_json};
+
+/// A loaded and validated catalog (possibly merged from several files).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Catalog {
+    pub probes: Vec<ProbeDef>,
+    pub slos: Vec<SloDef>,
+    pub gates: Vec<GateDef>,
+}
+
+impl Catalog {
+    pub fn probe(&self, id: &str) -> Option<&ProbeDef> {
+        self.probes.iter().find(|p| p.id == id)
+    }
+
+    /// Probes an agent in `region` must run.
+    pub fn probes_for_region<'a>(&'a self, region: &'a str) -> impl Iterator<Item = &'a ProbeDef> {
+        self.probes.iter().filter(move |p| p.runs_in(region))
+    }
+}
+
+/// The fields every probe has, whatever its kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCommon {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Regions whose agents run it; absent = every region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    #[serde(with = "humantime_serde", default = "default_interval")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde", default = "default_timeout")]
+    pub timeout: Duration,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Keys of [`ProbeCommon`]; everything else in a probe entry belongs to its kind.
+pub(crate) const COMMON_KEYS: &[&str] = &["id", "description", "regions", "interval", "timeout", "labels"];
+
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// One probe: the common envelope plus its kind-specific body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeDef {
+    pub common: ProbeCommon,
+    pub spec: KindSpec,
+    /// Where it was defined, for error messages; not sent on the wire.
+    pub source: Option<SourceLoc>,
+}
+
+impl std::ops::Deref for ProbeDef {
+    type Target = ProbeCommon;
+    fn deref(&self) -> &ProbeCommon {
+        &self.common
+    }
+}
+
+impl ProbeDef {
+    pub fn kind(&self) -> &'static str {
+        self.spec.kind()
+    }
+
+    pub fn runs_in(&self, region: &str) -> bool {
+        self.common
+            .regions
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|r| r == region))
+    }
+
+    /// The wire form (one JSON object, `kind` plus all fields), parsed back
+    /// with [`probe_from_json`].
+    pub fn to_json(&self) -> String {
+        let mut obj = match serde_json::to_value(&self.common) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&self.spec) {
+            obj.extend(m);
+        }
+        serde_json::Value::Object(obj).to_string()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLoc {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+}
+
+impl std::fmt::Display for SourceLoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}", self.file.display()),
+            None => write!(f, "{}", self.file.display()),
+        }
+    }
+}
+
+/// Kind-specific probe bodies. Each variant is one `agent/src/probes/<kind>.rs`.
+/// Deserialized by hand in the loader (dispatch on `kind`) so that error
+/// paths reach inside the body; serialized with the `kind` tag.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KindSpec {
+    Http(HttpSpec),
+    OidcDiscovery(OidcDiscoverySpec),
+}
+
+/// Every probe kind the catalog accepts.
+pub const KINDS: &[&str] = &["http", "oidc_discovery"];
+
+impl KindSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KindSpec::Http(_) => "http",
+            KindSpec::OidcDiscovery(_) => "oidc_discovery",
+        }
+    }
+}
+
+/// A value given inline or as a reference to a secret that only the agent
+/// resolves (`{ secret: NAME }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Secret { secret: String },
+    Plain(String),
+}
+
+/// TLS settings for probes that speak HTTPS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// Extra PEM CA bundle trusted in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification. Timings stay meaningful; trust does not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// SNI / verification name when it differs from the URL host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default = "default_true")]
+    pub follow_redirects: bool,
+    #[serde(default)]
+    pub tls: TlsSpec,
+    #[serde(default)]
+    pub expect: HttpExpect,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Assertions on an HTTP response. With nothing set, any 2xx passes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExpect {
+    /// Accepted status codes; absent = 200..=299.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_contains: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_not_contains: Vec<String>,
+    /// A regular expression the body must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_matches: Option<String>,
+    /// Header name → regular expression its value must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json: Vec<JsonAssertion>,
+    /// Total time above this fails the run with class `assertion`.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_latency: Option<Duration>,
+}
+
+/// `path` is an RFC 9535 JSONPath; with no other field it must match something.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonAssertion {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<serde_json::Value>,
+    /// Regular expression matched against a string value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    /// `false` asserts the path matches nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcDiscoverySpec {
+    pub issuer: String,
+    /// Defaults to `<issuer>/.well-known/openid-configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_url: Option<String>,
+    /// Metadata fields that must be present (and be URLs for `*_endpoint`/`*_uri`).
+    #[serde(default = "default_required_endpoints")]
+    pub required_endpoints: Vec<String>,
+    /// Usable signing keys the JWKS must hold.
+    #[serde(default = "default_min_keys")]
+    pub min_signing_keys: usize,
+    #[serde(default)]
+    pub tls: TlsSpec,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_latency: Option<Duration>,
+}
+
+fn default_required_endpoints() -> Vec<String> {
+    ["authorization_endpoint", "token_endpoint", "jwks_uri"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_min_keys() -> usize {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloDef {
+    pub id: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub probes: Vec<String>,
+    /// Percent, e.g. 99.9.
+    pub objective: f64,
+    pub window: Window,
+    #[serde(default)]
+    pub sli: Sli,
+    #[serde(default)]
+    pub budgeting: Budgeting,
+    /// Global slice is bad only when at least this many regions see it bad.
+    #[serde(default)]
+    pub quorum: Option<u32>,
+    #[serde(skip)]
+    pub source: Option<SourceLoc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Window {
+    Rolling(#[serde(with = "humantime_serde")] Duration),
+    Calendar(CalendarWindow),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarWindow {
+    pub calendar: CalendarUnit,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalendarUnit {
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sli {
+    #[default]
+    Availability,
+    Latency {
+        #[serde(with = "humantime_serde")]
+        threshold: Duration,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budgeting {
+    #[default]
+    Occurrences,
+    Timeslices {
+        #[serde(with = "humantime_serde")]
+        slice: Duration,
+        target: f64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateDef {
+    pub id: String,
+    pub slos: Vec<String>,
+    #[serde(default)]
+    pub block_when: Vec<BlockWhen>,
+    #[serde(with = "humantime_serde", default = "default_stale_after")]
+    pub stale_after: Duration,
+    #[serde(default)]
+    pub on_stale: OnStale,
+    #[serde(skip)]
+    pub source: Option<SourceLoc>,
+}
+
+fn default_stale_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockWhen {
+    PageAlert,
+    TicketAlert,
+    BudgetExhausted,
+    Escalation,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStale {
+    #[default]
+    Fail,
+    Pass,
+}

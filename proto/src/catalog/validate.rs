@@ -1,0 +1,252 @@
+//! Checks types can't express: id syntax and uniqueness, cross references
+//! (SLO → probe, gate → SLO), timing sanity, URLs, regexes and JSONPaths.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::source_map::Seg;
+use super::{Budgeting, Catalog, HttpSpec, KindSpec, OidcDiscoverySpec, TlsSpec, Window};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Probes,
+    Slos,
+    Gates,
+}
+
+impl Section {
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Probes => "probes",
+            Section::Slos => "slos",
+            Section::Gates => "gates",
+        }
+    }
+}
+
+/// An item by its position in the merged catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemRef {
+    pub section: Section,
+    pub index: usize,
+}
+
+pub type Problem = (ItemRef, Vec<Seg>, String);
+
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+/// `[a-z0-9-]`, 1..=63 characters, starting and ending alphanumeric.
+pub fn valid_id(id: &str) -> bool {
+    let ok_chars = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok_chars && (1..=63).contains(&id.len()) && !id.starts_with('-') && !id.ends_with('-')
+}
+
+pub fn validate(catalog: &Catalog) -> Vec<Problem> {
+    let mut out: Vec<Problem> = Vec::new();
+    let mut push = |section, index, path: Vec<Seg>, msg: String| {
+        out.push((ItemRef { section, index }, path, msg));
+    };
+
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in catalog.probes.iter().enumerate() {
+        let s = Section::Probes;
+        if !valid_id(&p.id) {
+            push(s, i, vec![key("id")], format!("invalid id `{}`: use [a-z0-9-], at most 63 characters", p.id));
+        }
+        if let Some(first) = seen.insert(&p.id, i) {
+            let at = catalog.probes[first]
+                .source
+                .as_ref()
+                .map(|l| format!(" (first defined at {l})"))
+                .unwrap_or_default();
+            push(s, i, vec![key("id")], format!("duplicate probe id `{}`{at}", p.id));
+        }
+        if p.interval < MIN_INTERVAL {
+            push(s, i, vec![key("interval")], format!("interval {} is below the minimum of 1s", fmt(p.interval)));
+        }
+        if p.timeout.is_zero() {
+            push(s, i, vec![key("timeout")], "timeout must be greater than 0".into());
+        } else if p.interval < p.timeout {
+            push(
+                s,
+                i,
+                vec![key("interval")],
+                format!(
+                    "interval {} is below timeout {}: a run could still be going when the next starts",
+                    fmt(p.interval),
+                    fmt(p.timeout)
+                ),
+            );
+        }
+        if let Some(regions) = &p.regions {
+            if regions.is_empty() {
+                push(s, i, vec![key("regions")], "empty list: omit `regions` to run everywhere".into());
+            }
+            for (ri, r) in regions.iter().enumerate() {
+                if !valid_id(r) {
+                    push(s, i, vec![key("regions"), Seg::Index(ri)], format!("invalid region name `{r}`"));
+                }
+            }
+        }
+        for (path, msg) in validate_kind(&p.spec) {
+            push(s, i, path, msg);
+        }
+    }
+
+    let mut seen_slo: HashMap<&str, usize> = HashMap::new();
+    for (i, slo) in catalog.slos.iter().enumerate() {
+        let s = Section::Slos;
+        if !valid_id(&slo.id) {
+            push(s, i, vec![key("id")], format!("invalid id `{}`: use [a-z0-9-], at most 63 characters", slo.id));
+        }
+        if seen_slo.insert(&slo.id, i).is_some() {
+            push(s, i, vec![key("id")], format!("duplicate SLO id `{}`", slo.id));
+        }
+        if slo.probes.is_empty() {
+            push(s, i, vec![key("probes")], "an SLO needs at least one probe".into());
+        }
+        for (pi, probe) in slo.probes.iter().enumerate() {
+            if catalog.probe(probe).is_none() {
+                push(s, i, vec![key("probes"), Seg::Index(pi)], format!("unknown probe `{probe}`"));
+            }
+        }
+        if !(slo.objective > 0.0 && slo.objective < 100.0) {
+            push(
+                s,
+                i,
+                vec![key("objective")],
+                format!("objective {} must be a percentage strictly between 0 and 100", slo.objective),
+            );
+        }
+        match &slo.window {
+            Window::Rolling(d) if *d < Duration::from_secs(60) => {
+                push(s, i, vec![key("window")], format!("window {} is shorter than 1m", fmt(*d)));
+            }
+            Window::Rolling(_) => {}
+            Window::Calendar(_) => push(
+                s,
+                i,
+                vec![key("window")],
+                "calendar windows are not supported by this version yet; use a rolling window such as 28d".into(),
+            ),
+        }
+        if let Budgeting::Timeslices { .. } = slo.budgeting {
+            push(
+                s,
+                i,
+                vec![key("budgeting")],
+                "timeslice budgeting is not supported by this version yet; use `occurrences`".into(),
+            );
+        }
+        if slo.quorum.is_some_and(|q| q > 1) {
+            push(s, i, vec![key("quorum")], "region quorum is not supported by this version yet".into());
+        }
+    }
+
+    let mut seen_gate: HashMap<&str, usize> = HashMap::new();
+    for (i, gate) in catalog.gates.iter().enumerate() {
+        let s = Section::Gates;
+        if !valid_id(&gate.id) {
+            push(s, i, vec![key("id")], format!("invalid id `{}`", gate.id));
+        }
+        if seen_gate.insert(&gate.id, i).is_some() {
+            push(s, i, vec![key("id")], format!("duplicate gate id `{}`", gate.id));
+        }
+        for (si, slo) in gate.slos.iter().enumerate() {
+            if !catalog.slos.iter().any(|x| &x.id == slo) {
+                push(s, i, vec![key("slos"), Seg::Index(si)], format!("unknown SLO `{slo}`"));
+            }
+        }
+    }
+    out
+}
+
+fn fmt(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn validate_kind(spec: &KindSpec) -> Vec<(Vec<Seg>, String)> {
+    match spec {
+        KindSpec::Http(h) => validate_http(h),
+        KindSpec::OidcDiscovery(o) => validate_oidc_discovery(o),
+    }
+}
+
+fn check_url(out: &mut Vec<(Vec<Seg>, String)>, path: Vec<Seg>, raw: &str) {
+    match url::Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) => out.push((path, format!("`{raw}`: scheme must be http or https with a host, not `{}`", u.scheme()))),
+        Err(e) => out.push((path, format!("`{raw}` is not a URL: {e}"))),
+    }
+}
+
+fn check_tls(out: &mut Vec<(Vec<Seg>, String)>, tls: &TlsSpec) {
+    if let Some(name) = &tls.server_name
+        && rustls_name_invalid(name)
+    {
+        out.push((vec![key("tls"), key("server_name")], format!("`{name}` is not a valid server name")));
+    }
+}
+
+fn rustls_name_invalid(name: &str) -> bool {
+    name.is_empty() || name.contains(['/', ' ', ':'])
+}
+
+fn check_regex(out: &mut Vec<(Vec<Seg>, String)>, path: Vec<Seg>, re: &str) {
+    if let Err(e) = regex::Regex::new(re) {
+        out.push((path, format!("invalid regular expression: {e}")));
+    }
+}
+
+fn validate_http(h: &HttpSpec) -> Vec<(Vec<Seg>, String)> {
+    let mut out = Vec::new();
+    check_url(&mut out, vec![key("url")], &h.url);
+    if h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()) {
+        out.push((vec![key("method")], format!("`{}` is not an HTTP method (use upper case, e.g. GET)", h.method)));
+    }
+    check_tls(&mut out, &h.tls);
+    let e = &h.expect;
+    if let Some(codes) = &e.status {
+        for (i, c) in codes.iter().enumerate() {
+            if !(100..=599).contains(c) {
+                out.push((vec![key("expect"), key("status"), Seg::Index(i)], format!("{c} is not an HTTP status")));
+            }
+        }
+    }
+    if let Some(re) = &e.body_matches {
+        check_regex(&mut out, vec![key("expect"), key("body_matches")], re);
+    }
+    for (name, re) in &e.headers {
+        check_regex(&mut out, vec![key("expect"), key("headers"), key(name)], re);
+    }
+    for (i, j) in e.json.iter().enumerate() {
+        let base = vec![key("expect"), key("json"), Seg::Index(i)];
+        if let Err(err) = serde_json_path::JsonPath::parse(&j.path) {
+            let mut p = base.clone();
+            p.push(key("path"));
+            out.push((p, format!("invalid JSONPath `{}`: {err}", j.path)));
+        }
+        if let Some(re) = &j.matches {
+            let mut p = base.clone();
+            p.push(key("matches"));
+            check_regex(&mut out, p, re);
+        }
+    }
+    out
+}
+
+fn validate_oidc_discovery(o: &OidcDiscoverySpec) -> Vec<(Vec<Seg>, String)> {
+    let mut out = Vec::new();
+    check_url(&mut out, vec![key("issuer")], &o.issuer);
+    if let Some(u) = &o.discovery_url {
+        check_url(&mut out, vec![key("discovery_url")], u);
+    }
+    if o.min_signing_keys == 0 {
+        out.push((vec![key("min_signing_keys")], "must be at least 1".into()));
+    }
+    check_tls(&mut out, &o.tls);
+    out
+}
