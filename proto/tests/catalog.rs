@@ -44,11 +44,15 @@ fn good_yaml_loads_typed() {
     let c = catalog::load_str("good.yaml", GOOD).expect("valid");
     assert_eq!(c.probes.len(), 2);
     assert_eq!(c.probes[0].interval.as_secs(), 30);
-    let KindSpec::Http(h) = &c.probes[1].spec else { panic!("http") };
+    let KindSpec::Http(h) = &c.probes[1].spec else {
+        panic!("http")
+    };
     // Keys keep their case (the config crate must not lower-case them).
     assert_eq!(
         h.headers.get("Authorization"),
-        Some(&Value::Secret { secret: "health_token".into() })
+        Some(&Value::Secret {
+            secret: "health_token".into()
+        })
     );
     assert_eq!(h.expect.json[0].equals, Some(serde_json::json!("ok")));
     assert!(c.probes[1].runs_in("eu-west") && !c.probes[1].runs_in("us-east"));
@@ -74,7 +78,10 @@ window = "7d"
 "#;
     let c = catalog::load_str("good.toml", text).expect("valid");
     assert_eq!(c.probes[0].kind(), "oidc_discovery");
-    assert_eq!(c.slos[0].window, catalog::Window::Rolling(std::time::Duration::from_secs(7 * 86400)));
+    assert_eq!(
+        c.slos[0].window,
+        catalog::Window::Rolling(std::time::Duration::from_secs(7 * 86400))
+    );
 }
 
 #[test]
@@ -93,7 +100,10 @@ fn syntax_error_names_file_and_line() {
     let e = only_error("bad.yaml", text);
     assert_eq!(e.file.to_str(), Some("bad.yaml"));
     assert!(e.message.contains("syntax error"), "{e}");
-    assert!(matches!(e.line, Some(3..=5)), "line of the syntax error: {e}");
+    assert!(
+        matches!(e.line, Some(3..=5)),
+        "line of the syntax error: {e}"
+    );
 }
 
 #[test]
@@ -116,9 +126,15 @@ fn unknown_key_inside_nested_assertions() {
 
 #[test]
 fn unknown_top_level_key_and_kind() {
-    let errs = errors("c.yaml", "probes:\n  - id: a\n    kind: htp\n    url: x\nslo: []\n");
+    let errs = errors(
+        "c.yaml",
+        "probes:\n  - id: a\n    kind: htp\n    url: x\nslo: []\n",
+    );
     let text = errs.to_string();
-    assert!(text.contains("c.yaml:3: `a`: probes[0].kind: unknown probe kind `htp`"), "{text}");
+    assert!(
+        text.contains("c.yaml:3: `a`: probes[0].kind: unknown probe kind `htp`"),
+        "{text}"
+    );
     assert!(text.contains("c.yaml:5: slo: unknown key `slo`"), "{text}");
 }
 
@@ -127,7 +143,11 @@ fn duplicate_probe_id_points_at_both() {
     let text = "probes:\n  - id: a\n    kind: http\n    url: https://x.example\n  - id: a\n    kind: http\n    url: https://y.example\n";
     let e = only_error("d.yaml", text);
     assert_eq!(e.line, Some(5));
-    assert!(e.message.contains("duplicate probe id `a` (first defined at d.yaml:2)"), "{e}");
+    assert!(
+        e.message
+            .contains("duplicate probe id `a` (first defined at d.yaml:2)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -136,8 +156,16 @@ fn duplicate_ids_across_files_are_caught() {
     std::fs::create_dir_all(&dir).expect("tmp");
     let a = dir.join("a.yaml");
     let b = dir.join("b.toml");
-    std::fs::write(&a, "probes:\n  - id: x\n    kind: http\n    url: https://x.example\n").expect("write");
-    std::fs::write(&b, "[[probes]]\nid = \"x\"\nkind = \"http\"\nurl = \"https://x.example\"\n").expect("write");
+    std::fs::write(
+        &a,
+        "probes:\n  - id: x\n    kind: http\n    url: https://x.example\n",
+    )
+    .expect("write");
+    std::fs::write(
+        &b,
+        "[[probes]]\nid = \"x\"\nkind = \"http\"\nurl = \"https://x.example\"\n",
+    )
+    .expect("write");
     let errs = catalog::load_files(&[&a, &b]).expect_err("duplicate");
     assert_eq!(errs.0.len(), 1, "{errs}");
     assert_eq!(errs.0[0].file, b);
@@ -160,7 +188,10 @@ fn interval_below_timeout() {
     let text = "probes:\n  - id: a\n    kind: http\n    url: https://x.example\n    interval: 5s\n    timeout: 10s\n";
     let e = only_error("t.yaml", text);
     assert_eq!(e.line, Some(5));
-    assert!(e.message.contains("interval 5s is below timeout 10s"), "{e}");
+    assert!(
+        e.message.contains("interval 5s is below timeout 10s"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -186,9 +217,18 @@ slos:
     let errs = errors("m.yaml", text);
     let all = errs.to_string();
     // interval is a type error, so probe 0 stops there; probe 1 and the SLO still report.
-    assert!(all.contains("m.yaml:5: `Bad_Id`: probes[0].interval:"), "{all}");
-    assert!(all.contains("m.yaml:10: `b`: probes[1].expect.body_matches: invalid regular expression"), "{all}");
-    assert!(all.contains("m.yaml:12: `b`: probes[1].expect.json[0].path: invalid JSONPath"), "{all}");
+    assert!(
+        all.contains("m.yaml:5: `Bad_Id`: probes[0].interval:"),
+        "{all}"
+    );
+    assert!(
+        all.contains("m.yaml:10: `b`: probes[1].expect.body_matches: invalid regular expression"),
+        "{all}"
+    );
+    assert!(
+        all.contains("m.yaml:12: `b`: probes[1].expect.json[0].path: invalid JSONPath"),
+        "{all}"
+    );
     assert!(all.contains("m.yaml:16: `s`: slos[0].objective:"), "{all}");
 }
 

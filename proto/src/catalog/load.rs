@@ -10,7 +10,9 @@ use serde_json::{Map, Value as Json};
 
 use super::source_map::{Seg, SourceMap, render_path};
 use super::validate::{ItemRef, Section, validate};
-use super::{COMMON_KEYS, Catalog, GateDef, KINDS, KindSpec, ProbeCommon, ProbeDef, SloDef, SourceLoc};
+use super::{
+    COMMON_KEYS, Catalog, GateDef, KINDS, KindSpec, ProbeCommon, ProbeDef, SloDef, SourceLoc,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CatalogError {
@@ -90,7 +92,10 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> Result<Catalog, CatalogErrors>
     for path in paths {
         let path = path.as_ref();
         let Some(format) = Format::of(path) else {
-            errors.push(file_error(path, "unknown file type: use .yaml, .yml or .toml"));
+            errors.push(file_error(
+                path,
+                "unknown file type: use .yaml, .yml or .toml",
+            ));
             continue;
         };
         match std::fs::read_to_string(path) {
@@ -112,15 +117,20 @@ pub fn load_str(name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
 
 /// Parse the wire form of a probe (see [`ProbeDef::to_json`]).
 pub fn probe_from_json(json: &str) -> Result<ProbeDef, String> {
-    let value: Json = serde_json::from_str(json).map_err(|e| format!("probe spec is not JSON: {e}"))?;
-    let probe = parse_probe(value).map_err(|(path, msg)| format!("{}: {msg}", render_path(&path)))?;
+    let value: Json =
+        serde_json::from_str(json).map_err(|e| format!("probe spec is not JSON: {e}"))?;
+    let probe =
+        parse_probe(value).map_err(|(path, msg)| format!("{}: {msg}", render_path(&path)))?;
     let mut catalog = Catalog::default();
     catalog.probes.push(probe);
     let errs = validate(&catalog);
     if let Some((_, path, msg)) = errs.into_iter().next() {
         return Err(format!("{}: {msg}", render_path(&path)));
     }
-    catalog.probes.pop().ok_or_else(|| "probe vanished".to_string())
+    catalog
+        .probes
+        .pop()
+        .ok_or_else(|| "probe vanished".to_string())
 }
 
 fn file_error(path: &Path, message: &str) -> CatalogError {
@@ -133,7 +143,12 @@ fn file_error(path: &Path, message: &str) -> CatalogError {
     }
 }
 
-fn parse_file(path: &Path, text: &str, format: Format, errors: &mut Vec<CatalogError>) -> FileItems {
+fn parse_file(
+    path: &Path,
+    text: &str,
+    format: Format,
+    errors: &mut Vec<CatalogError>,
+) -> FileItems {
     let (cfg_format, map) = match format {
         Format::Yaml => (config::FileFormat::Yaml, SourceMap::yaml(text)),
         Format::Toml => (config::FileFormat::Toml, SourceMap::toml(text)),
@@ -153,7 +168,10 @@ fn parse_file(path: &Path, text: &str, format: Format, errors: &mut Vec<CatalogE
         Ok(Json::Object(m)) => m,
         Ok(Json::Null) => Map::new(),
         Ok(_) => {
-            errors.push(file_error(path, "the top level must be a mapping with `probes`, `slos`, `gates`"));
+            errors.push(file_error(
+                path,
+                "the top level must be a mapping with `probes`, `slos`, `gates`",
+            ));
             return items;
         }
         Err(e) => {
@@ -166,7 +184,11 @@ fn parse_file(path: &Path, text: &str, format: Format, errors: &mut Vec<CatalogE
             return items;
         }
     };
-    let err_at = |errors: &mut Vec<CatalogError>, map: &SourceMap, item: Option<String>, p: Vec<Seg>, msg: String| {
+    let err_at = |errors: &mut Vec<CatalogError>,
+                  map: &SourceMap,
+                  item: Option<String>,
+                  p: Vec<Seg>,
+                  msg: String| {
         errors.push(CatalogError {
             file: path.to_path_buf(),
             line: map.line(&p),
@@ -190,7 +212,13 @@ fn parse_file(path: &Path, text: &str, format: Format, errors: &mut Vec<CatalogE
             Json::Array(list) => list,
             Json::Null => Vec::new(),
             _ => {
-                err_at(errors, &items.map, None, vec![Seg::Key(key)], "must be a list".into());
+                err_at(
+                    errors,
+                    &items.map,
+                    None,
+                    vec![Seg::Key(key)],
+                    "must be a list".into(),
+                );
                 continue;
             }
         };
@@ -230,16 +258,27 @@ fn parse_probe(entry: Json) -> Result<ProbeDef, (Vec<Seg>, String)> {
     let Json::Object(fields) = entry else {
         return Err((vec![], "a probe must be a mapping".into()));
     };
-    let (common, mut body): (Map<String, Json>, Map<String, Json>) =
-        fields.into_iter().partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
+    let (common, mut body): (Map<String, Json>, Map<String, Json>) = fields
+        .into_iter()
+        .partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
     if !common.contains_key("id") {
         return Err((vec![], "missing `id`".into()));
     }
     let common: ProbeCommon = typed(Json::Object(common))?;
     let kind = match body.remove("kind") {
         Some(Json::String(k)) => k,
-        Some(_) => return Err((vec![Seg::Key("kind".into())], "`kind` must be a string".into())),
-        None => return Err((vec![], format!("missing `kind` (one of: {})", KINDS.join(", ")))),
+        Some(_) => {
+            return Err((
+                vec![Seg::Key("kind".into())],
+                "`kind` must be a string".into(),
+            ));
+        }
+        None => {
+            return Err((
+                vec![],
+                format!("missing `kind` (one of: {})", KINDS.join(", ")),
+            ));
+        }
     };
     let body = Json::Object(body);
     let spec = match kind.as_str() {
@@ -248,7 +287,10 @@ fn parse_probe(entry: Json) -> Result<ProbeDef, (Vec<Seg>, String)> {
         other => {
             return Err((
                 vec![Seg::Key("kind".into())],
-                format!("unknown probe kind `{other}` (one of: {})", KINDS.join(", ")),
+                format!(
+                    "unknown probe kind `{other}` (one of: {})",
+                    KINDS.join(", ")
+                ),
             ));
         }
     };
@@ -268,7 +310,8 @@ fn typed<T: DeserializeOwned>(value: Json) -> Result<T, (Vec<Seg>, String)> {
             .filter_map(|s| match s {
                 serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
                 serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => None,
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => None,
             })
             .collect();
         let message = e.into_inner().to_string();
@@ -315,7 +358,9 @@ fn finish(files: Vec<FileItems>, mut errors: Vec<CatalogError>) -> Result<Catalo
             .map(|(_, fi, i)| (&files[*fi], *i))
     };
     for (item, rel, message) in validate(&catalog) {
-        let Some((file, i)) = origin(item) else { continue };
+        let Some((file, i)) = origin(item) else {
+            continue;
+        };
         let path: Vec<Seg> = [Seg::Key(item.section.key().into()), Seg::Index(i)]
             .into_iter()
             .chain(rel)

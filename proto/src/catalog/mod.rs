@@ -52,7 +52,14 @@ pub struct ProbeCommon {
 }
 
 /// Keys of [`ProbeCommon`]; everything else in a probe entry belongs to its kind.
-pub(crate) const COMMON_KEYS: &[&str] = &["id", "description", "regions", "interval", "timeout", "labels"];
+pub(crate) const COMMON_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "regions",
+    "interval",
+    "timeout",
+    "labels",
+];
 
 fn default_interval() -> Duration {
     Duration::from_secs(60)
@@ -209,7 +216,11 @@ pub struct HttpExpect {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub json: Vec<JsonAssertion>,
     /// Total time above this fails the run with class `assertion`.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_latency: Option<Duration>,
 }
 
@@ -243,7 +254,11 @@ pub struct OidcDiscoverySpec {
     pub min_signing_keys: usize,
     #[serde(default)]
     pub tls: TlsSpec,
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_latency: Option<Duration>,
 }
 

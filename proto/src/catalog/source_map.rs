@@ -56,22 +56,16 @@ impl SourceMap {
             }
         }
         fn leave_value(stack: &mut [Frame], path: &mut Vec<Seg>) {
-            match stack.last_mut() {
-                Some(Frame::Seq(_)) => {
-                    path.pop();
-                }
-                Some(Frame::Map(pending)) => {
-                    if pending.take().is_some() {
-                        path.pop();
-                    }
-                }
-                None => {}
+            let had_key = match stack.last_mut() {
+                Some(Frame::Seq(_)) => true,
+                Some(Frame::Map(pending)) => pending.take().is_some(),
+                None => false,
+            };
+            if had_key {
+                path.pop();
             }
         }
-        loop {
-            let Ok((event, mark)) = parser.next_token() else {
-                break;
-            };
+        while let Ok((event, mark)) = parser.next_token() {
             let line = mark.line();
             match event {
                 Event::StreamEnd => break,
@@ -180,7 +174,10 @@ mod tests {
         assert_eq!(m.line(&p(&["probes", "0", "url"])), Some(4));
         assert_eq!(m.line(&p(&["probes", "1", "id"])), Some(5));
         assert_eq!(m.line(&p(&["probes", "1", "expect", "status"])), Some(7));
-        assert_eq!(m.line(&p(&["probes", "1", "expect", "status", "1"])), Some(7));
+        assert_eq!(
+            m.line(&p(&["probes", "1", "expect", "status", "1"])),
+            Some(7)
+        );
         assert_eq!(m.line(&p(&["slos"])), Some(8));
         // Unknown deeper path falls back to the closest known ancestor.
         assert_eq!(m.line(&p(&["probes", "1", "nope", "deeper"])), Some(5));

@@ -40,7 +40,9 @@ fn key(k: &str) -> Seg {
 
 /// `[a-z0-9-]`, 1..=63 characters, starting and ending alphanumeric.
 pub fn valid_id(id: &str) -> bool {
-    let ok_chars = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     ok_chars && (1..=63).contains(&id.len()) && !id.starts_with('-') && !id.ends_with('-')
 }
 
@@ -54,7 +56,15 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
     for (i, p) in catalog.probes.iter().enumerate() {
         let s = Section::Probes;
         if !valid_id(&p.id) {
-            push(s, i, vec![key("id")], format!("invalid id `{}`: use [a-z0-9-], at most 63 characters", p.id));
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!(
+                    "invalid id `{}`: use [a-z0-9-], at most 63 characters",
+                    p.id
+                ),
+            );
         }
         if let Some(first) = seen.insert(&p.id, i) {
             let at = catalog.probes[first]
@@ -62,13 +72,28 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
                 .as_ref()
                 .map(|l| format!(" (first defined at {l})"))
                 .unwrap_or_default();
-            push(s, i, vec![key("id")], format!("duplicate probe id `{}`{at}", p.id));
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!("duplicate probe id `{}`{at}", p.id),
+            );
         }
         if p.interval < MIN_INTERVAL {
-            push(s, i, vec![key("interval")], format!("interval {} is below the minimum of 1s", fmt(p.interval)));
+            push(
+                s,
+                i,
+                vec![key("interval")],
+                format!("interval {} is below the minimum of 1s", fmt(p.interval)),
+            );
         }
         if p.timeout.is_zero() {
-            push(s, i, vec![key("timeout")], "timeout must be greater than 0".into());
+            push(
+                s,
+                i,
+                vec![key("timeout")],
+                "timeout must be greater than 0".into(),
+            );
         } else if p.interval < p.timeout {
             push(
                 s,
@@ -83,11 +108,21 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
         }
         if let Some(regions) = &p.regions {
             if regions.is_empty() {
-                push(s, i, vec![key("regions")], "empty list: omit `regions` to run everywhere".into());
+                push(
+                    s,
+                    i,
+                    vec![key("regions")],
+                    "empty list: omit `regions` to run everywhere".into(),
+                );
             }
             for (ri, r) in regions.iter().enumerate() {
                 if !valid_id(r) {
-                    push(s, i, vec![key("regions"), Seg::Index(ri)], format!("invalid region name `{r}`"));
+                    push(
+                        s,
+                        i,
+                        vec![key("regions"), Seg::Index(ri)],
+                        format!("invalid region name `{r}`"),
+                    );
                 }
             }
         }
@@ -100,17 +135,40 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
     for (i, slo) in catalog.slos.iter().enumerate() {
         let s = Section::Slos;
         if !valid_id(&slo.id) {
-            push(s, i, vec![key("id")], format!("invalid id `{}`: use [a-z0-9-], at most 63 characters", slo.id));
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!(
+                    "invalid id `{}`: use [a-z0-9-], at most 63 characters",
+                    slo.id
+                ),
+            );
         }
         if seen_slo.insert(&slo.id, i).is_some() {
-            push(s, i, vec![key("id")], format!("duplicate SLO id `{}`", slo.id));
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!("duplicate SLO id `{}`", slo.id),
+            );
         }
         if slo.probes.is_empty() {
-            push(s, i, vec![key("probes")], "an SLO needs at least one probe".into());
+            push(
+                s,
+                i,
+                vec![key("probes")],
+                "an SLO needs at least one probe".into(),
+            );
         }
         for (pi, probe) in slo.probes.iter().enumerate() {
             if catalog.probe(probe).is_none() {
-                push(s, i, vec![key("probes"), Seg::Index(pi)], format!("unknown probe `{probe}`"));
+                push(
+                    s,
+                    i,
+                    vec![key("probes"), Seg::Index(pi)],
+                    format!("unknown probe `{probe}`"),
+                );
             }
         }
         if !(slo.objective > 0.0 && slo.objective < 100.0) {
@@ -118,7 +176,10 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
                 s,
                 i,
                 vec![key("objective")],
-                format!("objective {} must be a percentage strictly between 0 and 100", slo.objective),
+                format!(
+                    "objective {} must be a percentage strictly between 0 and 100",
+                    slo.objective
+                ),
             );
         }
         match &slo.window {
@@ -138,11 +199,17 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
                 s,
                 i,
                 vec![key("budgeting")],
-                "timeslice budgeting is not supported by this version yet; use `occurrences`".into(),
+                "timeslice budgeting is not supported by this version yet; use `occurrences`"
+                    .into(),
             );
         }
         if slo.quorum.is_some_and(|q| q > 1) {
-            push(s, i, vec![key("quorum")], "region quorum is not supported by this version yet".into());
+            push(
+                s,
+                i,
+                vec![key("quorum")],
+                "region quorum is not supported by this version yet".into(),
+            );
         }
     }
 
@@ -153,11 +220,21 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
             push(s, i, vec![key("id")], format!("invalid id `{}`", gate.id));
         }
         if seen_gate.insert(&gate.id, i).is_some() {
-            push(s, i, vec![key("id")], format!("duplicate gate id `{}`", gate.id));
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!("duplicate gate id `{}`", gate.id),
+            );
         }
         for (si, slo) in gate.slos.iter().enumerate() {
             if !catalog.slos.iter().any(|x| &x.id == slo) {
-                push(s, i, vec![key("slos"), Seg::Index(si)], format!("unknown SLO `{slo}`"));
+                push(
+                    s,
+                    i,
+                    vec![key("slos"), Seg::Index(si)],
+                    format!("unknown SLO `{slo}`"),
+                );
             }
         }
     }
@@ -178,7 +255,13 @@ fn validate_kind(spec: &KindSpec) -> Vec<(Vec<Seg>, String)> {
 fn check_url(out: &mut Vec<(Vec<Seg>, String)>, path: Vec<Seg>, raw: &str) {
     match url::Url::parse(raw) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(u) => out.push((path, format!("`{raw}`: scheme must be http or https with a host, not `{}`", u.scheme()))),
+        Ok(u) => out.push((
+            path,
+            format!(
+                "`{raw}`: scheme must be http or https with a host, not `{}`",
+                u.scheme()
+            ),
+        )),
         Err(e) => out.push((path, format!("`{raw}` is not a URL: {e}"))),
     }
 }
@@ -187,7 +270,10 @@ fn check_tls(out: &mut Vec<(Vec<Seg>, String)>, tls: &TlsSpec) {
     if let Some(name) = &tls.server_name
         && rustls_name_invalid(name)
     {
-        out.push((vec![key("tls"), key("server_name")], format!("`{name}` is not a valid server name")));
+        out.push((
+            vec![key("tls"), key("server_name")],
+            format!("`{name}` is not a valid server name"),
+        ));
     }
 }
 
@@ -205,14 +291,23 @@ fn validate_http(h: &HttpSpec) -> Vec<(Vec<Seg>, String)> {
     let mut out = Vec::new();
     check_url(&mut out, vec![key("url")], &h.url);
     if h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()) {
-        out.push((vec![key("method")], format!("`{}` is not an HTTP method (use upper case, e.g. GET)", h.method)));
+        out.push((
+            vec![key("method")],
+            format!(
+                "`{}` is not an HTTP method (use upper case, e.g. GET)",
+                h.method
+            ),
+        ));
     }
     check_tls(&mut out, &h.tls);
     let e = &h.expect;
     if let Some(codes) = &e.status {
         for (i, c) in codes.iter().enumerate() {
             if !(100..=599).contains(c) {
-                out.push((vec![key("expect"), key("status"), Seg::Index(i)], format!("{c} is not an HTTP status")));
+                out.push((
+                    vec![key("expect"), key("status"), Seg::Index(i)],
+                    format!("{c} is not an HTTP status"),
+                ));
             }
         }
     }

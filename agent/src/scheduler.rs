@@ -1,0 +1,233 @@
+//! Runs the assigned probes: each on its interval at a stable per-probe
+//! offset (a hash of agent id and probe id, so a thousand 60 s probes spread
+//! over the minute instead of firing together, and the same probe fires at
+//! the same second after a restart), a per-run timeout, and a bound on runs
+//! in flight. Applying a new assignment leaves unchanged probes' schedules
+//! alone and restarts only what changed.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use authpulse_proto::catalog::ProbeDef;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::http::NetContext;
+use crate::probes::{self, ProbeOutcome};
+use crate::secrets::SecretStore;
+use crate::telemetry as t;
+
+/// One finished run, on its way to the uplink.
+#[derive(Debug)]
+pub struct CompletedRun {
+    pub probe_id: String,
+    pub kind: &'static str,
+    pub started_unix_ms: i64,
+    pub assignment_version: u64,
+    pub outcome: ProbeOutcome,
+}
+
+pub struct Shared {
+    pub agent_id: String,
+    pub net: NetContext,
+    pub secrets: SecretStore,
+    pub permits: Semaphore,
+    pub results: mpsc::Sender<CompletedRun>,
+    pub version: AtomicU64,
+}
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    running: HashMap<String, (String, JoinHandle<()>)>,
+}
+
+impl Scheduler {
+    pub fn new(shared: Arc<Shared>) -> Scheduler {
+        Scheduler {
+            shared,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Makes the running set equal `probes`. Returns (started, stopped).
+    pub fn apply(&mut self, version: u64, probes: Vec<ProbeDef>) -> (usize, usize) {
+        self.shared.version.store(version, Ordering::Relaxed);
+        let mut wanted: HashMap<String, ProbeDef> =
+            probes.into_iter().map(|p| (p.id.clone(), p)).collect();
+        let mut stopped = 0;
+        self.running.retain(|id, (json, handle)| {
+            let keep = wanted.get(id).is_some_and(|p| &p.to_json() == json);
+            if keep {
+                wanted.remove(id);
+            } else {
+                handle.abort();
+                stopped += 1;
+            }
+            keep
+        });
+        let started = wanted.len();
+        for (id, def) in wanted {
+            let json = def.to_json();
+            let handle = tokio::spawn(probe_loop(Arc::new(def), self.shared.clone()));
+            self.running.insert(id, (json, handle));
+        }
+        metrics::gauge!(t::PROBES_ASSIGNED).set(self.running.len() as f64);
+        metrics::gauge!(t::ASSIGNMENT_VERSION).set(version as f64);
+        (started, stopped)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Relaxed)
+    }
+
+    pub fn probe_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.running.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        for (_, handle) in self.running.values() {
+            handle.abort();
+        }
+    }
+}
+
+/// FNV-1a: stable across builds and platforms, unlike std's hasher.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Milliseconds into each interval at which this probe fires.
+pub fn offset_ms(agent_id: &str, probe_id: &str, interval: Duration) -> u64 {
+    let interval_ms = interval.as_millis().max(1) as u64;
+    stable_hash(&[agent_id, probe_id]) % interval_ms
+}
+
+/// Time from `now_ms` (unix) to the next slot `k * interval + offset` after it.
+pub fn until_next_slot(now_ms: u64, interval: Duration, offset_ms: u64) -> Duration {
+    let interval_ms = interval.as_millis().max(1) as u64;
+    let phase = (now_ms + interval_ms - offset_ms % interval_ms) % interval_ms;
+    Duration::from_millis(interval_ms - phase)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
+    let offset = offset_ms(&shared.agent_id, &def.id, def.interval);
+    let kind = def.kind();
+    loop {
+        tokio::time::sleep(until_next_slot(now_ms(), def.interval, offset)).await;
+        let scheduled = now_ms();
+        let Ok(permit) = shared.permits.acquire().await else {
+            return;
+        };
+        let waited = now_ms().saturating_sub(scheduled);
+        if waited > def.interval.as_millis() as u64 {
+            metrics::counter!(t::SKIPPED, "probe" => def.id.clone())
+                .increment(waited / def.interval.as_millis().max(1) as u64);
+        }
+        let started_unix_ms = now_ms() as i64;
+        let span = tracing::info_span!("probe", probe = %def.id, kind);
+        let outcome = probes::run(&def, &shared.net, &shared.secrets)
+            .instrument(span.clone())
+            .await;
+        drop(permit);
+        record(&def.id, kind, &outcome);
+        span.in_scope(|| match &outcome.failure {
+            None => tracing::debug!(total_ms = outcome.timings.total.as_millis() as u64, "probe ok"),
+            Some(f) => tracing::info!(class = f.class.as_str_name(), detail = %outcome.detail, "probe failed"),
+        });
+        let run = CompletedRun {
+            probe_id: def.id.clone(),
+            kind,
+            started_unix_ms,
+            assignment_version: shared.version.load(Ordering::Relaxed),
+            outcome,
+        };
+        if shared.results.send(run).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn record(probe: &str, kind: &'static str, o: &ProbeOutcome) {
+    let outcome = if o.success() { "success" } else { "failure" };
+    metrics::counter!(t::RUNS, "probe" => probe.to_string(), "kind" => kind, "outcome" => outcome)
+        .increment(1);
+    if let Some(f) = &o.failure {
+        metrics::counter!(t::FAILURES, "probe" => probe.to_string(), "kind" => kind, "class" => crate::class_name(f.class))
+            .increment(1);
+    }
+    metrics::histogram!(t::DURATION, "probe" => probe.to_string(), "kind" => kind)
+        .record(o.timings.total.as_secs_f64());
+    for (phase, d) in [
+        ("dns", o.timings.dns),
+        ("connect", o.timings.connect),
+        ("tls", o.timings.tls),
+        ("ttfb", o.timings.ttfb),
+    ] {
+        if let Some(d) = d {
+            metrics::histogram!(t::PHASE, "probe" => probe.to_string(), "phase" => phase)
+                .record(d.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_slot_lands_on_offset() {
+        let i = Duration::from_secs(60);
+        // now = 10 s into the minute, offset 15 s → 5 s to wait.
+        assert_eq!(
+            until_next_slot(120_000 + 10_000, i, 15_000),
+            Duration::from_secs(5)
+        );
+        // Exactly on the slot → a whole interval (never fire twice in one slot).
+        assert_eq!(
+            until_next_slot(120_000 + 15_000, i, 15_000),
+            Duration::from_secs(60)
+        );
+        // Past the offset → wrap to next minute.
+        assert_eq!(
+            until_next_slot(120_000 + 20_000, i, 15_000),
+            Duration::from_secs(55)
+        );
+    }
+
+    #[test]
+    fn offsets_are_stable_and_spread() {
+        let i = Duration::from_secs(60);
+        assert_eq!(offset_ms("a", "p1", i), offset_ms("a", "p1", i));
+        let mut per_second = [0u32; 60];
+        for n in 0..1000 {
+            per_second[(offset_ms("agent-1", &format!("probe-{n}"), i) / 1000) as usize] += 1;
+        }
+        // 1000 probes over 60 s: ~16.7 per second; no second may hold a crowd.
+        let max = per_second.iter().copied().max().unwrap_or(0);
+        assert!(max <= 35, "busiest second has {max} probes: {per_second:?}");
+        assert!(
+            per_second.iter().all(|&c| c > 0),
+            "every second gets some: {per_second:?}"
+        );
+    }
+}

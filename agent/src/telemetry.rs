@@ -1,0 +1,116 @@
+//! The agent's own observability: Prometheus metrics (names below) and the
+//! `/metrics`, `/healthz`, `/readyz` listener.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const RUNS: &str = "authpulse_agent_probe_runs_total";
+pub const FAILURES: &str = "authpulse_agent_probe_failures_total";
+pub const DURATION: &str = "authpulse_agent_probe_duration_seconds";
+pub const PHASE: &str = "authpulse_agent_probe_phase_seconds";
+pub const SKIPPED: &str = "authpulse_agent_probe_runs_skipped_total";
+pub const PROBES_ASSIGNED: &str = "authpulse_agent_probes_assigned";
+pub const ASSIGNMENT_VERSION: &str = "authpulse_agent_assignment_version";
+pub const CONNECTED: &str = "authpulse_agent_coordinator_connected";
+pub const UNACKED: &str = "authpulse_agent_results_unacked";
+pub const SENT: &str = "authpulse_agent_results_sent_total";
+pub const ACKED: &str = "authpulse_agent_results_acked_total";
+pub const DROPPED: &str = "authpulse_agent_results_dropped_total";
+pub const CONNECT_ERRORS: &str = "authpulse_agent_coordinator_connect_errors_total";
+
+/// Latency buckets for probe runs: identity calls span ~1 ms to the timeout.
+pub const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the process-wide recorder. Call once per process; the standalone
+/// mode passes the coordinator's handle instead.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+pub fn describe() {
+    metrics::describe_counter!(RUNS, "Probe runs by probe, kind and outcome.");
+    metrics::describe_counter!(
+        FAILURES,
+        "Failed probe runs by probe, kind and failure class."
+    );
+    metrics::describe_histogram!(DURATION, metrics::Unit::Seconds, "Probe run duration.");
+    metrics::describe_histogram!(
+        PHASE,
+        metrics::Unit::Seconds,
+        "Probe phase duration (dns, connect, tls, ttfb)."
+    );
+    metrics::describe_counter!(
+        SKIPPED,
+        "Scheduled runs skipped because the previous one overran."
+    );
+    metrics::describe_gauge!(PROBES_ASSIGNED, "Probes in the current assignment.");
+    metrics::describe_gauge!(ASSIGNMENT_VERSION, "Version of the current assignment.");
+    metrics::describe_gauge!(CONNECTED, "1 while the stream to the coordinator is up.");
+    metrics::describe_gauge!(
+        UNACKED,
+        "Results held until the coordinator acknowledges them."
+    );
+    metrics::describe_counter!(SENT, "Results sent to the coordinator (resends included).");
+    metrics::describe_counter!(ACKED, "Results acknowledged by the coordinator.");
+    metrics::describe_counter!(
+        DROPPED,
+        "Results dropped because the buffer bound was reached."
+    );
+    metrics::describe_counter!(CONNECT_ERRORS, "Failed attempts to reach the coordinator.");
+}
+
+#[derive(Clone)]
+struct Health {
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+}
+
+/// Serves until the listener fails; `ready` flips once an assignment is applied.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<SocketAddr> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(h): State<Health>| async move { h.metrics.render() }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Health>| async move {
+                if h.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no assignment from the coordinator yet",
+                    )
+                }
+            }),
+        )
+        .with_state(Health { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "agent HTTP listener stopped");
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,97 @@
+//! Real peers as child processes. Each test starts its own instance on a free
+//! loopback port (so tests run in parallel and may stop and restart theirs);
+//! the child is killed when the handle drops.
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub struct OidcPeer {
+    child: Option<Child>,
+    pub port: u16,
+    /// The issuer, `http://127.0.0.1:<port>`.
+    pub issuer: String,
+}
+
+fn peer_dir() -> PathBuf {
+    crate::repo_root().join("tests/peers/oidc")
+}
+
+impl OidcPeer {
+    /// Starts oidc-provider on a free port.
+    pub async fn start() -> OidcPeer {
+        OidcPeer::start_on(0).await
+    }
+
+    /// Starts oidc-provider on `port` (0 = any), waiting for its "listening on" line.
+    pub async fn start_on(port: u16) -> OidcPeer {
+        let dir = peer_dir();
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run tests/run (or `npm ci` in {})",
+            dir.display()
+        );
+        let node = std::env::var("AUTHPULSE_TEST_NODE").unwrap_or_else(|_| "node".into());
+        let mut child = Command::new(node)
+            .arg(dir.join("server.mjs"))
+            .arg("--port")
+            .arg(port.to_string())
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("oidc-provider did not start within 30s")
+            .expect("read stdout")
+            .expect("oidc-provider exited before listening");
+        let issuer = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from peer: {line}"))
+            .trim()
+            .to_string();
+        let port = issuer
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in issuer");
+        // Drain stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        OidcPeer {
+            child: Some(child),
+            port,
+            issuer,
+        }
+    }
+
+    /// Stops the peer and waits until its port refuses connections.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+        }
+        let addr = format!("127.0.0.1:{}", self.port);
+        crate::wait_for(Duration::from_secs(10), "peer port to close", || {
+            let addr = addr.clone();
+            async move {
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        *self = OidcPeer::start_on(self.port).await;
+    }
+}
