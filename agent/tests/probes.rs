@@ -30,7 +30,7 @@ fn class(o: &ProbeOutcome) -> Option<FailureClass> {
 
 #[tokio::test]
 async fn discovery_against_oidc_provider() {
-    let peer = OidcPeer::start().await;
+    let peer = OidcPeer::shared().await;
     let o = run_yaml(&format!(
         "  - id: d\n    kind: oidc_discovery\n    issuer: {}\n    timeout: 5s\n",
         peer.issuer
@@ -60,7 +60,7 @@ async fn discovery_against_oidc_provider() {
 
 #[tokio::test]
 async fn discovery_issuer_mismatch_is_protocol() {
-    let peer = OidcPeer::start().await;
+    let peer = OidcPeer::shared().await;
     let o = run_yaml(&format!(
         "  - id: d\n    kind: oidc_discovery\n    issuer: {0}/tenant-a\n    discovery_url: {0}/.well-known/openid-configuration\n",
         peer.issuer

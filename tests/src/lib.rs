@@ -4,6 +4,7 @@
 //! fixture, paths to the built binaries, and condition waits instead of sleeps.
 pub mod fault;
 pub mod peers;
+pub mod process;
 pub mod tls;
 
 use std::path::PathBuf;

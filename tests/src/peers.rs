@@ -20,7 +20,28 @@ fn peer_dir() -> PathBuf {
 }
 
 impl OidcPeer {
-    /// Starts oidc-provider on a free port.
+    /// The peer `tests/run` started for the whole suite (`AUTHPULSE_TEST_OIDC_ISSUER`),
+    /// for tests that only read from it; falls back to a private one when the
+    /// suite runs without tests/run. Must not be stopped.
+    pub async fn shared() -> OidcPeer {
+        match std::env::var("AUTHPULSE_TEST_OIDC_ISSUER") {
+            Ok(issuer) => {
+                let port = issuer
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port in issuer");
+                OidcPeer {
+                    child: None,
+                    port,
+                    issuer,
+                }
+            }
+            Err(_) => OidcPeer::start().await,
+        }
+    }
+
+    /// Starts a private oidc-provider on a free port (tests that stop it use this).
     pub async fn start() -> OidcPeer {
         OidcPeer::start_on(0).await
     }
@@ -72,6 +93,10 @@ impl OidcPeer {
 
     /// Stops the peer and waits until its port refuses connections.
     pub async fn stop(&mut self) {
+        assert!(
+            self.child.is_some(),
+            "stopping a shared or already stopped peer: use OidcPeer::start() in tests that stop it"
+        );
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
             let _ = child.wait().await;
@@ -89,9 +114,11 @@ impl OidcPeer {
         .await;
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again on the same port (stopping it first if running).
     pub async fn restart(&mut self) {
-        self.stop().await;
+        if self.child.is_some() {
+            self.stop().await;
+        }
         *self = OidcPeer::start_on(self.port).await;
     }
 }

@@ -1,0 +1,309 @@
+//! The coordinator's HTTP surface for people and tools: SLO standings, the
+//! latest result of every probe in every region, the agents, Prometheus
+//! `/metrics`, and health/readiness probes. Everything is computed from the
+//! store per request, so what it shows is what is committed. JSON field
+//! names here are an API contract (dashboards, the `authpulse` CLI, tests).
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use authpulse_proto::catalog::Sli;
+use authpulse_proto::v1::{FailureClass, Outcome};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::CatalogSnapshot;
+use crate::slo::{self, SloStatus};
+use crate::store::{AgentRow, Store, StoreError, StoredResult, StoredStep, StoredTimings, now_ms};
+
+/// Histogram buckets in seconds, from a fast cached response (1 ms) to a
+/// slow browserless login journey (60 s).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first call. A process
+/// has one global `metrics` recorder; the standalone mode runs agent and
+/// coordinator in one process, so both must go through this helper.
+pub fn metrics_handle() -> PrometheusHandle {
+    METRICS
+        .get_or_init(|| {
+            let builder = match PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS) {
+                Ok(b) => b,
+                // Only fails for an empty list, which the constant is not.
+                Err(_) => PrometheusBuilder::new(),
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                tracing::warn!(error = %e, "another metrics recorder is already installed; /metrics will be empty");
+            }
+            // Histograms buffer samples until upkeep drains them; without a
+            // scrape for a long time they would grow without bound.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start metrics upkeep thread");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// What the handlers need. Clone is cheap.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub catalog: watch::Receiver<Arc<CatalogSnapshot>>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/slos", get(slos))
+        .route("/api/v1/probes", get(probes))
+        .route("/api/v1/agents", get(agents))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// A failed store read: logged with detail, answered with 500.
+struct ApiError(StoreError);
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        tracing::error!(error = %self.0, "API request failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("storage error: {}", self.0),
+        )
+    }
+}
+
+/// RFC 3339 UTC with milliseconds; times before 1970 are shown as the epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Lower-case snake name of a failure class (`dns`, `http_status`, …);
+/// `None` for unspecified (success) and values this build doesn't know.
+pub fn failure_class_name(v: i32) -> Option<&'static str> {
+    Some(match FailureClass::try_from(v).ok()? {
+        FailureClass::Unspecified => return None,
+        FailureClass::Dns => "dns",
+        FailureClass::Connect => "connect",
+        FailureClass::Tls => "tls",
+        FailureClass::Timeout => "timeout",
+        FailureClass::HttpStatus => "http_status",
+        FailureClass::Protocol => "protocol",
+        FailureClass::AuthRejected => "auth_rejected",
+        FailureClass::TokenInvalid => "token_invalid",
+        FailureClass::Assertion => "assertion",
+        FailureClass::PermissionMismatch => "permission_mismatch",
+        FailureClass::Escalation => "escalation",
+        FailureClass::Config => "config",
+        FailureClass::Internal => "internal",
+    })
+}
+
+/// `success`, `failure`, or `unspecified` (an agent that didn't say).
+pub fn outcome_name(v: i32) -> &'static str {
+    match Outcome::try_from(v) {
+        Ok(Outcome::Success) => "success",
+        Ok(Outcome::Failure) => "failure",
+        _ => "unspecified",
+    }
+}
+
+fn us_to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn timings_json(t: &StoredTimings) -> Value {
+    json!({
+        "dns_ms": t.dns_us.map(us_to_ms),
+        "connect_ms": t.connect_us.map(us_to_ms),
+        "tls_ms": t.tls_us.map(us_to_ms),
+        "ttfb_ms": t.ttfb_us.map(us_to_ms),
+        "total_ms": us_to_ms(t.total_us),
+    })
+}
+
+fn step_json(s: &StoredStep) -> Value {
+    json!({
+        "name": s.name,
+        "kind": s.kind,
+        "outcome": outcome_name(s.outcome),
+        "failure_class": failure_class_name(s.failure_class),
+        "timings": timings_json(&s.timings),
+        "detail": s.detail,
+    })
+}
+
+/// One entry of `/api/v1/probes`; `kind` comes from the running catalog
+/// (`null` for a probe no longer in it).
+pub fn result_json(r: &StoredResult, kind: Option<&str>) -> Value {
+    json!({
+        "probe_id": r.probe_id,
+        "kind": kind,
+        "region": r.region,
+        "agent_id": r.agent_id,
+        "seq": r.seq,
+        "started_at": rfc3339_ms(r.started_ms),
+        "outcome": outcome_name(r.outcome),
+        "failure_class": failure_class_name(r.failure_class),
+        "timings": timings_json(&r.timings),
+        "steps": r.steps.iter().map(step_json).collect::<Vec<_>>(),
+        "detail": r.detail,
+    })
+}
+
+/// One entry of `/api/v1/slos`.
+pub fn slo_json(s: &SloStatus) -> Value {
+    let sli = match &s.sli {
+        Sli::Availability => json!("availability"),
+        Sli::Latency { threshold } => {
+            json!({ "latency": { "threshold_ms": threshold.as_secs_f64() * 1000.0 } })
+        }
+    };
+    json!({
+        "id": s.id,
+        "description": s.description,
+        "objective": s.objective,
+        "window_seconds": s.window.as_secs(),
+        "sli": sli,
+        "good": s.good,
+        "total": s.total,
+        "bad": s.bad,
+        "sli_value": s.sli_value,
+        "error_budget_remaining": s.error_budget_remaining,
+        "burn_rate_1h": s.burn_rate_1h,
+    })
+}
+
+fn agent_json(a: &AgentRow) -> Value {
+    json!({
+        "agent_id": a.info.agent_id,
+        "region": a.info.region,
+        "version": a.info.version,
+        "labels": a.info.labels,
+        "acked_seq": a.acked_seq,
+        "first_seen": rfc3339_ms(a.first_seen_ms),
+        "last_seen": rfc3339_ms(a.last_seen_ms),
+        "connected": a.connected,
+    })
+}
+
+async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let snapshot = st.catalog.borrow().clone();
+    let statuses = slo::evaluate(&st.store, &snapshot.catalog, now_ms()).await?;
+    Ok(Json(json!({
+        "generated_at": now_rfc3339(),
+        "slos": statuses.iter().map(slo_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let snapshot = st.catalog.borrow().clone();
+    let latest = st.store.latest_per_probe_region().await?;
+    let probes: Vec<Value> = latest
+        .iter()
+        .map(|r| result_json(r, snapshot.catalog.probe(&r.probe_id).map(|p| p.kind())))
+        .collect();
+    Ok(Json(json!({ "probes": probes })))
+}
+
+async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let agents = st.store.agents().await?;
+    Ok(Json(
+        json!({ "agents": agents.iter().map(agent_json).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn metrics_text(State(st): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(st): State<ApiState>) -> Response {
+    if let Err(e) = st.store.ping().await {
+        tracing::warn!(error = %e, "not ready: database");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: database: {e}"),
+        )
+            .into_response();
+    }
+    if !st.catalog.borrow().loaded {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no catalog loaded (the `catalog` setting lists no files)",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_times() {
+        assert_eq!(
+            failure_class_name(FailureClass::HttpStatus as i32),
+            Some("http_status")
+        );
+        assert_eq!(
+            failure_class_name(FailureClass::PermissionMismatch as i32),
+            Some("permission_mismatch")
+        );
+        assert_eq!(failure_class_name(0), None);
+        assert_eq!(failure_class_name(999), None);
+        assert_eq!(outcome_name(1), "success");
+        assert_eq!(outcome_name(2), "failure");
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_ms(-5), "1970-01-01T00:00:00.000Z");
+    }
+}

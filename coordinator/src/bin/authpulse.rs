@@ -1,0 +1,307 @@
+//! `authpulse`: the operator CLI. `validate` checks catalog files, `probe`
+//! runs one probe once on this machine, `standalone` runs a coordinator and
+//! an in-process agent in one process (the embedded default).
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use authpulse_agent::probes::ProbeOutcome;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "authpulse",
+    version,
+    about = "Synthetic probes for identity systems: operator CLI."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check catalog files; prints every problem as FILE:LINE: `id`: path: message.
+    #[command(
+        after_help = "Example:\n  authpulse validate deploy/examples/quickstart.yaml catalogs/*.yaml\n\nExit status: 0 valid, 1 invalid."
+    )]
+    Validate {
+        /// Catalog files (YAML or TOML); ids must be unique across them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one probe once, here, and print its outcome.
+    #[command(
+        after_help = "Example:\n  authpulse probe --catalog deploy/examples/quickstart.yaml google-discovery --json\n\n\
+        Secrets are read from AUTHPULSE_SECRET_<NAME> or --secrets-dir/<name>.\nExit status: 0 success, 1 failure or invalid catalog."
+    )]
+    Probe {
+        #[arg(long, required = true)]
+        catalog: Vec<PathBuf>,
+        /// Probe id.
+        id: String,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "AUTHPULSE_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
+    },
+    /// Coordinator + one in-process agent with SQLite under --data-dir.
+    #[command(
+        after_help = "Example:\n  authpulse standalone --catalog deploy/examples/quickstart.yaml\n  curl -s http://127.0.0.1:8080/api/v1/slos"
+    )]
+    Standalone {
+        #[arg(long, required = true)]
+        catalog: Vec<PathBuf>,
+        #[arg(long, default_value = "./authpulse-data")]
+        data_dir: PathBuf,
+        /// HTTP API, dashboard, /metrics.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Region of the built-in agent; probes limited to other regions don't run.
+        #[arg(long, default_value = "local")]
+        region: String,
+        #[arg(long, env = "AUTHPULSE_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("authpulse: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Validate { files } => Ok(validate(&files)),
+            Command::Probe {
+                catalog,
+                id,
+                json,
+                secrets_dir,
+            } => probe(&catalog, &id, json, secrets_dir).await,
+            Command::Standalone {
+                catalog,
+                data_dir,
+                listen,
+                region,
+                secrets_dir,
+            } => standalone(catalog, data_dir, listen, region, secrets_dir).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("authpulse: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    match authpulse_proto::catalog::load_files(files) {
+        Ok(c) => {
+            println!(
+                "ok: {} probe(s), {} SLO(s), {} gate(s) in {} file(s)",
+                c.probes.len(),
+                c.slos.len(),
+                c.gates.len(),
+                files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} problem(s) found", errors.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn probe(
+    catalog: &[PathBuf],
+    id: &str,
+    json: bool,
+    secrets_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let catalog = authpulse_proto::catalog::load_files(catalog)
+        .map_err(|e| anyhow::anyhow!("invalid catalog:\n{e}"))?;
+    let Some(def) = catalog.probe(id) else {
+        let ids: Vec<&str> = catalog.probes.iter().map(|p| p.id.as_str()).collect();
+        anyhow::bail!("no probe `{id}` in the catalog (have: {})", ids.join(", "));
+    };
+    let net = authpulse_agent::http::NetContext::new().context("network setup")?;
+    let secrets = authpulse_agent::secrets::SecretStore::new(secrets_dir);
+    let outcome = authpulse_agent::probes::run(def, &net, &secrets).await;
+    if json {
+        println!("{}", outcome_json(id, def.kind(), &outcome));
+    } else {
+        print_outcome(id, def.kind(), &outcome);
+    }
+    Ok(if outcome.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn ms(d: Option<std::time::Duration>) -> serde_json::Value {
+    d.map(|d| serde_json::json!((d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn timings_json(t: &authpulse_agent::http::Timings) -> serde_json::Value {
+    serde_json::json!({
+        "dns_ms": ms(t.dns), "connect_ms": ms(t.connect), "tls_ms": ms(t.tls),
+        "ttfb_ms": ms(t.ttfb), "total_ms": ms(Some(t.total)),
+    })
+}
+
+fn outcome_json(id: &str, kind: &str, o: &ProbeOutcome) -> serde_json::Value {
+    let class = |f: &Option<authpulse_agent::probes::Failure>| {
+        f.as_ref().map(|f| authpulse_agent::class_name(f.class))
+    };
+    serde_json::json!({
+        "probe_id": id,
+        "kind": kind,
+        "outcome": if o.success() { "success" } else { "failure" },
+        "failure_class": class(&o.failure),
+        "detail": o.detail,
+        "timings": timings_json(&o.timings),
+        "steps": o.steps.iter().map(|s| serde_json::json!({
+            "name": s.name, "kind": s.kind,
+            "outcome": if s.failure.is_none() { "success" } else { "failure" },
+            "failure_class": class(&s.failure),
+            "detail": s.failure.as_ref().map(|f| f.message.clone()).unwrap_or_else(|| s.detail.clone()),
+            "timings": timings_json(&s.timings),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_outcome(id: &str, kind: &str, o: &ProbeOutcome) {
+    let fmt = |d: Option<std::time::Duration>| match d {
+        Some(d) => format!("{:.1}ms", d.as_secs_f64() * 1000.0),
+        None => "-".into(),
+    };
+    match &o.failure {
+        None => println!("{id} ({kind}): ok"),
+        Some(f) => println!(
+            "{id} ({kind}): FAILED [{}] {}",
+            authpulse_agent::class_name(f.class),
+            f.message
+        ),
+    }
+    let t = &o.timings;
+    println!(
+        "  dns {}  connect {}  tls {}  ttfb {}  total {}",
+        fmt(t.dns),
+        fmt(t.connect),
+        fmt(t.tls),
+        fmt(t.ttfb),
+        fmt(Some(t.total))
+    );
+    for s in &o.steps {
+        match &s.failure {
+            None => println!("  step {}: ok — {}", s.name, s.detail),
+            Some(f) => println!(
+                "  step {}: FAILED [{}] {}",
+                s.name,
+                authpulse_agent::class_name(f.class),
+                f.message
+            ),
+        }
+    }
+}
+
+async fn standalone(
+    catalog: Vec<PathBuf>,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    region: String,
+    secrets_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = authpulse_coordinator::config::CoordinatorConfig {
+        grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http_listen: listen,
+        data_dir,
+        catalog,
+        // The agent is in this process and talks over loopback only.
+        insecure: true,
+        ..Default::default()
+    };
+    let coordinator = authpulse_coordinator::start(config).await?;
+    let agent_config = authpulse_agent::AgentConfig {
+        agent_id: "standalone".into(),
+        region,
+        labels: Default::default(),
+        coordinator: format!("http://{}", coordinator.grpc_addr()),
+        insecure: true,
+        listen: None,
+        secrets_dir,
+        max_concurrency: 64,
+        max_buffered_results: 100_000,
+    };
+    let agent =
+        authpulse_agent::Agent::start(agent_config, authpulse_coordinator::metrics_handle())
+            .await?;
+    println!("listening on http://{}", coordinator.http_addr());
+    loop {
+        tokio::select! {
+            _ = shutdown_signal() => break,
+            _ = reload_signal() => {
+                if let Err(e) = coordinator.reload_catalog().await {
+                    tracing::error!(errors = %e, "catalog reload refused; keeping the running catalog");
+                }
+            }
+        }
+    }
+    agent.shutdown().await;
+    coordinator.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTHPULSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn reload_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}

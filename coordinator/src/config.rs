@@ -1,0 +1,237 @@
+//! The coordinator's own settings (not the catalog): where to listen, where
+//! to keep data, which catalog files to serve. Read with the `config` crate
+//! from one YAML or TOML file, then overridden by environment variables
+//! `AUTHPULSE_COORDINATOR__<KEY>` (e.g. `AUTHPULSE_COORDINATOR__HTTP_LISTEN`),
+//! so containers can change one setting without templating the file. Unknown
+//! keys are errors in both places: a typo must not silently fall back to a
+//! default.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Prefix of the environment overrides, without the `__` separator.
+pub const ENV_PREFIX: &str = "AUTHPULSE_COORDINATOR";
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Where agents connect (gRPC). Port 0 picks a free port; see `Running::grpc_addr`.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP API, `/metrics`, health. Port 0 picks a free port.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// Holds `authpulse.db` (SQLite); created if missing.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Catalog files (YAML/TOML), merged. Relative paths are relative to the
+    /// working directory of the process.
+    #[serde(default)]
+    pub catalog: Vec<PathBuf>,
+    /// How long raw results are kept before the hourly prune deletes them.
+    #[serde(with = "humantime_serde", default = "default_raw_retention")]
+    pub raw_retention: Duration,
+    /// Plaintext gRPC without client certificates. Must be `true` until mTLS
+    /// lands, so that nobody believes the agent channel is authenticated.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./authpulse-data")
+}
+fn default_raw_retention() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            grpc_listen: default_grpc_listen(),
+            http_listen: default_http_listen(),
+            data_dir: default_data_dir(),
+            catalog: Vec::new(),
+            raw_retention: default_raw_retention(),
+            insecure: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error(
+        "mTLS between agents and coordinator is not implemented yet; \
+         set `insecure: true` in the coordinator config (or AUTHPULSE_COORDINATOR__INSECURE=true) \
+         to run with plaintext gRPC on a trusted network"
+    )]
+    SecureModeUnavailable,
+    #[error("raw_retention must be at least 1h, got {0}")]
+    RetentionTooShort(String),
+}
+
+impl CoordinatorConfig {
+    /// Reads `file` (if any) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<CoordinatorConfig, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// Like [`load`](Self::load), with the environment given as a map
+    /// (`None` = the process environment). Tests use this because changing
+    /// the process environment is `unsafe` in edition 2024.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<CoordinatorConfig, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            // The format follows the extension (.yaml/.yml/.toml).
+            builder = builder.add_source(config::File::from(file.to_path_buf()).required(true));
+        }
+        let env = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("catalog")
+            .source(env);
+        let cfg: CoordinatorConfig = builder.add_source(env).build()?.try_deserialize()?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks that types can't express. `start` calls it too, for
+    /// configurations built in code.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !self.insecure {
+            return Err(ConfigError::SecureModeUnavailable);
+        }
+        if self.raw_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::RetentionTooShort(
+                humantime::format_duration(self.raw_retention).to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    fn no_env() -> Option<HashMap<String, String>> {
+        Some(HashMap::new())
+    }
+
+    #[test]
+    fn yaml_with_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(
+            dir.path(),
+            "c.yaml",
+            "insecure: true\ncatalog: [a.yaml, b.toml]\nraw_retention: 3d\n",
+        );
+        let c = CoordinatorConfig::load_with_env(Some(&f), no_env()).expect("valid");
+        assert_eq!(c.grpc_listen, "127.0.0.1:7070".parse().expect("addr"));
+        assert_eq!(c.http_listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.data_dir, PathBuf::from("./authpulse-data"));
+        assert_eq!(
+            c.catalog,
+            vec![PathBuf::from("a.yaml"), PathBuf::from("b.toml")]
+        );
+        assert_eq!(c.raw_retention, Duration::from_secs(3 * 86_400));
+    }
+
+    #[test]
+    fn toml_and_env_overrides() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            "insecure = true\nhttp_listen = \"127.0.0.1:9000\"\n",
+        );
+        let env = HashMap::from([
+            (
+                "AUTHPULSE_COORDINATOR__HTTP_LISTEN".to_string(),
+                "0.0.0.0:9100".to_string(),
+            ),
+            (
+                "AUTHPULSE_COORDINATOR__CATALOG".to_string(),
+                "x.yaml,y.yaml".to_string(),
+            ),
+            (
+                "AUTHPULSE_COORDINATOR__RAW_RETENTION".to_string(),
+                "2d".to_string(),
+            ),
+            ("OTHER_THING".to_string(), "ignored".to_string()),
+        ]);
+        let c = CoordinatorConfig::load_with_env(Some(&f), Some(env)).expect("valid");
+        assert_eq!(c.http_listen, "0.0.0.0:9100".parse().expect("addr"));
+        assert_eq!(
+            c.catalog,
+            vec![PathBuf::from("x.yaml"), PathBuf::from("y.yaml")]
+        );
+        assert_eq!(c.raw_retention, Duration::from_secs(2 * 86_400));
+    }
+
+    #[test]
+    fn env_alone_is_enough() {
+        let env = HashMap::from([(
+            "AUTHPULSE_COORDINATOR__INSECURE".to_string(),
+            "true".to_string(),
+        )]);
+        let c = CoordinatorConfig::load_with_env(None, Some(env)).expect("valid");
+        assert!(c.insecure);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(
+            dir.path(),
+            "c.yaml",
+            "insecure: true\ngrpc_listn: 127.0.0.1:1\n",
+        );
+        let err = CoordinatorConfig::load_with_env(Some(&f), no_env()).expect_err("typo");
+        assert!(err.to_string().contains("grpc_listn"), "{err}");
+
+        let env = HashMap::from([
+            (
+                "AUTHPULSE_COORDINATOR__INSECURE".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "AUTHPULSE_COORDINATOR__DATADIR".to_string(),
+                "/x".to_string(),
+            ),
+        ]);
+        let err = CoordinatorConfig::load_with_env(None, Some(env)).expect_err("typo");
+        assert!(err.to_string().contains("datadir"), "{err}");
+    }
+
+    #[test]
+    fn secure_mode_is_refused_with_advice() {
+        let err = CoordinatorConfig::load_with_env(None, no_env()).expect_err("insecure false");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("mTLS") && msg.contains("insecure: true"),
+            "{msg}"
+        );
+    }
+}

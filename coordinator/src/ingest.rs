@@ -1,0 +1,729 @@
+//! The agent-facing gRPC service: one bidirectional stream per agent.
+//!
+//! A stream starts with the agent's `Hello`; the coordinator answers with an
+//! `Ack` carrying the stored acknowledged seq first (a restarted agent learns
+//! from it where its numbering continues), then the `Assignment` for the
+//! agent's region. Result batches are stored idempotently in one transaction
+//! each, and only after the commit does the ack advance, to the highest
+//! *contiguous* stored seq, so an ack never covers a result that is not on
+//! disk. Anything a stream must not do (no hello, results for another agent
+//! or region, seq 0) gets a `Reject` with the reason, then the stream ends with
+//! a gRPC status; other streams are unaffected.
+//!
+//! One agent id has at most one live stream: when it connects again (say its
+//! old TCP connection is half-dead), the newer stream wins and the older one
+//! ends. A per-agent lock orders the two, so the new stream reads the ack only
+//! after the old one has written its last.
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use authpulse_proto::v1::agent_message::Msg as AgentMsg;
+use authpulse_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
+use authpulse_proto::v1::{
+    Ack, AgentMessage, Assignment, CoordinatorMessage, Hello, ProbeAssignment, Reject, ResultBatch,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::CatalogSnapshot;
+use crate::store::{AgentInfo, Store};
+
+/// Largest message accepted from an agent. Larger ones are refused by tonic
+/// with `OUT_OF_RANGE`, ending only that stream.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A connection that doesn't say who it is within this time is dropped.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest accepted agent id; regions follow the catalog's id rule (63).
+const MAX_AGENT_ID_LEN: usize = 128;
+const MAX_REGION_LEN: usize = 63;
+
+/// Registers metric descriptions (HELP lines). Call once per service.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "authpulse_coordinator_results_ingested_total",
+        "Probe results newly stored, by region of the reporting agent"
+    );
+    metrics::describe_counter!(
+        "authpulse_coordinator_results_duplicate_total",
+        "Probe results received again after they were already stored (agent resends)"
+    );
+    metrics::describe_counter!(
+        "authpulse_coordinator_batches_total",
+        "Result batches committed"
+    );
+    metrics::describe_counter!(
+        "authpulse_coordinator_rejected_streams_total",
+        "Agent streams ended by the coordinator for a protocol or authorization violation"
+    );
+    metrics::describe_gauge!(
+        "authpulse_coordinator_agents_connected",
+        "Agents with a live stream"
+    );
+    // Present from the start, not only after the first agent connects.
+    metrics::gauge!("authpulse_coordinator_agents_connected").set(0.0);
+    metrics::describe_histogram!(
+        "authpulse_coordinator_ingest_commit_seconds",
+        metrics::Unit::Seconds,
+        "Time to store one result batch (one transaction)"
+    );
+}
+
+/// Where the acknowledgement of one stream stands: the highest seq below
+/// which everything is settled, and the seqs stored above it that are still
+/// waiting for the gap below them to fill.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AckTracker {
+    acked: u64,
+    above: BTreeSet<u64>,
+}
+
+/// Acks are stored as SQLite integers.
+const MAX_ACK: u64 = i64::MAX as u64;
+
+impl AckTracker {
+    pub fn new(acked: u64) -> AckTracker {
+        AckTracker {
+            acked: acked.min(MAX_ACK),
+            above: BTreeSet::new(),
+        }
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Records that `seqs` are durably stored and that the agent holds
+    /// nothing below `low_watermark` (0 = no statement), and returns the new ack.
+    pub fn stored(&mut self, seqs: impl IntoIterator<Item = u64>, low_watermark: u64) -> u64 {
+        self.above
+            .extend(seqs.into_iter().filter(|s| *s > self.acked));
+        if low_watermark > 0 {
+            self.acked = self.acked.max((low_watermark - 1).min(MAX_ACK));
+            self.above = self.above.split_off(&(self.acked + 1));
+        }
+        while self.acked < MAX_ACK && self.above.remove(&(self.acked + 1)) {
+            self.acked += 1;
+        }
+        self.acked
+    }
+}
+
+/// The assignment an agent of `region` gets from `snapshot`.
+pub fn assignment_for(snapshot: &CatalogSnapshot, region: &str) -> Assignment {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Assignment {
+        version: snapshot.version,
+        probes: snapshot
+            .catalog
+            .probes_for_region(region)
+            .map(|p| ProbeAssignment {
+                id: p.id.clone(),
+                kind: p.kind().to_string(),
+                interval_ms: ms(p.interval),
+                timeout_ms: ms(p.timeout),
+                spec_json: p.to_json(),
+            })
+            .collect(),
+    }
+}
+
+/// `[a-z0-9-]`, non-empty, at most `max` bytes.
+fn valid_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Peer-supplied text quoted in reasons and logs: bounded and escaped.
+fn quoted(s: &str) -> String {
+    let cut: String = s.chars().take(80).collect();
+    if cut.len() < s.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// How a stream ends.
+enum End {
+    /// The agent closed the stream or the connection broke: nothing to send.
+    Closed,
+    /// A violation: send `Reject{reason}`, then the status.
+    Reject {
+        reason: String,
+        /// Bounded metric label.
+        label: &'static str,
+        code: Code,
+    },
+    /// End with a status, no `Reject` (shutdown, superseded, storage trouble):
+    /// the agent should reconnect.
+    Status(Status),
+}
+
+impl End {
+    fn reject(label: &'static str, code: Code, reason: String) -> End {
+        End::Reject {
+            reason,
+            label,
+            code,
+        }
+    }
+}
+
+type Outbox = mpsc::Sender<Result<CoordinatorMessage, Status>>;
+
+async fn send(tx: &Outbox, msg: CoordMsg) -> Result<(), End> {
+    tx.send(Ok(CoordinatorMessage { msg: Some(msg) }))
+        .await
+        .map_err(|_| End::Closed)
+}
+
+/// The live session of each agent id.
+#[derive(Default)]
+struct Slot {
+    /// Held by the session currently serving the agent, for its whole life.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// (session id, its cancellation) of the newest session.
+    current: Option<(u64, CancellationToken)>,
+}
+
+struct Inner {
+    store: Store,
+    catalog: watch::Receiver<Arc<CatalogSnapshot>>,
+    sessions: Mutex<HashMap<String, Slot>>,
+    next_session: AtomicU64,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Inner {
+    /// Makes `session` the agent's current one, cancelling the previous.
+    fn register(
+        &self,
+        agent_id: &str,
+        session: u64,
+    ) -> (Arc<tokio::sync::Mutex<()>>, CancellationToken) {
+        let token = self.shutdown.child_token();
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = sessions.entry(agent_id.to_string()).or_default();
+        if let Some((old, old_token)) = slot.current.replace((session, token.clone())) {
+            tracing::info!(
+                agent_id,
+                old_session = old,
+                new_session = session,
+                "agent connected again; ending its older stream"
+            );
+            old_token.cancel();
+        }
+        let lock = slot.lock.clone();
+        Self::update_gauge(&sessions);
+        (lock, token)
+    }
+
+    fn is_current(&self, agent_id: &str, session: u64) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions
+            .get(agent_id)
+            .and_then(|s| s.current.as_ref())
+            .is_some_and(|(id, _)| *id == session)
+    }
+
+    fn deregister(&self, agent_id: &str, session: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = sessions
+            .get(agent_id)
+            .and_then(|s| s.current.as_ref())
+            .is_some_and(|(id, _)| *id == session);
+        // A newer session owns the slot (and may be waiting on its lock): leave it.
+        if mine {
+            sessions.remove(agent_id);
+        }
+        Self::update_gauge(&sessions);
+    }
+
+    fn update_gauge(sessions: &HashMap<String, Slot>) {
+        let n = sessions.values().filter(|s| s.current.is_some()).count();
+        metrics::gauge!("authpulse_coordinator_agents_connected").set(n as f64);
+    }
+}
+
+/// Removes the session from the registry however the session task ends.
+struct Registration {
+    inner: Arc<Inner>,
+    agent_id: String,
+    session: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.inner.deregister(&self.agent_id, self.session);
+    }
+}
+
+/// The `AgentService` implementation. Clone is cheap.
+#[derive(Clone)]
+pub struct IngestService {
+    inner: Arc<Inner>,
+}
+
+impl IngestService {
+    /// `shutdown` ends every stream (with `UNAVAILABLE`, so agents reconnect
+    /// to the next instance); [`tasks`](Self::tasks) tells when they are done.
+    pub fn new(
+        store: Store,
+        catalog: watch::Receiver<Arc<CatalogSnapshot>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        describe_metrics();
+        IngestService {
+            inner: Arc::new(Inner {
+                store,
+                catalog,
+                sessions: Mutex::new(HashMap::new()),
+                next_session: AtomicU64::new(1),
+                shutdown,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The tonic service with the message size limit applied.
+    pub fn into_server(self) -> AgentServiceServer<IngestService> {
+        AgentServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Session tasks, to wait for on shutdown.
+    pub fn tasks(&self) -> TaskTracker {
+        self.inner.tasks.clone()
+    }
+
+    /// Agents with a live stream.
+    pub fn connected_agents(&self) -> usize {
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sessions.values().filter(|s| s.current.is_some()).count()
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for IngestService {
+    type ConnectStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request.remote_addr();
+        let incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(32);
+        let inner = self.inner.clone();
+        self.inner
+            .tasks
+            .spawn(async move { run_session(inner, incoming, tx, peer).await });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Per-stream state after the hello.
+struct Session {
+    inner: Arc<Inner>,
+    agent_id: String,
+    region: String,
+    id: u64,
+    token: CancellationToken,
+    acks: AckTracker,
+    tx: Outbox,
+}
+
+async fn run_session(
+    inner: Arc<Inner>,
+    mut incoming: Streaming<AgentMessage>,
+    tx: Outbox,
+    peer: Option<SocketAddr>,
+) {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    let end = match first_hello(&inner, &mut incoming).await {
+        Err(end) => end,
+        Ok(hello) => serve(inner.clone(), hello, &mut incoming, tx.clone(), &peer).await,
+    };
+    match end {
+        End::Closed => {}
+        End::Reject {
+            reason,
+            label,
+            code,
+        } => {
+            tracing::warn!(peer, reason, label, "rejected agent stream");
+            metrics::counter!("authpulse_coordinator_rejected_streams_total", "reason" => label)
+                .increment(1);
+            let _ = send(
+                &tx,
+                CoordMsg::Reject(Reject {
+                    reason: reason.clone(),
+                }),
+            )
+            .await;
+            let _ = tx.send(Err(Status::new(code, reason))).await;
+        }
+        End::Status(status) => {
+            let _ = tx.send(Err(status)).await;
+        }
+    }
+}
+
+/// Waits for the first message, which must be a valid hello.
+async fn first_hello(inner: &Inner, incoming: &mut Streaming<AgentMessage>) -> Result<Hello, End> {
+    let first = tokio::select! {
+        _ = inner.shutdown.cancelled() => return Err(End::Status(Status::unavailable("coordinator shutting down"))),
+        r = tokio::time::timeout(HELLO_TIMEOUT, incoming.message()) => r,
+    };
+    let msg = match first {
+        Err(_) => {
+            return Err(End::reject(
+                "no_hello",
+                Code::InvalidArgument,
+                format!("no Hello within {}s", HELLO_TIMEOUT.as_secs()),
+            ));
+        }
+        Ok(Ok(Some(m))) => m,
+        Ok(Ok(None)) => return Err(End::Closed),
+        Ok(Err(status)) => {
+            tracing::warn!(error = %status, "agent stream failed before hello");
+            return Err(End::Status(status));
+        }
+    };
+    let hello = match msg.msg {
+        Some(AgentMsg::Hello(h)) => h,
+        other => {
+            let got = match other {
+                Some(AgentMsg::Results(_)) => "results",
+                Some(AgentMsg::Heartbeat(_)) => "a heartbeat",
+                _ => "an empty or unknown message",
+            };
+            return Err(End::reject(
+                "no_hello",
+                Code::InvalidArgument,
+                format!("the first message must be Hello, got {got}"),
+            ));
+        }
+    };
+    if !valid_name(&hello.agent_id, MAX_AGENT_ID_LEN) {
+        return Err(End::reject(
+            "invalid_hello",
+            Code::InvalidArgument,
+            format!(
+                "invalid agent_id {}: use 1-{MAX_AGENT_ID_LEN} characters of [a-z0-9-]",
+                quoted(&hello.agent_id)
+            ),
+        ));
+    }
+    if !valid_name(&hello.region, MAX_REGION_LEN) {
+        return Err(End::reject(
+            "invalid_hello",
+            Code::InvalidArgument,
+            format!(
+                "invalid region {}: use 1-{MAX_REGION_LEN} characters of [a-z0-9-]",
+                quoted(&hello.region)
+            ),
+        ));
+    }
+    Ok(hello)
+}
+
+fn storage_failed(what: &str, e: impl std::fmt::Display) -> End {
+    tracing::error!(error = %e, "{what} failed");
+    End::Status(Status::unavailable(format!(
+        "coordinator storage unavailable ({what})"
+    )))
+}
+
+/// Serves a stream whose hello was accepted, until it ends.
+async fn serve(
+    inner: Arc<Inner>,
+    hello: Hello,
+    incoming: &mut Streaming<AgentMessage>,
+    tx: Outbox,
+    peer: &str,
+) -> End {
+    let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
+    let (lock, token) = inner.register(&hello.agent_id, id);
+    let _registration = Registration {
+        inner: inner.clone(),
+        agent_id: hello.agent_id.clone(),
+        session: id,
+    };
+    // Wait until an older stream of this agent has finished writing.
+    let _guard = tokio::select! {
+        g = lock.lock_owned() => g,
+        _ = token.cancelled() => return ended_by_token(&inner, &hello.agent_id),
+    };
+    let mut session = Session {
+        inner: inner.clone(),
+        agent_id: hello.agent_id.clone(),
+        region: hello.region.clone(),
+        id,
+        token,
+        acks: AckTracker::default(),
+        tx,
+    };
+    tracing::info!(
+        agent_id = %hello.agent_id, region = %hello.region, version = %hello.version, peer, session = id,
+        "agent connected"
+    );
+    let end = session.run(hello, incoming).await;
+    // Still the agent's current stream: it is now disconnected. (A newer
+    // stream is waiting on our lock and marks it connected after us.)
+    if inner.is_current(&session.agent_id, id)
+        && let Err(e) = inner.store.set_connected(&session.agent_id, false).await
+    {
+        tracing::warn!(agent_id = %session.agent_id, error = %e, "cannot mark agent disconnected");
+    }
+    tracing::info!(agent_id = %session.agent_id, session = id, "agent stream ended");
+    end
+}
+
+fn ended_by_token(inner: &Inner, agent_id: &str) -> End {
+    if inner.shutdown.is_cancelled() {
+        End::Status(Status::unavailable("coordinator shutting down"))
+    } else {
+        tracing::info!(
+            agent_id,
+            "stream superseded by a newer stream of the same agent"
+        );
+        End::Status(Status::aborted(
+            "superseded by a newer stream of the same agent",
+        ))
+    }
+}
+
+impl Session {
+    async fn run(&mut self, hello: Hello, incoming: &mut Streaming<AgentMessage>) -> End {
+        // Our own receiver: `start` marks the snapshot it sends as seen, so
+        // only later catalog changes are pushed, and none is missed between.
+        let mut catalog = self.inner.catalog.clone();
+        if let Err(end) = self.start(hello, &mut catalog).await {
+            return end;
+        }
+        let mut catalog_open = true;
+        loop {
+            tokio::select! {
+                _ = self.token.cancelled() => return ended_by_token(&self.inner, &self.agent_id),
+                changed = catalog.changed(), if catalog_open => {
+                    if changed.is_err() {
+                        catalog_open = false;
+                        continue;
+                    }
+                    let snapshot = catalog.borrow_and_update().clone();
+                    tracing::info!(agent_id = %self.agent_id, version = snapshot.version, "pushing new assignment");
+                    if let Err(end) = send(&self.tx, CoordMsg::Assignment(assignment_for(&snapshot, &self.region))).await {
+                        return end;
+                    }
+                }
+                msg = incoming.message() => {
+                    let msg = match msg {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return End::Closed,
+                        Err(status) => {
+                            // Includes messages over the size limit (OUT_OF_RANGE):
+                            // pass the status on so the agent learns why.
+                            tracing::warn!(agent_id = %self.agent_id, error = %status, "agent stream failed");
+                            return End::Status(status);
+                        }
+                    };
+                    if let Err(end) = self.handle(msg).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the agent, then tells it the stored ack and its assignment.
+    async fn start(
+        &mut self,
+        hello: Hello,
+        catalog: &mut watch::Receiver<Arc<CatalogSnapshot>>,
+    ) -> Result<(), End> {
+        let info = AgentInfo {
+            agent_id: hello.agent_id,
+            region: hello.region,
+            version: hello.version,
+            labels: hello.labels.into_iter().collect(),
+        };
+        let store = &self.inner.store;
+        store
+            .upsert_agent(&info)
+            .await
+            .map_err(|e| storage_failed("recording the agent", e))?;
+        let acked = store
+            .acked_seq(&self.agent_id)
+            .await
+            .map_err(|e| storage_failed("reading the ack", e))?;
+        self.acks = AckTracker::new(acked);
+        // The ack first: the agent numbers new results from acked + 1.
+        send(
+            &self.tx,
+            CoordMsg::Ack(Ack {
+                acked_seq: self.acks.acked(),
+            }),
+        )
+        .await?;
+        let snapshot = catalog.borrow_and_update().clone();
+        send(
+            &self.tx,
+            CoordMsg::Assignment(assignment_for(&snapshot, &self.region)),
+        )
+        .await
+    }
+
+    async fn handle(&mut self, msg: AgentMessage) -> Result<(), End> {
+        match msg.msg {
+            Some(AgentMsg::Results(batch)) => self.batch(batch).await,
+            Some(AgentMsg::Heartbeat(_)) => {
+                if let Err(e) = self.inner.store.touch_agent(&self.agent_id).await {
+                    tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot record heartbeat");
+                }
+                Ok(())
+            }
+            Some(AgentMsg::Hello(_)) => Err(End::reject(
+                "duplicate_hello",
+                Code::InvalidArgument,
+                "Hello sent twice on one stream".to_string(),
+            )),
+            // A message kind from a newer agent: ignore it (wire evolution rule).
+            None => {
+                tracing::debug!(agent_id = %self.agent_id, "ignoring empty or unknown message");
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks every result belongs to this agent, stores the batch, advances
+    /// and persists the ack, and sends it.
+    async fn batch(&mut self, batch: ResultBatch) -> Result<(), End> {
+        for r in &batch.results {
+            if r.agent_id != self.agent_id {
+                return Err(End::reject(
+                    "agent_mismatch",
+                    Code::PermissionDenied,
+                    format!(
+                        "result for agent {} from agent {}",
+                        quoted(&r.agent_id),
+                        quoted(&self.agent_id)
+                    ),
+                ));
+            }
+            if r.region != self.region {
+                return Err(End::reject(
+                    "region_mismatch",
+                    Code::PermissionDenied,
+                    format!(
+                        "result for region {} from an agent of region {}",
+                        quoted(&r.region),
+                        quoted(&self.region)
+                    ),
+                ));
+            }
+            if r.seq == 0 || r.seq > MAX_ACK {
+                return Err(End::reject(
+                    "invalid_seq",
+                    Code::InvalidArgument,
+                    format!(
+                        "result seq {} is invalid: sequences start at 1 and fit in 63 bits",
+                        r.seq
+                    ),
+                ));
+            }
+        }
+        let store = &self.inner.store;
+        if !batch.results.is_empty() {
+            let started = Instant::now();
+            let stats = store
+                .insert_batch(&self.agent_id, &batch.results)
+                .await
+                .map_err(|e| storage_failed("storing results", e))?;
+            metrics::histogram!("authpulse_coordinator_ingest_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("authpulse_coordinator_results_ingested_total", "region" => self.region.clone())
+                .increment(stats.inserted);
+            metrics::counter!("authpulse_coordinator_results_duplicate_total")
+                .increment(stats.duplicates);
+            tracing::debug!(
+                agent_id = %self.agent_id, inserted = stats.inserted, duplicates = stats.duplicates, session = self.id,
+                "batch stored"
+            );
+        }
+        metrics::counter!("authpulse_coordinator_batches_total").increment(1);
+        let before = self.acks.acked();
+        let acked = self
+            .acks
+            .stored(batch.results.iter().map(|r| r.seq), batch.low_watermark);
+        let written = if acked != before {
+            store.set_acked_seq(&self.agent_id, acked).await
+        } else {
+            store.touch_agent(&self.agent_id).await
+        };
+        written.map_err(|e| storage_failed("recording the ack", e))?;
+        send(&self.tx, CoordMsg::Ack(Ack { acked_seq: acked })).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_advances_over_contiguous_seqs_only() {
+        let mut a = AckTracker::new(0);
+        assert_eq!(a.stored([1, 2, 4], 0), 2);
+        assert_eq!(a.stored([3], 0), 4);
+        assert_eq!(a.stored([4, 3], 0), 4);
+        assert_eq!(a.stored([6], 0), 4);
+        assert_eq!(a.stored([5], 0), 6);
+    }
+
+    #[test]
+    fn low_watermark_settles_below() {
+        let mut a = AckTracker::new(0);
+        assert_eq!(a.stored([10, 11], 10), 11);
+        // Seqs the agent dropped (12..14) are settled by a later watermark.
+        assert_eq!(a.stored([15, 17], 15), 15);
+        assert_eq!(a.stored([], 17), 17);
+        // A watermark below the ack changes nothing.
+        assert_eq!(a.stored([], 3), 17);
+    }
+
+    #[test]
+    fn ack_starts_from_stored() {
+        let mut a = AckTracker::new(41);
+        assert_eq!(a.stored([40, 41], 0), 41);
+        assert_eq!(a.stored([42], 0), 42);
+        let mut huge = AckTracker::new(0);
+        assert_eq!(huge.stored([], u64::MAX), MAX_ACK);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("eu-west-1", 63));
+        assert!(!valid_name("", 63));
+        assert!(!valid_name("EU", 63));
+        assert!(!valid_name("a_b", 63));
+        assert!(!valid_name(&"a".repeat(64), 63));
+        assert_eq!(quoted("x\ny"), "\"x\\ny\"");
+    }
+}

@@ -1,0 +1,354 @@
+//! authpulse coordinator: agents stream probe results to it over gRPC
+//! ([`ingest`]), it stores them ([`store`]), evaluates SLOs ([`slo`]) and
+//! serves the HTTP API and `/metrics` ([`api`]). [`start`] wires these
+//! together from a [`CoordinatorConfig`] and returns a [`Running`] handle;
+//! the `authpulse-coordinator` binary and the CLI's standalone mode are thin
+//! shells around it.
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod slo;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use authpulse_proto::catalog::{Catalog, CatalogErrors, load_files};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use api::metrics_handle;
+pub use config::CoordinatorConfig;
+use store::Store;
+
+/// How often raw results older than `raw_retention` are deleted.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How long shutdown waits for servers and agent streams before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The catalog being served, with the assignment version agents see.
+#[derive(Clone, Debug, Default)]
+pub struct CatalogSnapshot {
+    pub catalog: Arc<Catalog>,
+    /// Increases with every change; unchanged catalog = unchanged version,
+    /// also across restarts (kept in the database).
+    pub version: u64,
+    /// False when no catalog files are configured (readiness fails).
+    pub loaded: bool,
+}
+
+/// A stable text form of everything the catalog means, to tell whether a
+/// reload changed anything (source locations excluded).
+fn canonical(catalog: &Catalog) -> String {
+    let probes: Vec<String> = catalog.probes.iter().map(|p| p.to_json()).collect();
+    serde_json::to_string(&(probes, &catalog.slos, &catalog.gates)).unwrap_or_default()
+}
+
+/// A started coordinator. Dropping it without [`shutdown`](Self::shutdown)
+/// still stops the servers, just without waiting for them.
+pub struct Running {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    store: Store,
+    catalog_files: Vec<PathBuf>,
+    raw_retention: Duration,
+    catalog_tx: watch::Sender<Arc<CatalogSnapshot>>,
+    /// Serializes reloads (SIGHUP and API callers) so versions stay ordered.
+    reload_lock: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    sessions: TaskTracker,
+}
+
+/// Loads the catalog, opens the store, binds both listeners and starts
+/// serving. Fails with the full list of catalog errors if the catalog is
+/// invalid, or if a port can't be bound.
+pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
+    config.check()?;
+    tracing::warn!(
+        grpc_listen = %config.grpc_listen,
+        "insecure mode: agents connect over plaintext gRPC without client certificates; \
+         run only on a trusted network until mTLS is available"
+    );
+
+    let catalog = match load_files(&config.catalog) {
+        Ok(c) => c,
+        Err(errs) => {
+            let n = errs.0.len();
+            return Err(
+                anyhow::Error::new(errs).context(format!("the catalog is invalid ({n} problems)"))
+            );
+        }
+    };
+    let loaded = !config.catalog.is_empty();
+    if !loaded {
+        tracing::warn!(
+            "no catalog files configured (`catalog`); serving an empty catalog and reporting not ready"
+        );
+    }
+    warn_retention(&catalog, config.raw_retention);
+
+    let store = Store::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    store.mark_all_disconnected().await?;
+    let version = store.catalog_version(&canonical(&catalog)).await?;
+    tracing::info!(
+        version,
+        probes = catalog.probes.len(),
+        slos = catalog.slos.len(),
+        db = %store.path().display(),
+        "catalog loaded"
+    );
+    let (catalog_tx, catalog_rx) = watch::channel(Arc::new(CatalogSnapshot {
+        catalog: Arc::new(catalog),
+        version,
+        loaded,
+    }));
+
+    let metrics = metrics_handle();
+    slo::describe_metrics();
+    let shutdown = CancellationToken::new();
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (grpc_listen)", config.grpc_listen))?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let ingest = ingest::IngestService::new(store.clone(), catalog_rx.clone(), shutdown.clone());
+    let sessions = ingest.tasks();
+    let mut tasks = Vec::new();
+
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            // Finds agents whose connection died silently, so they show as
+            // disconnected and their slot frees up.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .tcp_nodelay(true)
+            .add_service(ingest.into_server())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                stop.clone().cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gRPC server failed; stopping");
+            stop.cancel();
+        }
+    }));
+
+    let router = api::router(api::ApiState {
+        store: store.clone(),
+        catalog: catalog_rx.clone(),
+        metrics,
+    });
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(http_listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed; stopping");
+            stop.cancel();
+        }
+    }));
+
+    tasks.push(tokio::spawn(slo_gauges(
+        store.clone(),
+        catalog_rx,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(prune(
+        store.clone(),
+        config.raw_retention,
+        shutdown.clone(),
+    )));
+
+    tracing::info!(%grpc_addr, %http_addr, "coordinator started");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        store,
+        catalog_files: config.catalog,
+        raw_retention: config.raw_retention,
+        catalog_tx,
+        reload_lock: tokio::sync::Mutex::new(()),
+        shutdown,
+        tasks,
+        sessions,
+    })
+}
+
+/// Raw results are all SLOs are computed from (for now); a window longer
+/// than their retention silently covers less than it says.
+fn warn_retention(catalog: &Catalog, retention: Duration) {
+    for slo in &catalog.slos {
+        if let authpulse_proto::catalog::Window::Rolling(w) = slo.window
+            && w > retention
+        {
+            tracing::warn!(
+                slo = %slo.id,
+                window = %humantime::format_duration(w),
+                raw_retention = %humantime::format_duration(retention),
+                "SLO window is longer than raw_retention: it will only cover the retained results"
+            );
+        }
+    }
+}
+
+/// Refreshes the SLO gauges every [`slo::GAUGE_INTERVAL`].
+async fn slo_gauges(
+    store: Store,
+    catalog: watch::Receiver<Arc<CatalogSnapshot>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(slo::GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let snapshot = catalog.borrow().clone();
+        match slo::evaluate(&store, &snapshot.catalog, store::now_ms()).await {
+            Ok(statuses) => slo::export_gauges(&statuses),
+            Err(e) => tracing::warn!(error = %e, "SLO evaluation for gauges failed"),
+        }
+    }
+}
+
+/// Deletes raw results past retention, once at start and then hourly.
+async fn prune(store: Store, retention: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = store::now_ms().saturating_sub(retention_ms);
+        match store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned results past raw_retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning old results failed"),
+        }
+    }
+}
+
+impl Running {
+    /// The bound gRPC address (the real port when the config said 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address (the real port when the config said 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The catalog currently served.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog_tx.borrow().catalog.clone()
+    }
+
+    /// The assignment version currently served.
+    pub fn catalog_version(&self) -> u64 {
+        self.catalog_tx.borrow().version
+    }
+
+    /// Re-reads the catalog files. If they are invalid, the running catalog
+    /// stays and the errors are logged and returned; if they changed, the
+    /// new version is pushed to every connected agent.
+    pub async fn reload_catalog(&self) -> Result<(), CatalogErrors> {
+        let _serial = self.reload_lock.lock().await;
+        let catalog = match load_files(&self.catalog_files) {
+            Ok(c) => c,
+            Err(errs) => {
+                tracing::error!(problems = errs.0.len(), errors = %errs, "catalog reload failed; keeping the running catalog");
+                return Err(errs);
+            }
+        };
+        let current = self.catalog_tx.borrow().clone();
+        let version = match self.store.catalog_version(&canonical(&catalog)).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Still apply the catalog; the version just isn't persisted.
+                tracing::warn!(error = %e, "cannot persist the catalog version");
+                current.version + 1
+            }
+        };
+        if version == current.version {
+            tracing::info!(version, "catalog reloaded: unchanged");
+            return Ok(());
+        }
+        warn_retention(&catalog, self.raw_retention);
+        tracing::info!(
+            version,
+            previous = current.version,
+            probes = catalog.probes.len(),
+            slos = catalog.slos.len(),
+            "catalog reloaded; pushing assignments"
+        );
+        self.catalog_tx.send_replace(Arc::new(CatalogSnapshot {
+            catalog: Arc::new(catalog),
+            version,
+            loaded: current.loaded,
+        }));
+        Ok(())
+    }
+
+    /// Resolves when the coordinator stops on its own (a server failed) or
+    /// [`shutdown`](Self::shutdown) began.
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await
+    }
+
+    /// Graceful stop: no new connections, agent streams end with
+    /// `UNAVAILABLE` (agents reconnect and resend anything unacked), in-flight
+    /// commits finish, then the database is closed.
+    pub async fn shutdown(mut self) {
+        tracing::info!("coordinator shutting down");
+        self.shutdown.cancel();
+        for task in std::mem::take(&mut self.tasks) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("a server did not stop in time; aborting it");
+                abort.abort();
+            }
+        }
+        self.sessions.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("agent streams did not finish in time");
+        }
+        self.store.close().await;
+        tracing::info!("coordinator stopped");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,121 @@
+//! `authpulse-coordinator`: runs the coordinator from a config file until
+//! SIGTERM or Ctrl-C; SIGHUP reloads the catalog. Logs are JSON on stderr;
+//! stdout carries only the `listening on` / `grpc on` lines that scripts
+//! and the end-to-end tests wait for.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use authpulse_coordinator::{CoordinatorConfig, start};
+use authpulse_proto::catalog::CatalogErrors;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+const EXAMPLE: &str = "\
+Example:
+  authpulse-coordinator --config coordinator.yaml
+
+  # coordinator.yaml
+  grpc_listen: 0.0.0.0:7070
+  http_listen: 0.0.0.0:8080
+  data_dir: /var/lib/authpulse
+  catalog: [/etc/authpulse/catalog.yaml]
+  raw_retention: 14d
+  insecure: true        # required until mTLS is implemented
+
+Every key can be overridden from the environment, e.g.
+  AUTHPULSE_COORDINATOR__HTTP_LISTEN=127.0.0.1:9000
+Log level: AUTHPULSE_LOG (default info), e.g. AUTHPULSE_LOG=authpulse_coordinator=debug
+Signals: SIGHUP reloads the catalog, SIGTERM/Ctrl-C stop gracefully.";
+
+/// Receives probe results from authpulse agents, stores them, computes SLOs
+/// and serves the HTTP API, /metrics, /healthz and /readyz.
+#[derive(Parser, Debug)]
+#[command(name = "authpulse-coordinator", version, after_help = EXAMPLE)]
+struct Args {
+    /// Config file (YAML or TOML). Without it, defaults and environment overrides apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn init_logging() {
+    let filter =
+        EnvFilter::try_from_env("AUTHPULSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Before anything touches TLS: exactly one process-wide crypto provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let args = Args::parse();
+    init_logging();
+
+    let config = match CoordinatorConfig::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("authpulse-coordinator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let running = match start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            match e.downcast_ref::<CatalogErrors>() {
+                // One problem per line, as `authpulse validate` prints them.
+                Some(errs) => eprintln!("authpulse-coordinator: the catalog is invalid:\n{errs}"),
+                None => eprintln!("authpulse-coordinator: {e:#}"),
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{}", running.http_addr());
+        let _ = writeln!(out, "grpc on {}", running.grpc_addr());
+        let _ = out.flush();
+    }
+
+    let code = match wait_for_signals(&running).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("authpulse-coordinator: cannot install signal handlers: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    running.shutdown().await;
+    code
+}
+
+/// Reloads on SIGHUP until asked to stop; the exit code says whether the
+/// stop was requested (success) or a server failed.
+#[cfg(unix)]
+async fn wait_for_signals(running: &authpulse_coordinator::Running) -> std::io::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the catalog");
+                // Errors are logged by reload_catalog; the old catalog stays.
+                let _ = running.reload_catalog().await;
+            }
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
+            r = tokio::signal::ctrl_c() => { r?; return Ok(ExitCode::SUCCESS) }
+            _ = running.stopped() => return Ok(ExitCode::FAILURE),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(running: &authpulse_coordinator::Running) -> std::io::Result<ExitCode> {
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => { r?; Ok(ExitCode::SUCCESS) }
+        _ = running.stopped() => Ok(ExitCode::FAILURE),
+    }
+}

@@ -1,0 +1,744 @@
+//! Durable storage of probe results and agent state in one SQLite file
+//! (`<data_dir>/authpulse.db`). Ingest is idempotent on `(agent_id, seq)`:
+//! agents resend whatever was not acknowledged, so storing a result twice
+//! must be a no-op, and a batch is one transaction so an ack never covers a
+//! half-written batch.
+//!
+//! SQLite allows one writer at a time. Writes go through a pool of exactly
+//! one connection so they queue in-process instead of failing with
+//! `SQLITE_BUSY`; reads use a separate pool, which WAL mode lets run
+//! concurrently with the writer. The schema is created by code
+//! (`CREATE TABLE IF NOT EXISTS`) and versioned in `schema_version`.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use authpulse_proto::v1::{ProbeResult, StepResult, Timings};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+/// The schema this code writes. Bump it together with a migration step in
+/// [`Store::migrate`] when tables change.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// File name inside the data directory.
+pub const DB_FILE: &str = "authpulse.db";
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS results (
+        agent_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        probe_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL,
+        outcome INTEGER NOT NULL,
+        failure_class INTEGER NOT NULL,
+        dns_us INTEGER,
+        connect_us INTEGER,
+        tls_us INTEGER,
+        ttfb_us INTEGER,
+        total_us INTEGER NOT NULL,
+        steps_json TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        assignment_version INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (agent_id, seq)
+    )",
+    // SLO counts read (probe, time range) and only these columns, so the
+    // index covers the query and the table itself is never touched.
+    "CREATE INDEX IF NOT EXISTS results_probe_started
+        ON results (probe_id, started_ms, outcome, total_us)",
+    // The hourly prune deletes by age in small chunks; without this each
+    // chunk would scan the table.
+    "CREATE INDEX IF NOT EXISTS results_started ON results (started_ms)",
+    // The newest result per (probe, region), maintained on insert, so the
+    // status view doesn't scan all results on every request.
+    "CREATE TABLE IF NOT EXISTS latest (
+        probe_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        PRIMARY KEY (probe_id, region)
+    )",
+    "CREATE TABLE IF NOT EXISTS agents (
+        agent_id TEXT PRIMARY KEY NOT NULL,
+        region TEXT NOT NULL,
+        version TEXT NOT NULL,
+        labels_json TEXT NOT NULL,
+        acked_seq INTEGER NOT NULL DEFAULT 0,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        connected INTEGER NOT NULL DEFAULT 0
+    )",
+    // Small key/value facts about the installation (the catalog version).
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(
+        "database schema version {found} is newer than this coordinator supports ({supported}); upgrade authpulse"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("invalid value: {0}")]
+    Invalid(String),
+    #[error("corrupt stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsertStats {
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+/// What an agent says about itself in its hello.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub agent_id: String,
+    pub region: String,
+    pub version: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentRow {
+    pub info: AgentInfo,
+    pub acked_seq: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub connected: bool,
+}
+
+/// Phase timings in microseconds, `None` where the phase did not happen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTimings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttfb_us: Option<u64>,
+    pub total_us: u64,
+}
+
+impl From<Option<&Timings>> for StoredTimings {
+    fn from(t: Option<&Timings>) -> Self {
+        match t {
+            Some(t) => StoredTimings {
+                dns_us: t.dns_us,
+                connect_us: t.connect_us,
+                tls_us: t.tls_us,
+                ttfb_us: t.ttfb_us,
+                total_us: t.total_us,
+            },
+            None => StoredTimings::default(),
+        }
+    }
+}
+
+/// One journey step as kept in `results.steps_json`. Enum fields are the
+/// proto's integer values, like the `results` columns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredStep {
+    pub name: String,
+    pub kind: String,
+    pub outcome: i32,
+    pub failure_class: i32,
+    pub timings: StoredTimings,
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl From<&StepResult> for StoredStep {
+    fn from(s: &StepResult) -> Self {
+        StoredStep {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            outcome: s.outcome,
+            failure_class: s.failure_class,
+            timings: s.timings.as_ref().into(),
+            detail: s.detail.clone(),
+        }
+    }
+}
+
+/// A result as read back from the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResult {
+    pub agent_id: String,
+    pub seq: u64,
+    pub probe_id: String,
+    pub region: String,
+    pub started_ms: i64,
+    pub duration_us: u64,
+    pub outcome: i32,
+    pub failure_class: i32,
+    pub timings: StoredTimings,
+    pub steps: Vec<StoredStep>,
+    pub detail: String,
+    pub assignment_version: u64,
+    pub received_ms: i64,
+}
+
+/// Handle to the database; cheap to clone (pools are shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+    path: PathBuf,
+}
+
+/// Milliseconds since the Unix epoch, the unit of every `*_ms` column.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// SQLite integers are signed; durations beyond i64 are not real and are clamped.
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unsigned(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/authpulse.db` and brings its schema up to date.
+    pub async fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives a process crash; only an
+            // OS crash or power loss can lose the last transactions, and the
+            // agents resend anything unacked anyway.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let store_for_schema = Store {
+            write: write.clone(),
+            read: write.clone(),
+            path: path.clone(),
+        };
+        store_for_schema.migrate().await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Store { write, read, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for stmt in SCHEMA {
+            sqlx::query(*stmt).execute(&mut *tx).await?;
+        }
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        match found {
+            None => {
+                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            // Same version; older versions would be migrated here.
+            Some(_) => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Answers when the database does (`SELECT 1`), for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    /// Stores a batch in one transaction; results already stored (same agent
+    /// and seq) are counted as duplicates and left untouched.
+    pub async fn insert_batch(
+        &self,
+        agent_id: &str,
+        results: &[ProbeResult],
+    ) -> Result<InsertStats> {
+        let received = now_ms();
+        let mut stats = InsertStats::default();
+        let mut tx = self.write.begin().await?;
+        for r in results {
+            let seq = i64::try_from(r.seq)
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| StoreError::Invalid(format!("seq {} out of range", r.seq)))?;
+            let t = StoredTimings::from(r.timings.as_ref());
+            let steps: Vec<StoredStep> = r.steps.iter().map(StoredStep::from).collect();
+            let inserted = sqlx::query(
+                "INSERT INTO results (agent_id, seq, probe_id, region, started_ms, duration_us, outcome,
+                    failure_class, dns_us, connect_us, tls_us, ttfb_us, total_us, steps_json, detail,
+                    assignment_version, received_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (agent_id, seq) DO NOTHING",
+            )
+            .bind(agent_id)
+            .bind(seq)
+            .bind(&r.probe_id)
+            .bind(&r.region)
+            .bind(r.started_unix_ms)
+            .bind(clamp(r.duration_us))
+            .bind(r.outcome)
+            .bind(r.failure_class)
+            .bind(t.dns_us.map(clamp))
+            .bind(t.connect_us.map(clamp))
+            .bind(t.tls_us.map(clamp))
+            .bind(t.ttfb_us.map(clamp))
+            .bind(clamp(t.total_us))
+            .bind(serde_json::to_string(&steps)?)
+            .bind(&r.detail)
+            .bind(clamp(r.assignment_version))
+            .bind(received)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !inserted {
+                stats.duplicates += 1;
+                continue;
+            }
+            stats.inserted += 1;
+            // `>=`: of two results started in the same millisecond the one
+            // stored last is shown.
+            sqlx::query(
+                "INSERT INTO latest (probe_id, region, agent_id, seq, started_ms) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (probe_id, region) DO UPDATE SET
+                    agent_id = excluded.agent_id, seq = excluded.seq, started_ms = excluded.started_ms
+                 WHERE excluded.started_ms >= latest.started_ms",
+            )
+            .bind(&r.probe_id)
+            .bind(&r.region)
+            .bind(agent_id)
+            .bind(seq)
+            .bind(r.started_unix_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    /// The highest contiguous seq acknowledged to this agent (0 = none or unknown agent).
+    pub async fn acked_seq(&self, agent_id: &str) -> Result<u64> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT acked_seq FROM agents WHERE agent_id = ?")
+            .bind(agent_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(v.map(unsigned).unwrap_or(0))
+    }
+
+    /// Records a new ack. Never moves it backwards: a late write from a
+    /// superseded stream must not undo a newer stream's progress.
+    /// Also counts as a sign of life (updates last_seen).
+    pub async fn set_acked_seq(&self, agent_id: &str, acked_seq: u64) -> Result<()> {
+        sqlx::query(
+            "UPDATE agents SET acked_seq = MAX(acked_seq, ?), last_seen_ms = ? WHERE agent_id = ?",
+        )
+        .bind(clamp(acked_seq))
+        .bind(now_ms())
+        .bind(agent_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts or refreshes an agent from its hello and marks it connected.
+    /// The stored ack is kept: it is what the agent continues from.
+    pub async fn upsert_agent(&self, info: &AgentInfo) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO agents (agent_id, region, version, labels_json, acked_seq, first_seen_ms, last_seen_ms, connected)
+             VALUES (?, ?, ?, ?, 0, ?, ?, 1)
+             ON CONFLICT (agent_id) DO UPDATE SET
+                region = excluded.region, version = excluded.version, labels_json = excluded.labels_json,
+                last_seen_ms = excluded.last_seen_ms, connected = 1",
+        )
+        .bind(&info.agent_id)
+        .bind(&info.region)
+        .bind(&info.version)
+        .bind(serde_json::to_string(&info.labels)?)
+        .bind(now)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Updates last_seen (heartbeats, batches).
+    pub async fn touch_agent(&self, agent_id: &str) -> Result<()> {
+        sqlx::query("UPDATE agents SET last_seen_ms = ? WHERE agent_id = ?")
+            .bind(now_ms())
+            .bind(agent_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_connected(&self, agent_id: &str, connected: bool) -> Result<()> {
+        sqlx::query("UPDATE agents SET connected = ?, last_seen_ms = ? WHERE agent_id = ?")
+            .bind(connected)
+            .bind(now_ms())
+            .bind(agent_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// At start no stream exists yet, whatever a crashed predecessor left behind.
+    pub async fn mark_all_disconnected(&self) -> Result<()> {
+        sqlx::query("UPDATE agents SET connected = 0 WHERE connected != 0")
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentRow>> {
+        let rows = sqlx::query(
+            "SELECT agent_id, region, version, labels_json, acked_seq, first_seen_ms, last_seen_ms, connected
+             FROM agents ORDER BY agent_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let labels: String = row.try_get("labels_json")?;
+                Ok(AgentRow {
+                    info: AgentInfo {
+                        agent_id: row.try_get("agent_id")?,
+                        region: row.try_get("region")?,
+                        version: row.try_get("version")?,
+                        labels: serde_json::from_str(&labels)?,
+                    },
+                    acked_seq: unsigned(row.try_get("acked_seq")?),
+                    first_seen_ms: row.try_get("first_seen_ms")?,
+                    last_seen_ms: row.try_get("last_seen_ms")?,
+                    connected: row.try_get::<i64, _>("connected")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest stored result of every (probe, region), ordered by probe then region.
+    pub async fn latest_per_probe_region(&self) -> Result<Vec<StoredResult>> {
+        let rows = sqlx::query(
+            "SELECT r.* FROM latest l JOIN results r ON r.agent_id = l.agent_id AND r.seq = l.seq
+             ORDER BY l.probe_id, l.region",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(result_from_row).collect()
+    }
+
+    /// `(good, total)` over results of `probe_ids` (all regions) started at or
+    /// after `since_ms`. Good = success, and with a threshold also
+    /// `total_us <= threshold`.
+    pub async fn slo_counts(
+        &self,
+        probe_ids: &[String],
+        since_ms: i64,
+        latency_threshold_us: Option<u64>,
+    ) -> Result<(u64, u64)> {
+        // The id list travels as one JSON parameter so the SQL text stays static.
+        let ids = serde_json::to_string(probe_ids)?;
+        let row = sqlx::query(
+            "SELECT
+                COALESCE(SUM(CASE WHEN outcome = 1 AND (?1 IS NULL OR total_us <= ?1) THEN 1 ELSE 0 END), 0) AS good,
+                COUNT(*) AS total
+             FROM results
+             WHERE probe_id IN (SELECT value FROM json_each(?2)) AND started_ms >= ?3",
+        )
+        .bind(latency_threshold_us.map(clamp))
+        .bind(ids)
+        .bind(since_ms)
+        .fetch_one(&self.read)
+        .await?;
+        Ok((
+            unsigned(row.try_get("good")?),
+            unsigned(row.try_get("total")?),
+        ))
+    }
+
+    /// Deletes results started before `older_than_ms`; returns how many.
+    /// Works in chunks so ingest (same single writer) is never blocked for long.
+    pub async fn prune(&self, older_than_ms: i64) -> Result<u64> {
+        const CHUNK: i64 = 5000;
+        let mut deleted = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM results WHERE rowid IN
+                    (SELECT rowid FROM results WHERE started_ms < ? LIMIT ?)",
+            )
+            .bind(older_than_ms)
+            .bind(CHUNK)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < CHUNK as u64 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        sqlx::query("DELETE FROM latest WHERE started_ms < ?")
+            .bind(older_than_ms)
+            .execute(&self.write)
+            .await?;
+        Ok(deleted)
+    }
+
+    /// The assignment version for a catalog, given its canonical text: the
+    /// stored version if the text is unchanged, else the next one. Kept in
+    /// the database so versions keep increasing across restarts and an
+    /// unchanged catalog keeps its version.
+    pub async fn catalog_version(&self, canonical: &str) -> Result<u64> {
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query(
+            "SELECT key, value FROM meta WHERE key IN ('catalog_version', 'catalog_text')",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut version = 0u64;
+        let mut text = None;
+        for row in &rows {
+            let key: String = row.try_get("key")?;
+            let value: String = row.try_get("value")?;
+            match key.as_str() {
+                "catalog_version" => version = value.parse().unwrap_or(0),
+                _ => text = Some(value),
+            }
+        }
+        if version > 0 && text.as_deref() == Some(canonical) {
+            return Ok(version);
+        }
+        let next = version + 1;
+        for (key, value) in [
+            ("catalog_version", next.to_string()),
+            ("catalog_text", canonical.to_string()),
+        ] {
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// Closes both pools (waits for running queries).
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+fn result_from_row(row: &SqliteRow) -> Result<StoredResult> {
+    let opt = |name: &str| -> Result<Option<u64>> {
+        Ok(row.try_get::<Option<i64>, _>(name)?.map(unsigned))
+    };
+    let steps: String = row.try_get("steps_json")?;
+    Ok(StoredResult {
+        agent_id: row.try_get("agent_id")?,
+        seq: unsigned(row.try_get("seq")?),
+        probe_id: row.try_get("probe_id")?,
+        region: row.try_get("region")?,
+        started_ms: row.try_get("started_ms")?,
+        duration_us: unsigned(row.try_get("duration_us")?),
+        outcome: row.try_get("outcome")?,
+        failure_class: row.try_get("failure_class")?,
+        timings: StoredTimings {
+            dns_us: opt("dns_us")?,
+            connect_us: opt("connect_us")?,
+            tls_us: opt("tls_us")?,
+            ttfb_us: opt("ttfb_us")?,
+            total_us: unsigned(row.try_get("total_us")?),
+        },
+        steps: serde_json::from_str(&steps)?,
+        detail: row.try_get("detail")?,
+        assignment_version: unsigned(row.try_get("assignment_version")?),
+        received_ms: row.try_get("received_ms")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authpulse_proto::v1::{FailureClass, Outcome};
+
+    fn result(seq: u64, probe: &str, started: i64, ok: bool, total_us: u64) -> ProbeResult {
+        ProbeResult {
+            agent_id: "a1".into(),
+            seq,
+            probe_id: probe.into(),
+            region: "eu-west".into(),
+            started_unix_ms: started,
+            duration_us: total_us,
+            outcome: if ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            } as i32,
+            failure_class: if ok {
+                FailureClass::Unspecified
+            } else {
+                FailureClass::Timeout
+            } as i32,
+            timings: Some(Timings {
+                dns_us: Some(10),
+                connect_us: None,
+                tls_us: None,
+                ttfb_us: Some(500),
+                total_us,
+            }),
+            steps: vec![],
+            detail: String::new(),
+            assignment_version: 1,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).await.expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn insert_is_idempotent_and_latest_tracks_newest() {
+        let (_dir, s) = store().await;
+        s.upsert_agent(&AgentInfo {
+            agent_id: "a1".into(),
+            region: "eu-west".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("agent");
+        let batch = vec![
+            result(1, "p", 1000, true, 100),
+            result(2, "p", 2000, false, 200),
+        ];
+        assert_eq!(
+            s.insert_batch("a1", &batch).await.expect("insert").inserted,
+            2
+        );
+        let again = s.insert_batch("a1", &batch).await.expect("insert");
+        assert_eq!(
+            again,
+            InsertStats {
+                inserted: 0,
+                duplicates: 2
+            }
+        );
+        // An older result arriving late does not replace the newest.
+        s.insert_batch("a1", &[result(3, "p", 500, true, 1)])
+            .await
+            .expect("insert");
+        let latest = s.latest_per_probe_region().await.expect("latest");
+        assert_eq!(latest.len(), 1);
+        assert_eq!(
+            (latest[0].seq, latest[0].outcome),
+            (2, Outcome::Failure as i32)
+        );
+        assert_eq!(latest[0].timings.dns_us, Some(10));
+        assert_eq!(latest[0].timings.connect_us, None);
+    }
+
+    #[tokio::test]
+    async fn counts_and_prune() {
+        let (_dir, s) = store().await;
+        let batch = vec![
+            result(1, "p", 1000, true, 100),
+            result(2, "p", 2000, true, 900),
+            result(3, "p", 3000, false, 100),
+            result(4, "q", 3000, true, 100),
+            result(5, "other", 3000, false, 100),
+        ];
+        s.insert_batch("a1", &batch).await.expect("insert");
+        let ids = vec!["p".to_string(), "q".to_string()];
+        assert_eq!(s.slo_counts(&ids, 0, None).await.expect("counts"), (3, 4));
+        assert_eq!(
+            s.slo_counts(&ids, 0, Some(500)).await.expect("counts"),
+            (2, 4)
+        );
+        assert_eq!(
+            s.slo_counts(&ids, 2000, None).await.expect("counts"),
+            (2, 3)
+        );
+        assert_eq!(s.prune(2500).await.expect("prune"), 2);
+        assert_eq!(s.slo_counts(&ids, 0, None).await.expect("counts"), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn acks_never_go_back_and_versions_persist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).await.expect("open");
+            s.upsert_agent(&AgentInfo {
+                agent_id: "a1".into(),
+                region: "r".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("agent");
+            s.set_acked_seq("a1", 7).await.expect("ack");
+            s.set_acked_seq("a1", 3).await.expect("ack");
+            assert_eq!(s.catalog_version("one").await.expect("v"), 1);
+            assert_eq!(s.catalog_version("one").await.expect("v"), 1);
+            assert_eq!(s.catalog_version("two").await.expect("v"), 2);
+            s.close().await;
+        }
+        let s = Store::open(dir.path()).await.expect("reopen");
+        assert_eq!(s.acked_seq("a1").await.expect("ack"), 7);
+        assert_eq!(s.acked_seq("nobody").await.expect("ack"), 0);
+        assert_eq!(s.catalog_version("two").await.expect("v"), 2);
+        assert_eq!(s.catalog_version("one").await.expect("v"), 3);
+    }
+}

@@ -1,0 +1,202 @@
+//! The operator CLI as a user runs it: `validate` on good and broken
+//! catalogs (one precise error each), `probe` against the real OpenID
+//! provider, and `standalone` serving SLO JSON and metrics.
+use std::process::Command;
+use std::time::Duration;
+
+use authpulse_tests::peers::OidcPeer;
+use authpulse_tests::process::Process;
+use authpulse_tests::{TempDir, bin, repo_root, wait_for};
+
+fn authpulse(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("authpulse"))
+        .args(args)
+        .output()
+        .expect("run authpulse");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("write");
+    p.display().to_string()
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    for f in [
+        "deploy/examples/quickstart.yaml",
+        "deploy/examples/local.yaml",
+    ] {
+        let path = repo_root().join(f);
+        let (code, out, err) = authpulse(&["validate", path.to_str().expect("utf8")]);
+        assert_eq!(code, 0, "{f}: {out}{err}");
+        assert!(out.starts_with("ok: "), "{out}");
+    }
+}
+
+#[test]
+fn each_broken_catalog_gets_one_precise_error() {
+    let dir = TempDir::new("ap-cli-bad");
+    let ok_probe = "  - id: a\n    kind: http\n    url: https://x.example\n";
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "syntax.yaml",
+            format!("probes:\n{ok_probe}    expect: {{ status: [200\n"),
+            "syntax error",
+        ),
+        (
+            "unknown.yaml",
+            format!("probes:\n{ok_probe}    intervall: 30s\n"),
+            "unknown.yaml:5: `a`: probes[0].intervall: unknown field `intervall`",
+        ),
+        (
+            "dup.yaml",
+            format!("probes:\n{ok_probe}{ok_probe}"),
+            "dup.yaml:5: `a`: probes[1].id: duplicate probe id `a`",
+        ),
+        (
+            "slo.yaml",
+            format!(
+                "probes:\n{ok_probe}slos:\n  - id: s\n    probes: [b]\n    objective: 99.9\n    window: 28d\n"
+            ),
+            "slo.yaml:7: `s`: slos[0].probes[0]: unknown probe `b`",
+        ),
+        (
+            "interval.yaml",
+            format!("probes:\n{ok_probe}    interval: 2s\n    timeout: 5s\n"),
+            "interval.yaml:5: `a`: probes[0].interval: interval 2s is below timeout 5s",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = write(&dir, name, text);
+        let (code, out, err) = authpulse(&["validate", &path]);
+        assert_eq!(code, 1, "{name} must be rejected: {out}{err}");
+        assert!(
+            err.contains(expected),
+            "{name}: expected {expected:?} in:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("{name}:")),
+            "{name}: file named: {err}"
+        );
+        assert!(
+            err.contains("1 problem(s) found"),
+            "{name}: exactly one problem: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn probe_command_runs_once_against_the_real_idp() {
+    let mut peer = OidcPeer::start().await;
+    let dir = TempDir::new("ap-cli-probe");
+    let cat = write(
+        &dir,
+        "c.yaml",
+        &format!(
+            "probes:\n  - id: idp\n    kind: oidc_discovery\n    issuer: {}\n    timeout: 3s\n",
+            peer.issuer
+        ),
+    );
+    let (code, out, err) = authpulse(&["probe", "--catalog", &cat, "idp", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json outcome");
+    assert_eq!(v["outcome"], "success");
+    assert_eq!(v["steps"][1]["name"], "jwks");
+    assert!(v["timings"]["connect_ms"].as_f64().is_some(), "{v}");
+
+    peer.stop().await;
+    let (code, out, _) = authpulse(&["probe", "--catalog", &cat, "idp"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("FAILED [connect]"), "{out}");
+
+    let (code, _, err) = authpulse(&["probe", "--catalog", &cat, "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no probe `nope`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_serves_slos_and_metrics() {
+    let peer = OidcPeer::shared().await;
+    let dir = TempDir::new("ap-cli-standalone");
+    let cat = write(
+        &dir,
+        "c.yaml",
+        &format!(
+            "probes:\n  - id: idp\n    kind: oidc_discovery\n    issuer: {}\n    interval: 1s\n    timeout: 900ms\n\
+             slos:\n  - id: idp-up\n    probes: [idp]\n    objective: 99.9\n    window: 1d\n",
+            peer.issuer
+        ),
+    );
+    let data = dir.path().join("data");
+    let mut p = Process::start(
+        "authpulse",
+        &[
+            "standalone",
+            "--catalog",
+            &cat,
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let api = format!("http://{}", p.line_after("listening on http://").await);
+    let client = reqwest::Client::new();
+    let slo = wait_for(
+        Duration::from_secs(60),
+        "standalone SLO with data",
+        || async {
+            let v: serde_json::Value = client
+                .get(format!("{api}/api/v1/slos"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let s = v["slos"]
+                .as_array()?
+                .iter()
+                .find(|s| s["id"] == "idp-up")?
+                .clone();
+            (s["total"].as_u64()? >= 2).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(slo["good"], slo["total"], "{slo}");
+    let metrics = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("authpulse_agent_probe_runs_total"),
+        "agent metrics in the same /metrics"
+    );
+    assert!(
+        metrics.contains("authpulse_coordinator_results_ingested_total"),
+        "coordinator metrics"
+    );
+    assert!(
+        data.join("authpulse.db").exists(),
+        "SQLite under --data-dir"
+    );
+    assert_eq!(
+        p.terminate().await,
+        Some(0),
+        "clean exit on SIGTERM: {}",
+        p.log_text()
+    );
+}

@@ -1,0 +1,269 @@
+//! The vertical slice, end to end with the real binaries as separate
+//! processes: an agent probes a real OpenID provider (oidc-provider), the
+//! coordinator stores results and computes the SLO; the provider goes down
+//! (connect failures, falling SLO) and comes back (recovery); the coordinator
+//! restarts on the same database and ingest continues without duplicates.
+use std::time::Duration;
+
+use authpulse_tests::peers::OidcPeer;
+use authpulse_tests::process::Process;
+use authpulse_tests::{TempDir, wait_for};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+fn probe_row<'a>(probes: &'a Value, id: &str) -> Option<&'a Value> {
+    probes["probes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["probe_id"] == id)
+}
+
+fn slo<'a>(slos: &'a Value, id: &str) -> Option<&'a Value> {
+    slos["slos"].as_array()?.iter().find(|s| s["id"] == id)
+}
+
+async fn start_coordinator(dir: &TempDir, config: &std::path::Path) -> (Process, String) {
+    let mut c = Process::start(
+        "authpulse-coordinator",
+        &["--config", config.to_str().expect("utf8")],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let http = c.line_after("listening on http://").await;
+    (c, http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_probes_real_idp_and_coordinator_tracks_slo() {
+    let mut peer = OidcPeer::start().await;
+    let dir = TempDir::new("ap-e2e");
+    let catalog = dir.path().join("catalog.yaml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "probes:\n  - id: idp-discovery\n    kind: oidc_discovery\n    issuer: {}\n    interval: 1s\n    timeout: 800ms\n\
+             slos:\n  - id: idp-availability\n    probes: [idp-discovery]\n    objective: 99\n    window: 1h\n",
+            peer.issuer
+        ),
+    )
+    .expect("catalog");
+    // Fixed gRPC port so a restarted coordinator is found at the same address.
+    let grpc_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let coord_cfg = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &coord_cfg,
+        format!(
+            "grpc_listen: 127.0.0.1:{grpc_port}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n",
+            dir.path().join("data").display(),
+            catalog.display()
+        ),
+    )
+    .expect("coordinator config");
+    let (mut coordinator, http) = start_coordinator(&dir, &coord_cfg).await;
+    let api = format!("http://{http}");
+
+    let agent_cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &agent_cfg,
+        format!("agent_id: e2e-agent\nregion: local\ncoordinator: http://127.0.0.1:{grpc_port}\ninsecure: true\nlisten: 127.0.0.1:0\n"),
+    )
+    .expect("agent config");
+    let mut agent = Process::start(
+        "authpulse-agent",
+        &["--config", agent_cfg.to_str().expect("utf8")],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let agent_http = format!("http://{}", agent.line_after("listening on http://").await);
+    let client = reqwest::Client::new();
+
+    // 1. Healthy: results stored with real phase timings, SLO all good.
+    let row = wait_for(WAIT, "a successful stored result", || async {
+        let probes = get_json(&client, &format!("{api}/api/v1/probes")).await?;
+        let row = probe_row(&probes, "idp-discovery")?.clone();
+        (row["outcome"] == "success").then_some(row)
+    })
+    .await;
+    assert_eq!(row["region"], "local");
+    assert_eq!(row["agent_id"], "e2e-agent");
+    let t = &row["timings"];
+    assert!(
+        t["connect_ms"].as_f64().is_some_and(|v| v > 0.0),
+        "connect timing: {row}"
+    );
+    assert!(
+        t["ttfb_ms"].as_f64().is_some_and(|v| v > 0.0),
+        "ttfb timing: {row}"
+    );
+    assert!(t["total_ms"].as_f64().expect("total") >= t["ttfb_ms"].as_f64().expect("ttfb"));
+    assert!(
+        t["dns_ms"].is_null() && t["tls_ms"].is_null(),
+        "no DNS/TLS to 127.0.0.1 over http: {row}"
+    );
+    assert_eq!(row["steps"].as_array().map(|s| s.len()), Some(2), "{row}");
+
+    let healthy = wait_for(WAIT, "three good results in the SLO", || async {
+        let slos = get_json(&client, &format!("{api}/api/v1/slos")).await?;
+        let s = slo(&slos, "idp-availability")?.clone();
+        (s["total"].as_u64()? >= 3).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        healthy["good"], healthy["total"],
+        "all good while the IdP is up: {healthy}"
+    );
+    assert_eq!(healthy["sli_value"].as_f64(), Some(1.0));
+    assert_eq!(healthy["error_budget_remaining"].as_f64(), Some(1.0));
+
+    // 2. The IdP goes away: connect failures, the SLO falls.
+    peer.stop().await;
+    wait_for(WAIT, "a connect failure stored", || async {
+        let probes = get_json(&client, &format!("{api}/api/v1/probes")).await?;
+        let row = probe_row(&probes, "idp-discovery")?;
+        (row["outcome"] == "failure" && row["failure_class"] == "connect").then_some(())
+    })
+    .await;
+    let falling = wait_for(WAIT, "the SLO to count failures", || async {
+        let slos = get_json(&client, &format!("{api}/api/v1/slos")).await?;
+        let s = slo(&slos, "idp-availability")?.clone();
+        (s["bad"].as_u64()? >= 2).then_some(s)
+    })
+    .await;
+    let sli = falling["sli_value"].as_f64().expect("sli");
+    assert!(sli < 1.0, "{falling}");
+    assert!(
+        falling["error_budget_remaining"].as_f64().expect("budget") < 1.0,
+        "{falling}"
+    );
+    assert!(
+        falling["burn_rate_1h"].as_f64().expect("burn") > 1.0,
+        "failing now burns fast: {falling}"
+    );
+
+    // 3. It comes back: successes again, good count grows.
+    peer.restart().await;
+    let good_before = falling["good"].as_u64().expect("good");
+    wait_for(WAIT, "recovery after the IdP restarts", || async {
+        let probes = get_json(&client, &format!("{api}/api/v1/probes")).await?;
+        let row = probe_row(&probes, "idp-discovery")?;
+        let slos = get_json(&client, &format!("{api}/api/v1/slos")).await?;
+        let good = slo(&slos, "idp-availability")?["good"].as_u64()?;
+        (row["outcome"] == "success" && good > good_before).then_some(())
+    })
+    .await;
+
+    // 4. Both binaries expose their metrics.
+    let agent_metrics = client
+        .get(format!("{agent_http}/metrics"))
+        .send()
+        .await
+        .expect("agent metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        agent_metrics.contains("authpulse_agent_probe_runs_total{"),
+        "{agent_metrics}"
+    );
+    assert!(
+        agent_metrics.contains("class=\"connect\""),
+        "failures by class: {agent_metrics}"
+    );
+    assert!(
+        agent_metrics.contains("authpulse_agent_probe_duration_seconds_bucket"),
+        "histogram: {agent_metrics}"
+    );
+    let coord_metrics = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        coord_metrics.contains("authpulse_coordinator_results_ingested_total"),
+        "{coord_metrics}"
+    );
+    assert_eq!(
+        client
+            .get(format!("{api}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("{agent_http}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("{agent_http}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+
+    // 5. Coordinator crash and restart on the same database: the agent
+    // reconnects, keeps numbering after what is stored, and nothing is doubled.
+    let before = get_json(&client, &format!("{api}/api/v1/slos"))
+        .await
+        .expect("slos");
+    let total_before = slo(&before, "idp-availability")
+        .and_then(|s| s["total"].as_u64())
+        .expect("total");
+    coordinator.kill().await;
+    let (_coordinator2, http2) = start_coordinator(&dir, &coord_cfg).await;
+    let api2 = format!("http://{http2}");
+    wait_for(WAIT, "results after the coordinator restart", || async {
+        let slos = get_json(&client, &format!("{api2}/api/v1/slos")).await?;
+        let total = slo(&slos, "idp-availability")?["total"].as_u64()?;
+        (total >= total_before + 3).then_some(())
+    })
+    .await;
+    let agents = get_json(&client, &format!("{api2}/api/v1/agents"))
+        .await
+        .expect("agents");
+    let me = agents["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["agent_id"] == "e2e-agent"))
+        .cloned()
+        .expect("agent listed");
+    let slos = get_json(&client, &format!("{api2}/api/v1/slos"))
+        .await
+        .expect("slos");
+    let total = slo(&slos, "idp-availability")
+        .and_then(|s| s["total"].as_u64())
+        .expect("total");
+    // Every stored result has a distinct seq 1..=acked: total stored == highest acked (± in-flight).
+    let acked = me["acked_seq"].as_u64().expect("acked_seq");
+    assert!(
+        acked <= total && total <= acked + 5,
+        "stored {total} vs acked {acked}: duplicates or gaps ({me})"
+    );
+    assert_eq!(
+        agent.terminate().await,
+        Some(0),
+        "agent exits cleanly on SIGTERM; log:\n{}",
+        agent.log_text()
+    );
+}
