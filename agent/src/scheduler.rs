@@ -152,7 +152,7 @@ async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
         record(&def.id, kind, &outcome);
         span.in_scope(|| match &outcome.failure {
             None => tracing::debug!(total_ms = outcome.timings.total.as_millis() as u64, "probe ok"),
-            Some(f) => tracing::info!(class = f.class.as_str_name(), detail = %outcome.detail, "probe failed"),
+            Some(f) => tracing::info!(class = crate::class_name(f.class), detail = %outcome.detail, "probe failed"),
         });
         let run = CompletedRun {
             probe_id: def.id.clone(),

@@ -124,6 +124,8 @@ impl Uplink {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 labels: self.cfg.labels.clone().into_iter().collect(),
                 assignment_version: version,
+                sent_unix_ms: now_ms(),
+                spool_depth: self.queue.len() as u64,
             })),
         })
         .await?;
@@ -155,6 +157,7 @@ impl Uplink {
                     tx.send(AgentMessage { msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
                         sent_unix_ms: now_ms(),
                         unacked: self.queue.len() as u64,
+                        ..Default::default()
                     })) }).await?;
                 }
                 _ = shutdown.changed() => {

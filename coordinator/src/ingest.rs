@@ -574,12 +574,18 @@ impl Session {
             .acked_seq(&self.agent_id)
             .await
             .map_err(|e| storage_failed("reading the ack", e))?;
+        let highest = store
+            .highest_stored_seq(&self.agent_id)
+            .await
+            .map_err(|e| storage_failed("reading the highest seq", e))?;
         self.acks = AckTracker::new(acked);
-        // The ack first: the agent numbers new results from acked + 1.
+        // The ack first: an agent that has no numbering of its own (or a
+        // stale one) continues after the highest stored seq.
         send(
             &self.tx,
             CoordMsg::Ack(Ack {
                 acked_seq: self.acks.acked(),
+                highest_stored_seq: highest.max(acked),
             }),
         )
         .await?;
@@ -679,7 +685,14 @@ impl Session {
             store.touch_agent(&self.agent_id).await
         };
         written.map_err(|e| storage_failed("recording the ack", e))?;
-        send(&self.tx, CoordMsg::Ack(Ack { acked_seq: acked })).await
+        send(
+            &self.tx,
+            CoordMsg::Ack(Ack {
+                acked_seq: acked,
+                ..Default::default()
+            }),
+        )
+        .await
     }
 }
 

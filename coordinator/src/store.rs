@@ -376,6 +376,15 @@ impl Store {
         Ok(v.map(unsigned).unwrap_or(0))
     }
 
+    /// The highest seq stored for this agent, contiguous or not (0 = none).
+    pub async fn highest_stored_seq(&self, agent_id: &str) -> Result<u64> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM results WHERE agent_id = ?")
+            .bind(agent_id)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(v.map(unsigned).unwrap_or(0))
+    }
+
     /// Records a new ack. Never moves it backwards: a late write from a
     /// superseded stream must not undo a newer stream's progress.
     /// Also counts as a sign of life (updates last_seen).

@@ -173,6 +173,7 @@ pub fn hello(agent: &str, region: &str) -> AgentMessage {
             version: "test".into(),
             labels: [("host".to_string(), "ci".to_string())].into(),
             assignment_version: 0,
+            ..Default::default()
         })),
     }
 }
