@@ -52,6 +52,7 @@ async fn idempotent_ingest_and_contiguous_acks() {
         msg: Some(AgentMsg::Heartbeat(Heartbeat {
             sent_unix_ms: now_ms(),
             unacked: 0,
+            ..Default::default()
         })),
     })
     .await;
