@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 
@@ -16,33 +18,149 @@ pub struct AgentConfig {
     pub region: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// gRPC address of the coordinator, e.g. `http://127.0.0.1:7070`.
-    pub coordinator: String,
-    /// Plain-text gRPC. Required until mTLS lands; logged as a warning.
+    /// gRPC URL of the coordinator, e.g. `https://coordinator.internal:7070`,
+    /// or a list of them (several coordinators sharing one database): the
+    /// agent stays with the one that answered last and tries the next in the
+    /// list when it can't reach it. A single string may also separate URLs
+    /// with commas (handy in `AUTHPULSE_AGENT__COORDINATOR`).
+    pub coordinator: Coordinators,
+    /// mTLS to the coordinator: `https://` URLs only.
+    #[serde(default)]
+    pub tls: Option<AgentTlsConfig>,
+    /// Plain-text gRPC without a client certificate (`http://` URLs only),
+    /// for trusted networks and tests; logged as a warning. Exactly one of
+    /// `tls` and `insecure` must be set.
     #[serde(default)]
     pub insecure: bool,
     /// `/metrics`, `/healthz`, `/readyz`; absent = no HTTP listener.
     #[serde(default = "default_listen")]
     pub listen: Option<SocketAddr>,
+    /// The spool and the last assignment live here; created if missing.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
     #[serde(default)]
     pub secrets_dir: Option<PathBuf>,
     /// Probe runs in flight at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
-    /// Results kept in memory while the coordinator is unreachable; the
-    /// oldest are dropped (and counted) past this.
-    #[serde(default = "default_buffer")]
-    pub max_buffered_results: usize,
+    /// Disk the result spool may use (`<data_dir>/spool`) while the
+    /// coordinator is unreachable; past it the oldest results are dropped and
+    /// counted in `authpulse_agent_spool_dropped_total`. Default 256 MiB
+    /// (roughly 600k results).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+}
+
+/// PEM files for mTLS to the coordinator. Relative paths are relative to
+/// the working directory of the process. They are read again at every
+/// reconnect, so renewed certificates are picked up without a restart.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTlsConfig {
+    /// This agent's client certificate; its URI SAN must be
+    /// `spiffe://authpulse/region/<region>/agent/<agent_id>` for this agent's
+    /// `region` and `agent_id` (`authpulse certs agent` makes one).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that signed the coordinator's server certificate.
+    pub ca: PathBuf,
+    /// The name the coordinator's certificate must carry; default: the host
+    /// of each coordinator URL.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// The coordinator URLs, and (shared between clones of the config) which of
+/// them answered last. `Display` shows that one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct Coordinators {
+    urls: Vec<String>,
+    current: Arc<AtomicUsize>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for Coordinators {
+    fn from(v: OneOrMany) -> Self {
+        let urls: Vec<String> = match v {
+            OneOrMany::One(s) => s.split(',').map(str::to_string).collect(),
+            OneOrMany::Many(v) => v,
+        };
+        Coordinators::new(urls)
+    }
+}
+
+impl Coordinators {
+    pub fn new(urls: impl IntoIterator<Item = String>) -> Coordinators {
+        Coordinators {
+            urls: urls
+                .into_iter()
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            current: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Index of the coordinator that answered last (0 at first).
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.urls.len().max(1)
+    }
+
+    pub(crate) fn set_current(&self, index: usize) {
+        self.current.store(index, Ordering::Relaxed);
+    }
+}
+
+impl From<String> for Coordinators {
+    fn from(url: String) -> Self {
+        Coordinators::new([url])
+    }
+}
+
+impl From<&str> for Coordinators {
+    fn from(url: &str) -> Self {
+        Coordinators::new([url.to_string()])
+    }
+}
+
+impl PartialEq for Coordinators {
+    fn eq(&self, other: &Self) -> bool {
+        self.urls == other.urls
+    }
+}
+
+impl std::fmt::Display for Coordinators {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.urls.get(self.current()) {
+            Some(url) => f.write_str(url),
+            None => f.write_str("(none)"),
+        }
+    }
 }
 
 fn default_listen() -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
 }
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./authpulse-agent-data")
+}
 fn default_concurrency() -> usize {
     64
 }
-fn default_buffer() -> usize {
-    100_000
+fn default_spool_max_bytes() -> u64 {
+    crate::spool::DEFAULT_MAX_BYTES
 }
 
 impl AgentConfig {
@@ -80,13 +198,11 @@ impl AgentConfig {
             "max_concurrency must be at least 1"
         );
         anyhow::ensure!(
-            self.max_buffered_results > 0,
-            "max_buffered_results must be at least 1"
+            self.spool_max_bytes >= 64 * 1024,
+            "spool_max_bytes must be at least 64 KiB"
         );
-        anyhow::ensure!(
-            self.insecure,
-            "mTLS to the coordinator is not implemented yet: set `insecure: true` to use plain-text gRPC"
-        );
+        // URLs against tls/insecure, and the TLS files (errors name the file).
+        crate::coordinator_tls::check(self)?;
         Ok(())
     }
 }

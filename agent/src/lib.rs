@@ -2,10 +2,13 @@
 //! `probes`), measures them phase by phase (`http`), keeps secrets local
 //! (`secrets`) and streams results to the coordinator (`uplink`).
 pub mod config;
+pub mod coordinator_tls;
 pub mod http;
+pub mod last_assignment;
 pub mod probes;
 pub mod scheduler;
 pub mod secrets;
+pub mod spool;
 pub mod telemetry;
 pub mod uplink;
 
@@ -40,6 +43,34 @@ pub fn class_name(c: FailureClass) -> &'static str {
     }
 }
 
+/// Opens the spool, reporting anything recovery had to skip.
+fn open_spool(cfg: &AgentConfig) -> anyhow::Result<spool::Spool> {
+    spool::describe();
+    // Present from the start, so alerts on their rate see a zero, not nothing.
+    metrics::counter!(spool::DROPPED_TOTAL).increment(0);
+    metrics::counter!(spool::TORN_BYTES_TOTAL).increment(0);
+    metrics::counter!(telemetry::PRODUCED).increment(0);
+    let mut sc = spool::SpoolConfig::new(cfg.data_dir.join("spool"));
+    sc.max_bytes = cfg.spool_max_bytes;
+    sc.segment_bytes = sc.segment_bytes.min(cfg.spool_max_bytes / 4);
+    let (spool, report) = spool::Spool::open(sc)
+        .map_err(|e| anyhow::anyhow!("cannot open the spool in {}: {e}", cfg.data_dir.display()))?;
+    if report.torn_bytes_skipped > 0 || !report.corrupt_segments.is_empty() {
+        tracing::warn!(
+            skipped_bytes = report.torn_bytes_skipped,
+            details = ?report.corrupt_segments,
+            "spool recovery skipped damaged data (torn write or corruption)"
+        );
+    }
+    tracing::info!(
+        results = report.records,
+        bytes = report.bytes,
+        next_seq = spool.next_seq(),
+        "spool opened"
+    );
+    Ok(spool)
+}
+
 /// A running agent.
 pub struct Agent {
     pub http_addr: Option<SocketAddr>,
@@ -70,9 +101,25 @@ impl Agent {
             results: results_tx,
             version: AtomicU64::new(0),
         });
-        let scheduler = Arc::new(Mutex::new(scheduler::Scheduler::new(shared)));
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display())
+        })?;
+        let mut scheduler = scheduler::Scheduler::new(shared);
+        let last = last_assignment::LastAssignment::new(&cfg.data_dir);
+        if let Some((version, probes)) = last.load() {
+            // Keep probing what we were told until the coordinator answers.
+            tracing::info!(
+                version,
+                probes = probes.len(),
+                "resuming the last assignment from disk"
+            );
+            scheduler.apply(version, probes);
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let scheduler = Arc::new(Mutex::new(scheduler));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let uplink = uplink::Uplink::new(cfg, scheduler, ready);
+        let spool = open_spool(&cfg)?;
+        let uplink = uplink::Uplink::new(cfg, scheduler, ready, last, spool);
         let uplink = tokio::spawn(uplink.run(results_rx, shutdown_rx));
         Ok(Agent {
             http_addr,

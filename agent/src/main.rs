@@ -10,7 +10,7 @@ use clap::Parser;
     version,
     about = "Runs identity probes assigned by an authpulse coordinator and streams the results.",
     after_help = "Example:\n  authpulse-agent --config /etc/authpulse/agent.yaml\n\n\
-        agent.yaml:\n  agent_id: eu-west-1a\n  region: eu-west\n  coordinator: http://coordinator.internal:7070\n  insecure: true\n  listen: 127.0.0.1:9464\n  secrets_dir: /run/secrets/authpulse"
+        agent.yaml:\n  agent_id: eu-west-1a\n  region: eu-west\n  coordinator: https://coordinator.internal:7070   # or a list of URLs\n  tls:\n    cert: /etc/authpulse/eu-west-1a.pem     # authpulse certs agent ...\n    key: /etc/authpulse/eu-west-1a.key\n    ca: /etc/authpulse/ca.pem               # signed the coordinator's certificate\n  listen: 127.0.0.1:9464\n  secrets_dir: /run/secrets/authpulse"
 )]
 struct Args {
     /// Agent configuration file (YAML or TOML).

@@ -19,9 +19,11 @@ pub const PROBES_ASSIGNED: &str = "authpulse_agent_probes_assigned";
 pub const ASSIGNMENT_VERSION: &str = "authpulse_agent_assignment_version";
 pub const CONNECTED: &str = "authpulse_agent_coordinator_connected";
 pub const UNACKED: &str = "authpulse_agent_results_unacked";
+pub const LAST_SEQ: &str = "authpulse_agent_spool_last_seq";
+pub const PRODUCED: &str = "authpulse_agent_results_produced_total";
 pub const SENT: &str = "authpulse_agent_results_sent_total";
 pub const ACKED: &str = "authpulse_agent_results_acked_total";
-pub const DROPPED: &str = "authpulse_agent_results_dropped_total";
+pub const LOST: &str = "authpulse_agent_results_lost_total";
 pub const CONNECT_ERRORS: &str = "authpulse_agent_coordinator_connect_errors_total";
 
 /// Latency buckets for probe runs: identity calls span ~1 ms to the timeout.
@@ -33,6 +35,13 @@ pub const BUCKETS: &[f64] = &[
 /// mode passes the coordinator's handle instead.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
+        // An fsync on a good disk takes tens of microseconds.
+        .set_buckets_for_metric(
+            Matcher::Full(crate::spool::FSYNC_SECONDS.into()),
+            &[
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ],
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
         .install_recorder()?;
     // Histograms buffer samples until upkeep drains them; without scrapes
@@ -72,11 +81,19 @@ pub fn describe() {
         UNACKED,
         "Results held until the coordinator acknowledges them."
     );
+    metrics::describe_gauge!(
+        LAST_SEQ,
+        "Highest sequence number handed out (persisted in the spool)."
+    );
+    metrics::describe_counter!(
+        PRODUCED,
+        "Results written to the spool (every finished probe run)."
+    );
     metrics::describe_counter!(SENT, "Results sent to the coordinator (resends included).");
     metrics::describe_counter!(ACKED, "Results acknowledged by the coordinator.");
     metrics::describe_counter!(
-        DROPPED,
-        "Results dropped because the buffer bound was reached."
+        LOST,
+        "Results lost because the spool could not be written (disk full, I/O error)."
     );
     metrics::describe_counter!(CONNECT_ERRORS, "Failed attempts to reach the coordinator.");
 }

@@ -1,10 +1,13 @@
 //! The agent's side of the `Connect` stream: hello, results up in batches,
-//! heartbeats; assignments and acks down. Results stay buffered until an ack
-//! covers them and are re-sent after a reconnect; the coordinator stores on
-//! (agent id, seq) so re-sending never doubles anything. Sequence numbers are
-//! handed out only once the coordinator has said where it stands (its first
-//! ack), so a restarted agent continues the numbering instead of colliding.
-use std::collections::VecDeque;
+//! heartbeats; assignments and acks down. Every result is in the on-disk
+//! [`Spool`] (with its sequence number) before it is sent, and leaves it only
+//! when an ack covers it; after a reconnect everything unacknowledged is
+//! re-sent in order. The coordinator stores on (agent id, seq), so re-sending
+//! never doubles anything, and a coordinator or agent crash loses nothing.
+//!
+//! Spool calls are short synchronous file I/O (one fsync per appended
+//! batch); they run on this task through `block_in_place` so the runtime's
+//! other tasks keep going.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,28 +22,45 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::AgentConfig;
 use crate::http::Timings;
+use crate::last_assignment::LastAssignment;
 use crate::scheduler::{CompletedRun, Scheduler};
+use crate::spool::Spool;
 use crate::telemetry as t;
 
 const BATCH_MAX: usize = 500;
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Results appended to the spool in one fsync at most.
+const APPEND_MAX: usize = 512;
+/// Results sent but not yet acknowledged, at most: bounds what sits in
+/// buffers when the coordinator is slow (backpressure reaches the spool,
+/// which is on disk and bounded).
+const IN_FLIGHT_MAX: u64 = 10 * BATCH_MAX as u64;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-struct Pending {
-    seq: Option<u64>,
-    result: ProbeResult,
+/// Runs short blocking spool I/O without stalling a multi-thread runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 pub struct Uplink {
     cfg: AgentConfig,
     scheduler: Arc<Mutex<Scheduler>>,
     ready: Arc<AtomicBool>,
-    queue: VecDeque<Pending>,
-    /// Entries before this index were sent on the current stream.
-    unsent_from: usize,
-    /// Next sequence number to hand out; 0 until the coordinator's first ack.
-    next_seq: u64,
+    last_assignment: LastAssignment,
+    spool: Spool,
+    /// Highest seq sent on the current stream.
+    sent_upto: u64,
+    /// The coordinator has acked on this stream (numbering is settled).
+    acked_on_stream: bool,
+    /// The first ack of the current stream: what the coordinator had stored
+    /// before this stream sent anything.
+    stream_base_ack: u64,
+    /// Anything of this spool's life was ever sent (renumbering is then unsafe).
+    sent_ever: bool,
     /// Set when a stream came up, so the reconnect backoff starts small again.
     was_connected: bool,
 }
@@ -50,14 +70,19 @@ impl Uplink {
         cfg: AgentConfig,
         scheduler: Arc<Mutex<Scheduler>>,
         ready: Arc<AtomicBool>,
+        last_assignment: LastAssignment,
+        spool: Spool,
     ) -> Uplink {
         Uplink {
             cfg,
             scheduler,
             ready,
-            queue: VecDeque::new(),
-            unsent_from: 0,
-            next_seq: 0,
+            last_assignment,
+            spool,
+            sent_upto: 0,
+            acked_on_stream: false,
+            stream_base_ack: 0,
+            sent_ever: false,
             was_connected: false,
         }
     }
@@ -67,27 +92,27 @@ impl Uplink {
         mut results: mpsc::Receiver<CompletedRun>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        self.update_gauges();
         let mut backoff = Duration::from_millis(250);
         loop {
             match self.session(&mut results, &mut shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
                     metrics::gauge!(t::CONNECTED).set(0.0);
-                    tracing::warn!(error = %e, coordinator = %self.cfg.coordinator, retry_in_ms = backoff.as_millis() as u64, "coordinator stream down");
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "coordinator stream down");
                 }
             }
-            self.unsent_from = 0;
             if std::mem::take(&mut self.was_connected) {
                 backoff = Duration::from_millis(250);
             }
-            // Keep collecting results while waiting to reconnect.
+            // Keep spooling results while waiting to reconnect.
             let wait = tokio::time::sleep(jitter(backoff));
             tokio::pin!(wait);
             loop {
                 tokio::select! {
                     _ = &mut wait => break,
                     r = results.recv() => match r {
-                        Some(run) => self.push(run),
+                        Some(run) => self.spool_runs(run, &mut results),
                         None => return,
                     },
                     _ = shutdown.changed() => return,
@@ -103,16 +128,11 @@ impl Uplink {
         results: &mut mpsc::Receiver<CompletedRun>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.cfg.coordinator.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let channel = match endpoint.connect().await {
+        let channel = match crate::coordinator_tls::connect(&self.cfg).await {
             Ok(c) => c,
             Err(e) => {
                 metrics::counter!(t::CONNECT_ERRORS).increment(1);
-                anyhow::bail!("connect: {}", crate::http::error_chain(&e));
+                anyhow::bail!("connect: {e:#}");
             }
         };
         let (tx, rx) = mpsc::channel::<AgentMessage>(16);
@@ -125,14 +145,19 @@ impl Uplink {
                 labels: self.cfg.labels.clone().into_iter().collect(),
                 assignment_version: version,
                 sent_unix_ms: now_ms(),
-                spool_depth: self.queue.len() as u64,
+                spool_depth: self.spool.depth(),
             })),
         })
         .await?;
         let mut client =
             AgentServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
         let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
-        tracing::info!(coordinator = %self.cfg.coordinator, "connected to coordinator");
+        // A new stream: everything unacknowledged is re-sent, numbering is
+        // settled again by its first ack. (Not before: failed attempts during
+        // an outage must not forget what the last stream had sent.)
+        self.sent_upto = self.spool.acked();
+        self.acked_on_stream = false;
+        tracing::info!("connected to coordinator");
         self.was_connected = true;
         metrics::gauge!(t::CONNECTED).set(1.0);
         let mut flush = tokio::time::interval(FLUSH_EVERY);
@@ -142,26 +167,27 @@ impl Uplink {
                 msg = inbound.message() => match msg? {
                     None => anyhow::bail!("coordinator closed the stream"),
                     Some(m) => match m.msg {
-                        Some(coordinator_message::Msg::Ack(ack)) => self.on_ack(ack.acked_seq),
+                        Some(coordinator_message::Msg::Ack(ack)) => self.on_ack(ack.acked_seq, ack.highest_stored_seq)?,
                         Some(coordinator_message::Msg::Assignment(a)) => self.on_assignment(a).await,
                         Some(coordinator_message::Msg::Reject(r)) => anyhow::bail!("rejected by coordinator: {}", r.reason),
                         None => {}
                     },
                 },
                 r = results.recv() => match r {
-                    Some(run) => self.push(run),
+                    Some(run) => self.spool_runs(run, results),
                     None => return Ok(()),
                 },
                 _ = flush.tick() => self.flush(&tx).await?,
                 _ = heartbeat.tick() => {
                     tx.send(AgentMessage { msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
                         sent_unix_ms: now_ms(),
-                        unacked: self.queue.len() as u64,
-                        ..Default::default()
+                        unacked: self.spool.depth(),
+                        spool_bytes: self.spool.bytes(),
+                        dropped_total: self.spool.dropped_total(),
                     })) }).await?;
                 }
                 _ = shutdown.changed() => {
-                    // Last chance to hand over what is buffered.
+                    // Unsent results stay in the spool for the next start.
                     self.flush(&tx).await.ok();
                     return Ok(());
                 }
@@ -169,37 +195,91 @@ impl Uplink {
         }
     }
 
-    fn push(&mut self, run: CompletedRun) {
-        if self.queue.len() >= self.cfg.max_buffered_results {
-            self.queue.pop_front();
-            self.unsent_from = self.unsent_from.saturating_sub(1);
-            metrics::counter!(t::DROPPED).increment(1);
+    /// Appends `first` and whatever else is already waiting, in one fsync.
+    fn spool_runs(&mut self, first: CompletedRun, more: &mut mpsc::Receiver<CompletedRun>) {
+        let mut batch = vec![to_wire(&self.cfg, first)];
+        while batch.len() < APPEND_MAX {
+            match more.try_recv() {
+                Ok(run) => batch.push(to_wire(&self.cfg, run)),
+                Err(_) => break,
+            }
         }
-        self.queue.push_back(Pending {
-            seq: None,
-            result: to_wire(&self.cfg, run),
-        });
-        metrics::gauge!(t::UNACKED).set(self.queue.len() as f64);
+        let n = batch.len() as u64;
+        let spool = &mut self.spool;
+        match blocking(|| spool.append(&mut batch)) {
+            Ok(_) => {
+                metrics::counter!(t::PRODUCED).increment(n);
+                // Results dropped before ever being sent are lost for sure;
+                // sent ones wait for the next stream's first ack to tell.
+                if self.acked_on_stream {
+                    self.spool
+                        .settle_drops(self.stream_base_ack, self.sent_upto + 1);
+                }
+            }
+            Err(e) => {
+                // Nothing else can keep them: count them as dropped, loudly.
+                metrics::counter!(t::LOST).increment(n);
+                tracing::error!(error = %e, results = n, "cannot write results to the spool; they are lost");
+            }
+        }
+        self.update_gauges();
     }
 
-    fn on_ack(&mut self, acked: u64) {
-        if self.next_seq == 0 {
-            // First ack on this agent's life: continue after what is stored.
-            self.next_seq = acked + 1;
+    fn update_gauges(&self) {
+        metrics::gauge!(t::UNACKED).set(self.spool.depth() as f64);
+        metrics::gauge!(t::LAST_SEQ).set(self.spool.next_seq().saturating_sub(1) as f64);
+    }
+
+    fn on_ack(&mut self, acked: u64, highest_stored: u64) -> anyhow::Result<()> {
+        if !self.acked_on_stream {
+            self.acked_on_stream = true;
+            self.stream_base_ack = acked;
+            self.reconcile(highest_stored)?;
+            // Before this stream sent anything, its ack is exactly what the
+            // coordinator stored: drops at or below it weren't losses.
+            let spool = &mut self.spool;
+            blocking(|| spool.ack(acked))?;
+            self.spool.settle_drops(acked, acked + 1);
+        } else if acked > self.spool.acked() {
+            let before = self.spool.depth();
+            let spool = &mut self.spool;
+            blocking(|| spool.ack(acked))?;
+            metrics::counter!(t::ACKED).increment(before.saturating_sub(self.spool.depth()));
         }
-        let mut popped = 0usize;
-        while self
-            .queue
-            .front()
-            .and_then(|p| p.seq)
-            .is_some_and(|s| s <= acked)
-        {
-            self.queue.pop_front();
-            popped += 1;
+        self.sent_upto = self.sent_upto.max(self.spool.acked());
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// On a stream's first ack: makes sure our numbering continues after
+    /// what the coordinator already holds for this agent id.
+    fn reconcile(&mut self, highest_stored: u64) -> anyhow::Result<()> {
+        let ours = self.spool.next_seq().saturating_sub(1);
+        // A spool that never talked to the coordinator (new or lost data
+        // dir) numbered from 1; any overlap with stored seqs would be
+        // silently dropped there as duplicates.
+        let stale_new = !self.spool.reconciled() && highest_stored >= self.spool.low_watermark();
+        // A spool behind the coordinator (restored backup, reused agent id).
+        let behind = highest_stored > ours;
+        if highest_stored == 0 || !(stale_new || behind) {
+            return Ok(());
         }
-        self.unsent_from = self.unsent_from.saturating_sub(popped);
-        metrics::counter!(t::ACKED).increment(popped as u64);
-        metrics::gauge!(t::UNACKED).set(self.queue.len() as f64);
+        if self.sent_ever {
+            anyhow::bail!(
+                "coordinator has seq {highest_stored} for this agent but the spool only reached {ours}; \
+                 is another agent using agent_id {}?",
+                self.cfg.agent_id
+            );
+        }
+        tracing::warn!(
+            spool_next = ours + 1,
+            coordinator_highest = highest_stored,
+            "spool is behind the coordinator (data_dir lost or reset?); renumbering held results"
+        );
+        let spool = &mut self.spool;
+        blocking(|| spool.renumber_after(highest_stored))?;
+        self.sent_upto = highest_stored;
+        Ok(())
     }
 
     async fn on_assignment(&mut self, a: authpulse_proto::v1::Assignment) {
@@ -214,6 +294,9 @@ impl Uplink {
             }
         }
         let n = probes.len();
+        if let Err(e) = blocking(|| self.last_assignment.save(a.version, &probes)) {
+            tracing::warn!(error = %e, "cannot keep the assignment on disk; a restart without the coordinator would idle");
+        }
         let (started, stopped) = self.scheduler.lock().await.apply(a.version, probes);
         self.ready.store(true, Ordering::Relaxed);
         tracing::info!(
@@ -225,37 +308,31 @@ impl Uplink {
         );
     }
 
+    /// Sends spooled results after `sent_upto`, in order, within the in-flight window.
     async fn flush(&mut self, tx: &mpsc::Sender<AgentMessage>) -> anyhow::Result<()> {
-        if self.next_seq == 0 {
-            return Ok(()); // no ack yet: numbering unknown
+        if !self.acked_on_stream {
+            return Ok(()); // numbering not settled with the coordinator yet
         }
-        while self.unsent_from < self.queue.len() {
-            let end = (self.unsent_from + BATCH_MAX).min(self.queue.len());
-            let mut batch = Vec::with_capacity(end - self.unsent_from);
-            for p in self.queue.range_mut(self.unsent_from..end) {
-                let seq = *p.seq.get_or_insert_with(|| {
-                    let s = self.next_seq;
-                    self.next_seq += 1;
-                    s
-                });
-                p.result.seq = seq;
-                batch.push(p.result.clone());
-            }
-            let low_watermark = self
-                .queue
-                .front()
-                .and_then(|p| p.seq)
-                .unwrap_or(self.next_seq);
-            let n = batch.len();
+        while self.sent_upto < self.spool.next_seq().saturating_sub(1)
+            && self.sent_upto.saturating_sub(self.spool.acked()) < IN_FLIGHT_MAX
+        {
+            let from = self.sent_upto + 1;
+            let spool = &mut self.spool;
+            let batch = blocking(|| spool.read_from(from, BATCH_MAX))?;
+            let Some(last) = batch.last().map(|r| r.seq) else {
+                break;
+            };
+            let n = batch.len() as u64;
             tx.send(AgentMessage {
                 msg: Some(agent_message::Msg::Results(ResultBatch {
                     results: batch,
-                    low_watermark,
+                    low_watermark: self.spool.low_watermark(),
                 })),
             })
             .await?;
-            self.unsent_from = end;
-            metrics::counter!(t::SENT).increment(n as u64);
+            self.sent_upto = last;
+            self.sent_ever = true;
+            metrics::counter!(t::SENT).increment(n);
         }
         Ok(())
     }

@@ -70,6 +70,7 @@ pub struct ApiState {
     pub store: Store,
     pub catalog: watch::Receiver<Arc<CatalogSnapshot>>,
     pub metrics: PrometheusHandle,
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -216,8 +217,16 @@ pub fn slo_json(s: &SloStatus) -> Value {
     })
 }
 
-fn agent_json(a: &AgentRow) -> Value {
+fn agent_json(a: &AgentRow, fleet: &crate::fleet::FleetConfig, now: i64) -> Value {
     json!({
+        "status": fleet.state(a, now).as_str(),
+        "assignment_version": a.assignment_version,
+        "clock_skew_ms": a.health.clock_skew_ms,
+        "clock_skew_ok": fleet.skew_ok(a),
+        "spool_depth": a.health.spool_depth,
+        "spool_bytes": a.health.spool_bytes,
+        "dropped_total": a.health.dropped_total,
+        "stored_total": a.stored_total,
         "agent_id": a.info.agent_id,
         "region": a.info.region,
         "version": a.info.version,
@@ -251,7 +260,7 @@ async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
 async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let agents = st.store.agents().await?;
     Ok(Json(
-        json!({ "agents": agents.iter().map(agent_json).collect::<Vec<_>>() }),
+        json!({ "agents": agents.iter().map(|a| agent_json(a, &st.fleet, now_ms())).collect::<Vec<_>>() }),
     ))
 }
 

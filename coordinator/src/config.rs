@@ -33,10 +33,31 @@ pub struct CoordinatorConfig {
     /// How long raw results are kept before the hourly prune deletes them.
     #[serde(with = "humantime_serde", default = "default_raw_retention")]
     pub raw_retention: Duration,
-    /// Plaintext gRPC without client certificates. Must be `true` until mTLS
-    /// lands, so that nobody believes the agent channel is authenticated.
+    /// mTLS on the agent gRPC port: agents must present a client certificate
+    /// signed by `client_ca` that names them (see `authpulse_proto::identity`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Plaintext gRPC without client certificates (no agent authentication),
+    /// for trusted networks and tests; logged as a warning. Exactly one of
+    /// `tls` and `insecure` must be set.
     #[serde(default)]
     pub insecure: bool,
+    /// Limits and health thresholds for the agent fleet.
+    #[serde(default)]
+    pub fleet: crate::fleet::FleetConfig,
+}
+
+/// PEM files for the agent gRPC port. Relative paths are relative to the
+/// working directory of the process.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The coordinator's certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA(s) agent client certificates must chain to.
+    pub client_ca: PathBuf,
 }
 
 fn default_grpc_listen() -> SocketAddr {
@@ -60,7 +81,9 @@ impl Default for CoordinatorConfig {
             data_dir: default_data_dir(),
             catalog: Vec::new(),
             raw_retention: default_raw_retention(),
+            tls: None,
             insecure: false,
+            fleet: crate::fleet::FleetConfig::default(),
         }
     }
 }
@@ -70,11 +93,17 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
     #[error(
-        "mTLS between agents and coordinator is not implemented yet; \
-         set `insecure: true` in the coordinator config (or AUTHPULSE_COORDINATOR__INSECURE=true) \
-         to run with plaintext gRPC on a trusted network"
+        "the agent gRPC port needs either `tls: {{ cert, key, client_ca }}` (mTLS: agents \
+         authenticate with client certificates; `authpulse certs init` makes a dev CA and \
+         certificates) or `insecure: true` (plaintext, agents not authenticated: trusted \
+         networks only)"
     )]
-    SecureModeUnavailable,
+    NoTransportSecurity,
+    #[error(
+        "`tls` and `insecure: true` are both set; choose one (remove `insecure` to require \
+         agent client certificates)"
+    )]
+    TlsAndInsecure,
     #[error("raw_retention must be at least 1h, got {0}")]
     RetentionTooShort(String),
 }
@@ -112,8 +141,10 @@ impl CoordinatorConfig {
     /// Checks that types can't express. `start` calls it too, for
     /// configurations built in code.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if !self.insecure {
-            return Err(ConfigError::SecureModeUnavailable);
+        match (&self.tls, self.insecure) {
+            (None, false) => return Err(ConfigError::NoTransportSecurity),
+            (Some(_), true) => return Err(ConfigError::TlsAndInsecure),
+            _ => {}
         }
         if self.raw_retention < Duration::from_secs(3600) {
             return Err(ConfigError::RetentionTooShort(
@@ -226,12 +257,64 @@ mod tests {
     }
 
     #[test]
-    fn secure_mode_is_refused_with_advice() {
-        let err = CoordinatorConfig::load_with_env(None, no_env()).expect_err("insecure false");
+    fn neither_tls_nor_insecure_is_refused_with_advice() {
+        let err = CoordinatorConfig::load_with_env(None, no_env()).expect_err("neither");
         let msg = err.to_string();
         assert!(
-            msg.contains("mTLS") && msg.contains("insecure: true"),
+            msg.contains("tls: { cert, key, client_ca }") && msg.contains("insecure: true"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn tls_from_file_and_env() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(
+            dir.path(),
+            "c.yaml",
+            "tls:\n  cert: /etc/ap/coordinator.pem\n  key: /etc/ap/coordinator.key\n  client_ca: /etc/ap/ca.pem\n",
+        );
+        let c = CoordinatorConfig::load_with_env(Some(&f), no_env()).expect("valid");
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/etc/ap/coordinator.pem"));
+        assert_eq!(tls.client_ca, PathBuf::from("/etc/ap/ca.pem"));
+        assert!(!c.insecure);
+
+        let env = HashMap::from([
+            (
+                "AUTHPULSE_COORDINATOR__TLS__CERT".to_string(),
+                "c.pem".to_string(),
+            ),
+            (
+                "AUTHPULSE_COORDINATOR__TLS__KEY".to_string(),
+                "c.key".to_string(),
+            ),
+            (
+                "AUTHPULSE_COORDINATOR__TLS__CLIENT_CA".to_string(),
+                "ca.pem".to_string(),
+            ),
+        ]);
+        let c = CoordinatorConfig::load_with_env(None, Some(env)).expect("valid from env");
+        assert_eq!(c.tls.expect("tls").key, PathBuf::from("c.key"));
+    }
+
+    #[test]
+    fn tls_and_insecure_together_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = write(
+            dir.path(),
+            "c.yaml",
+            "insecure: true\ntls: { cert: a.pem, key: a.key, client_ca: ca.pem }\n",
+        );
+        let err = CoordinatorConfig::load_with_env(Some(&f), no_env()).expect_err("both");
+        assert!(err.to_string().contains("both set"), "{err}");
+
+        let f = write(
+            dir.path(),
+            "d.yaml",
+            "tls: { cert: a.pem, key: a.key, ca: ca.pem }\n",
+        );
+        let err = CoordinatorConfig::load_with_env(Some(&f), no_env()).expect_err("typo");
+        assert!(err.to_string().contains("`ca`"), "{err}");
     }
 }

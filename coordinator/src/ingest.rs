@@ -6,7 +6,8 @@
 //! agent's region. Result batches are stored idempotently in one transaction
 //! each, and only after the commit does the ack advance, to the highest
 //! *contiguous* stored seq, so an ack never covers a result that is not on
-//! disk. Anything a stream must not do (no hello, results for another agent
+//! disk. Anything a stream must not do (no hello, a hello for another agent or
+//! region than its mTLS client certificate names, results for another agent
 //! or region, seq 0) gets a `Reject` with the reason, then the stream ends with
 //! a gRPC status; other streams are unaffected.
 //!
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use authpulse_proto::identity::AgentIdentity;
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
@@ -33,6 +35,8 @@ use tokio_util::task::TaskTracker;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::CatalogSnapshot;
+use crate::agent_tls::AgentConnectInfo;
+use crate::fleet::{AgentHealth, FleetConfig, skew_ms};
 use crate::store::{AgentInfo, Store};
 
 /// Largest message accepted from an agent. Larger ones are refused by tonic
@@ -199,6 +203,7 @@ struct Slot {
 
 struct Inner {
     store: Store,
+    fleet: FleetConfig,
     catalog: watch::Receiver<Arc<CatalogSnapshot>>,
     sessions: Mutex<HashMap<String, Slot>>,
     next_session: AtomicU64,
@@ -288,6 +293,7 @@ impl IngestService {
         IngestService {
             inner: Arc::new(Inner {
                 store,
+                fleet: FleetConfig::default(),
                 catalog,
                 sessions: Mutex::new(HashMap::new()),
                 next_session: AtomicU64::new(1),
@@ -295,6 +301,15 @@ impl IngestService {
                 tasks: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Applies fleet limits; call before the service is cloned or served.
+    pub fn with_fleet(mut self, fleet: FleetConfig) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.fleet = fleet,
+            None => tracing::error!("fleet limits set after the service was shared; ignored"),
+        }
+        self
     }
 
     /// The tonic service with the message size limit applied.
@@ -328,13 +343,18 @@ impl AgentService for IngestService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = request.remote_addr();
+        // Over mTLS (agent_tls) the connection carries the certificate's identity.
+        let tls = request.extensions().get::<AgentConnectInfo>().cloned();
+        let peer = request
+            .remote_addr()
+            .or(tls.as_ref().map(|t| t.remote_addr));
+        let identity = tls.map(|t| t.identity);
         let incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(32);
         let inner = self.inner.clone();
         self.inner
             .tasks
-            .spawn(async move { run_session(inner, incoming, tx, peer).await });
+            .spawn(async move { run_session(inner, incoming, tx, peer, identity).await });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -355,11 +375,15 @@ async fn run_session(
     mut incoming: Streaming<AgentMessage>,
     tx: Outbox,
     peer: Option<SocketAddr>,
+    identity: Option<AgentIdentity>,
 ) {
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
     let end = match first_hello(&inner, &mut incoming).await {
         Err(end) => end,
-        Ok(hello) => serve(inner.clone(), hello, &mut incoming, tx.clone(), &peer).await,
+        Ok(hello) => match certificate_mismatch(identity.as_ref(), &hello) {
+            Some(end) => end,
+            None => serve(inner.clone(), hello, &mut incoming, tx.clone(), &peer).await,
+        },
     };
     match end {
         End::Closed => {}
@@ -384,6 +408,22 @@ async fn run_session(
             let _ = tx.send(Err(status)).await;
         }
     }
+}
+
+/// An agent may only speak for the agent and region its client certificate
+/// names (without TLS there is no certificate and nothing to check).
+fn certificate_mismatch(identity: Option<&AgentIdentity>, hello: &Hello) -> Option<End> {
+    let cert = identity?;
+    (cert.agent_id != hello.agent_id || cert.region != hello.region).then(|| {
+        End::reject(
+            "identity_mismatch",
+            Code::PermissionDenied,
+            format!(
+                "hello claims agent {} region {} but certificate names agent {} region {}",
+                hello.agent_id, hello.region, cert.agent_id, cert.region
+            ),
+        )
+    })
 }
 
 /// Waits for the first message, which must be a valid hello.
@@ -460,6 +500,9 @@ async fn serve(
     tx: Outbox,
     peer: &str,
 ) -> End {
+    if let Some(end) = over_agent_limit(&inner, &hello.agent_id) {
+        return end;
+    }
     let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
     let (lock, token) = inner.register(&hello.agent_id, id);
     let _registration = Registration {
@@ -497,6 +540,27 @@ async fn serve(
     end
 }
 
+/// A new agent id beyond `max_agents` live streams is refused; a reconnecting
+/// agent (its id already has a slot) always gets in.
+fn over_agent_limit(inner: &Inner, agent_id: &str) -> Option<End> {
+    let sessions = inner
+        .sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let live = sessions.values().filter(|s| s.current.is_some()).count();
+    let known = sessions.get(agent_id).is_some_and(|s| s.current.is_some());
+    (!known && live >= inner.fleet.max_agents).then(|| {
+        End::reject(
+            "too_many_agents",
+            Code::ResourceExhausted,
+            format!(
+                "{live} agents are connected, the limit (fleet.max_agents) is {}",
+                inner.fleet.max_agents
+            ),
+        )
+    })
+}
+
 fn ended_by_token(inner: &Inner, agent_id: &str) -> End {
     if inner.shutdown.is_cancelled() {
         End::Status(Status::unavailable("coordinator shutting down"))
@@ -530,7 +594,7 @@ impl Session {
                     }
                     let snapshot = catalog.borrow_and_update().clone();
                     tracing::info!(agent_id = %self.agent_id, version = snapshot.version, "pushing new assignment");
-                    if let Err(end) = send(&self.tx, CoordMsg::Assignment(assignment_for(&snapshot, &self.region))).await {
+                    if let Err(end) = self.push_assignment(&snapshot).await {
                         return end;
                     }
                 }
@@ -559,6 +623,11 @@ impl Session {
         hello: Hello,
         catalog: &mut watch::Receiver<Arc<CatalogSnapshot>>,
     ) -> Result<(), End> {
+        let health = AgentHealth {
+            clock_skew_ms: skew_ms(hello.sent_unix_ms),
+            spool_depth: hello.spool_depth,
+            ..AgentHealth::default()
+        };
         let info = AgentInfo {
             agent_id: hello.agent_id,
             region: hello.region,
@@ -570,6 +639,7 @@ impl Session {
             .upsert_agent(&info)
             .await
             .map_err(|e| storage_failed("recording the agent", e))?;
+        self.record_health(&health).await;
         let acked = store
             .acked_seq(&self.agent_id)
             .await
@@ -590,20 +660,43 @@ impl Session {
         )
         .await?;
         let snapshot = catalog.borrow_and_update().clone();
+        self.push_assignment(&snapshot).await
+    }
+
+    async fn push_assignment(&self, snapshot: &CatalogSnapshot) -> Result<(), End> {
         send(
             &self.tx,
-            CoordMsg::Assignment(assignment_for(&snapshot, &self.region)),
+            CoordMsg::Assignment(assignment_for(snapshot, &self.region)),
         )
-        .await
+        .await?;
+        if let Err(e) = self
+            .inner
+            .store
+            .set_assignment_version(&self.agent_id, snapshot.version)
+            .await
+        {
+            tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot record the assignment version");
+        }
+        Ok(())
+    }
+
+    async fn record_health(&self, health: &AgentHealth) {
+        if let Err(e) = self.inner.store.record_health(&self.agent_id, health).await {
+            tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot record agent health");
+        }
     }
 
     async fn handle(&mut self, msg: AgentMessage) -> Result<(), End> {
         match msg.msg {
             Some(AgentMsg::Results(batch)) => self.batch(batch).await,
-            Some(AgentMsg::Heartbeat(_)) => {
-                if let Err(e) = self.inner.store.touch_agent(&self.agent_id).await {
-                    tracing::warn!(agent_id = %self.agent_id, error = %e, "cannot record heartbeat");
-                }
+            Some(AgentMsg::Heartbeat(hb)) => {
+                self.record_health(&AgentHealth {
+                    clock_skew_ms: skew_ms(hb.sent_unix_ms),
+                    spool_depth: hb.unacked,
+                    spool_bytes: hb.spool_bytes,
+                    dropped_total: hb.dropped_total,
+                })
+                .await;
                 Ok(())
             }
             Some(AgentMsg::Hello(_)) => Err(End::reject(
@@ -622,6 +715,17 @@ impl Session {
     /// Checks every result belongs to this agent, stores the batch, advances
     /// and persists the ack, and sends it.
     async fn batch(&mut self, batch: ResultBatch) -> Result<(), End> {
+        let max = self.inner.fleet.max_batch_results;
+        if batch.results.len() > max {
+            return Err(End::reject(
+                "batch_too_large",
+                Code::InvalidArgument,
+                format!(
+                    "batch of {} results exceeds fleet.max_batch_results {max}",
+                    batch.results.len()
+                ),
+            ));
+        }
         for r in &batch.results {
             if r.agent_id != self.agent_id {
                 return Err(End::reject(

@@ -4,14 +4,17 @@
 //! together from a [`CoordinatorConfig`] and returns a [`Running`] handle;
 //! the `authpulse-coordinator` binary and the CLI's standalone mode are thin
 //! shells around it.
+pub mod agent_tls;
 pub mod api;
+pub mod catalog_watch;
+pub mod certs;
 pub mod config;
+pub mod fleet;
 pub mod ingest;
 pub mod slo;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +50,7 @@ pub struct CatalogSnapshot {
 
 /// A stable text form of everything the catalog means, to tell whether a
 /// reload changed anything (source locations excluded).
-fn canonical(catalog: &Catalog) -> String {
+pub(crate) fn canonical(catalog: &Catalog) -> String {
     let probes: Vec<String> = catalog.probes.iter().map(|p| p.to_json()).collect();
     serde_json::to_string(&(probes, &catalog.slos, &catalog.gates)).unwrap_or_default()
 }
@@ -58,11 +61,7 @@ pub struct Running {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     store: Store,
-    catalog_files: Vec<PathBuf>,
-    raw_retention: Duration,
-    catalog_tx: watch::Sender<Arc<CatalogSnapshot>>,
-    /// Serializes reloads (SIGHUP and API callers) so versions stay ordered.
-    reload_lock: tokio::sync::Mutex<()>,
+    reloader: Arc<catalog_watch::CatalogReloader>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -73,11 +72,19 @@ pub struct Running {
 /// invalid, or if a port can't be bound.
 pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     config.check()?;
-    tracing::warn!(
-        grpc_listen = %config.grpc_listen,
-        "insecure mode: agents connect over plaintext gRPC without client certificates; \
-         run only on a trusted network until mTLS is available"
-    );
+    // mTLS material is loaded before anything else starts, so a bad file is
+    // a startup error naming it.
+    let agent_tls = match &config.tls {
+        Some(tls) => Some(agent_tls::AgentTlsAcceptor::from_config(tls)?),
+        None => {
+            tracing::warn!(
+                grpc_listen = %config.grpc_listen,
+                "insecure mode: agents connect over plaintext gRPC without client certificates \
+                 and are not authenticated; run only on a trusted network (configure `tls` for mTLS)"
+            );
+            None
+        }
+    };
 
     let catalog = match load_files(&config.catalog) {
         Ok(c) => c,
@@ -108,6 +115,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         db = %store.path().display(),
         "catalog loaded"
     );
+    metrics::gauge!("authpulse_coordinator_catalog_version").set(version as f64);
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(CatalogSnapshot {
         catalog: Arc::new(catalog),
         version,
@@ -127,24 +135,39 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let ingest = ingest::IngestService::new(store.clone(), catalog_rx.clone(), shutdown.clone());
+    let ingest = ingest::IngestService::new(store.clone(), catalog_rx.clone(), shutdown.clone())
+        .with_fleet(config.fleet.clone());
     let sessions = ingest.tasks();
     let mut tasks = Vec::new();
 
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             // Finds agents whose connection died silently, so they show as
             // disconnected and their slot frees up.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .tcp_nodelay(true)
-            .add_service(ingest.into_server())
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
-                stop.clone().cancelled_owned(),
-            )
-            .await;
+            .add_service(ingest.into_server());
+        let served = match agent_tls {
+            // TLS accepted here (agent_tls), so refusals are logged with reasons.
+            Some(acceptor) => {
+                server
+                    .serve_with_incoming_shutdown(
+                        agent_tls::incoming(grpc_listener, acceptor, stop.clone()),
+                        stop.clone().cancelled_owned(),
+                    )
+                    .await
+            }
+            None => {
+                server
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(grpc_listener),
+                        stop.clone().cancelled_owned(),
+                    )
+                    .await
+            }
+        };
         if let Err(e) = served {
             tracing::error!(error = %e, "gRPC server failed; stopping");
             stop.cancel();
@@ -155,6 +178,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         store: store.clone(),
         catalog: catalog_rx.clone(),
         metrics,
+        fleet: config.fleet.clone(),
     });
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -172,21 +196,31 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         catalog_rx,
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(fleet::watch(
+        store.clone(),
+        config.fleet.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(prune(
         store.clone(),
         config.raw_retention,
         shutdown.clone(),
     )));
 
+    let reloader = Arc::new(catalog_watch::CatalogReloader::new(
+        config.catalog,
+        store.clone(),
+        config.raw_retention,
+        catalog_tx,
+    ));
+    tasks.push(tokio::spawn(reloader.clone().watch(shutdown.clone())));
+
     tracing::info!(%grpc_addr, %http_addr, "coordinator started");
     Ok(Running {
         grpc_addr,
         http_addr,
         store,
-        catalog_files: config.catalog,
-        raw_retention: config.raw_retention,
-        catalog_tx,
-        reload_lock: tokio::sync::Mutex::new(()),
+        reloader,
         shutdown,
         tasks,
         sessions,
@@ -195,7 +229,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
 
 /// Raw results are all SLOs are computed from (for now); a window longer
 /// than their retention silently covers less than it says.
-fn warn_retention(catalog: &Catalog, retention: Duration) {
+pub(crate) fn warn_retention(catalog: &Catalog, retention: Duration) {
     for slo in &catalog.slos {
         if let authpulse_proto::catalog::Window::Rolling(w) = slo.window
             && w > retention
@@ -267,53 +301,19 @@ impl Running {
 
     /// The catalog currently served.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog_tx.borrow().catalog.clone()
+        self.reloader.catalog_tx.borrow().catalog.clone()
     }
 
     /// The assignment version currently served.
     pub fn catalog_version(&self) -> u64 {
-        self.catalog_tx.borrow().version
+        self.reloader.catalog_tx.borrow().version
     }
 
     /// Re-reads the catalog files. If they are invalid, the running catalog
     /// stays and the errors are logged and returned; if they changed, the
     /// new version is pushed to every connected agent.
     pub async fn reload_catalog(&self) -> Result<(), CatalogErrors> {
-        let _serial = self.reload_lock.lock().await;
-        let catalog = match load_files(&self.catalog_files) {
-            Ok(c) => c,
-            Err(errs) => {
-                tracing::error!(problems = errs.0.len(), errors = %errs, "catalog reload failed; keeping the running catalog");
-                return Err(errs);
-            }
-        };
-        let current = self.catalog_tx.borrow().clone();
-        let version = match self.store.catalog_version(&canonical(&catalog)).await {
-            Ok(v) => v,
-            Err(e) => {
-                // Still apply the catalog; the version just isn't persisted.
-                tracing::warn!(error = %e, "cannot persist the catalog version");
-                current.version + 1
-            }
-        };
-        if version == current.version {
-            tracing::info!(version, "catalog reloaded: unchanged");
-            return Ok(());
-        }
-        warn_retention(&catalog, self.raw_retention);
-        tracing::info!(
-            version,
-            previous = current.version,
-            probes = catalog.probes.len(),
-            slos = catalog.slos.len(),
-            "catalog reloaded; pushing assignments"
-        );
-        self.catalog_tx.send_replace(Arc::new(CatalogSnapshot {
-            catalog: Arc::new(catalog),
-            version,
-            loaded: current.loaded,
-        }));
-        Ok(())
+        self.reloader.reload().await
     }
 
     /// Resolves when the coordinator stops on its own (a server failed) or

@@ -21,7 +21,13 @@ Example:
   data_dir: /var/lib/authpulse
   catalog: [/etc/authpulse/catalog.yaml]
   raw_retention: 14d
-  insecure: true        # required until mTLS is implemented
+  tls:                  # mTLS: agents present certificates signed by client_ca
+    cert: /etc/authpulse/coordinator.pem
+    key: /etc/authpulse/coordinator.key
+    client_ca: /etc/authpulse/ca.pem
+  # insecure: true      # instead of tls: plaintext, agents not authenticated
+
+Make a dev CA and certificates with `authpulse certs init` / `authpulse certs agent`.
 
 Every key can be overridden from the environment, e.g.
   AUTHPULSE_COORDINATOR__HTTP_LISTEN=127.0.0.1:9000

@@ -23,10 +23,20 @@ use sqlx::sqlite::{
 
 /// The schema this code writes. Bump it together with a migration step in
 /// [`Store::migrate`] when tables change.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// File name inside the data directory.
 pub const DB_FILE: &str = "authpulse.db";
+
+/// Columns schema 2 added to `agents` (fleet health), for version-1 files.
+const MIGRATE_1_TO_2: &[&str] = &[
+    "ALTER TABLE agents ADD COLUMN assignment_version INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE agents ADD COLUMN clock_skew_ms INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE agents ADD COLUMN spool_depth INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE agents ADD COLUMN spool_bytes INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE agents ADD COLUMN dropped_total INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE agents ADD COLUMN stored_total INTEGER NOT NULL DEFAULT 0",
+];
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -75,7 +85,13 @@ const SCHEMA: &[&str] = &[
         acked_seq INTEGER NOT NULL DEFAULT 0,
         first_seen_ms INTEGER NOT NULL,
         last_seen_ms INTEGER NOT NULL,
-        connected INTEGER NOT NULL DEFAULT 0
+        connected INTEGER NOT NULL DEFAULT 0,
+        assignment_version INTEGER NOT NULL DEFAULT 0,
+        clock_skew_ms INTEGER NOT NULL DEFAULT 0,
+        spool_depth INTEGER NOT NULL DEFAULT 0,
+        spool_bytes INTEGER NOT NULL DEFAULT 0,
+        dropped_total INTEGER NOT NULL DEFAULT 0,
+        stored_total INTEGER NOT NULL DEFAULT 0
     )",
     // Small key/value facts about the installation (the catalog version).
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
@@ -121,6 +137,11 @@ pub struct AgentInfo {
 pub struct AgentRow {
     pub info: AgentInfo,
     pub acked_seq: u64,
+    /// Results stored for this agent since it was first seen (duplicates excluded).
+    pub stored_total: u64,
+    /// The assignment version last sent to (or reported by) the agent.
+    pub assignment_version: u64,
+    pub health: crate::fleet::AgentHealth,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub connected: bool,
@@ -284,7 +305,15 @@ impl Store {
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Same version; older versions would be migrated here.
+            Some(1) => {
+                for stmt in MIGRATE_1_TO_2 {
+                    sqlx::query(*stmt).execute(&mut *tx).await?;
+                }
+                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Some(_) => {}
         }
         tx.commit().await?;
@@ -363,6 +392,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // In the same transaction, so the count is exact across crashes.
+        if stats.inserted > 0 {
+            sqlx::query("UPDATE agents SET stored_total = stored_total + ? WHERE agent_id = ?")
+                .bind(clamp(stats.inserted))
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(stats)
     }
@@ -422,6 +459,32 @@ impl Store {
         Ok(())
     }
 
+    /// Records what an agent said about itself (hello, heartbeat); also a sign of life.
+    pub async fn record_health(&self, agent_id: &str, h: &crate::fleet::AgentHealth) -> Result<()> {
+        sqlx::query(
+            "UPDATE agents SET clock_skew_ms = ?, spool_depth = ?, spool_bytes = ?, dropped_total = ?,
+                last_seen_ms = ? WHERE agent_id = ?",
+        )
+        .bind(h.clock_skew_ms)
+        .bind(clamp(h.spool_depth))
+        .bind(clamp(h.spool_bytes))
+        .bind(clamp(h.dropped_total))
+        .bind(now_ms())
+        .bind(agent_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_assignment_version(&self, agent_id: &str, version: u64) -> Result<()> {
+        sqlx::query("UPDATE agents SET assignment_version = ? WHERE agent_id = ?")
+            .bind(clamp(version))
+            .bind(agent_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     /// Updates last_seen (heartbeats, batches).
     pub async fn touch_agent(&self, agent_id: &str) -> Result<()> {
         sqlx::query("UPDATE agents SET last_seen_ms = ? WHERE agent_id = ?")
@@ -452,7 +515,8 @@ impl Store {
 
     pub async fn agents(&self) -> Result<Vec<AgentRow>> {
         let rows = sqlx::query(
-            "SELECT agent_id, region, version, labels_json, acked_seq, first_seen_ms, last_seen_ms, connected
+            "SELECT agent_id, region, version, labels_json, acked_seq, first_seen_ms, last_seen_ms, connected,
+                    assignment_version, clock_skew_ms, spool_depth, spool_bytes, dropped_total, stored_total
              FROM agents ORDER BY agent_id",
         )
         .fetch_all(&self.read)
@@ -468,6 +532,14 @@ impl Store {
                         labels: serde_json::from_str(&labels)?,
                     },
                     acked_seq: unsigned(row.try_get("acked_seq")?),
+                    assignment_version: unsigned(row.try_get("assignment_version")?),
+                    stored_total: unsigned(row.try_get("stored_total")?),
+                    health: crate::fleet::AgentHealth {
+                        clock_skew_ms: row.try_get("clock_skew_ms")?,
+                        spool_depth: unsigned(row.try_get("spool_depth")?),
+                        spool_bytes: unsigned(row.try_get("spool_bytes")?),
+                        dropped_total: unsigned(row.try_get("dropped_total")?),
+                    },
                     first_seen_ms: row.try_get("first_seen_ms")?,
                     last_seen_ms: row.try_get("last_seen_ms")?,
                     connected: row.try_get::<i64, _>("connected")? != 0,

@@ -50,6 +50,7 @@ async fn health_readiness_metrics_and_404() {
         store,
         catalog: rx,
         metrics: authpulse_coordinator::metrics_handle(),
+        fleet: Default::default(),
     };
 
     let (status, body, _) = oneshot(&state, "/healthz").await;

@@ -3,8 +3,11 @@
 //! for what real peers can't do on demand (slow answers, resets, 5xx), a TLS
 //! fixture, paths to the built binaries, and condition waits instead of sleeps.
 pub mod fault;
+pub mod fleet;
+pub mod mtls;
 pub mod peers;
 pub mod process;
+pub mod proxy;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -74,7 +74,12 @@ async fn agent_probes_real_idp_and_coordinator_tracks_slo() {
     let agent_cfg = dir.path().join("agent.yaml");
     std::fs::write(
         &agent_cfg,
-        format!("agent_id: e2e-agent\nregion: local\ncoordinator: http://127.0.0.1:{grpc_port}\ninsecure: true\nlisten: 127.0.0.1:0\n"),
+        // data_dir in the test's own directory: a spool left by an earlier run
+        // would otherwise continue its numbering here.
+        format!(
+            "agent_id: e2e-agent\nregion: local\ncoordinator: http://127.0.0.1:{grpc_port}\ninsecure: true\nlisten: 127.0.0.1:0\ndata_dir: {}\n",
+            dir.path().join("agent-data").display()
+        ),
     )
     .expect("agent config");
     let mut agent = Process::start(

@@ -22,6 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make a development CA and the mTLS certificates for the coordinator and agents.
+    #[command(subcommand, after_help = CERTS_EXAMPLE)]
+    Certs(CertsCommand),
     /// Check catalog files; prints every problem as FILE:LINE: `id`: path: message.
     #[command(
         after_help = "Example:\n  authpulse validate deploy/examples/quickstart.yaml catalogs/*.yaml\n\nExit status: 0 valid, 1 invalid."
@@ -67,6 +70,130 @@ enum Command {
     },
 }
 
+const CERTS_EXAMPLE: &str = "\
+Example:
+  authpulse certs init --out ./pki --san coordinator.internal
+  authpulse certs agent --out ./pki --ca ./pki/ca.pem --ca-key ./pki/ca.key \\
+      --agent-id eu-west-1a --region eu-west
+
+coordinator.yaml:  tls: { cert: pki/coordinator.pem, key: pki/coordinator.key, client_ca: pki/ca.pem }
+agent.yaml:        coordinator: https://coordinator.internal:7070
+                   tls: { cert: pki/eu-west-1a.pem, key: pki/eu-west-1a.key, ca: pki/ca.pem }
+
+Agent certificates name the agent in a URI SAN
+spiffe://authpulse/region/<region>/agent/<agent-id>; the coordinator serves an
+agent only for that id and region. Key files are written with mode 0600.
+The CA is for development and small fleets; keep ca.key offline.";
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a CA (ca.pem, ca.key) and a coordinator server certificate
+    /// (coordinator.pem, coordinator.key) for localhost, 127.0.0.1 and every --san.
+    #[command(
+        after_help = "Example:\n  authpulse certs init --out ./pki --san coordinator.internal --san 10.0.0.5"
+    )]
+    Init {
+        /// Directory for the files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Extra DNS name or IP address for the coordinator certificate (repeatable).
+        #[arg(long, value_name = "NAME")]
+        san: Vec<String>,
+        /// Lifetime of the coordinator certificate (the CA gets 10 years).
+        #[arg(long, default_value_t = authpulse_coordinator::certs::LEAF_DAYS)]
+        days: u32,
+        /// Replace existing files (a new CA invalidates every certificate the old one signed).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create an agent client certificate <agent-id>.pem / <agent-id>.key signed by the CA.
+    #[command(
+        after_help = "Example:\n  authpulse certs agent --out ./pki --ca ./pki/ca.pem --ca-key ./pki/ca.key --agent-id eu-west-1a --region eu-west --days 90"
+    )]
+    Agent {
+        /// Directory for the files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The CA certificate (`certs init` wrote it as ca.pem).
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// The CA private key (ca.key).
+        #[arg(long, value_name = "FILE")]
+        ca_key: PathBuf,
+        /// The agent's `agent_id` ([a-z0-9-]).
+        #[arg(long)]
+        agent_id: String,
+        /// The agent's `region` ([a-z0-9-]).
+        #[arg(long)]
+        region: String,
+        /// Lifetime of the certificate.
+        #[arg(long, default_value_t = authpulse_coordinator::certs::LEAF_DAYS)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn certs(command: CertsCommand) -> anyhow::Result<ExitCode> {
+    use authpulse_coordinator::certs;
+    match command {
+        CertsCommand::Init {
+            out,
+            san,
+            days,
+            force,
+        } => {
+            let w = certs::init(&out, &san, days, force)?;
+            println!(
+                "wrote {} and {} (CA)",
+                w.ca_cert.display(),
+                w.ca_key.display()
+            );
+            println!(
+                "wrote {} and {} (coordinator, valid for {})",
+                w.server_cert.display(),
+                w.server_key.display(),
+                w.server_names.join(", ")
+            );
+            println!(
+                "coordinator config:\n  tls: {{ cert: {}, key: {}, client_ca: {} }}",
+                w.server_cert.display(),
+                w.server_key.display(),
+                w.ca_cert.display()
+            );
+        }
+        CertsCommand::Agent {
+            out,
+            ca,
+            ca_key,
+            agent_id,
+            region,
+            days,
+            force,
+        } => {
+            let identity = authpulse_proto::identity::AgentIdentity::new(agent_id, region)?;
+            let (cert, key) = certs::agent(&out, &ca, &ca_key, &identity, days, force)?;
+            println!(
+                "wrote {} and {} ({}, {})",
+                cert.display(),
+                key.display(),
+                identity.uri(),
+                identity
+            );
+            println!(
+                "agent config:\n  agent_id: {}\n  region: {}\n  tls: {{ cert: {}, key: {}, ca: {} }}",
+                identity.agent_id,
+                identity.region,
+                cert.display(),
+                key.display(),
+                ca.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -89,6 +216,7 @@ fn main() -> ExitCode {
                 json,
                 secrets_dir,
             } => probe(&catalog, &id, json, secrets_dir).await,
+            Command::Certs(command) => certs(command),
             Command::Standalone {
                 catalog,
                 data_dir,
@@ -232,6 +360,7 @@ async fn standalone(
     secrets_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     init_logging();
+    let agent_data_dir = data_dir.join("agent");
     let config = authpulse_coordinator::config::CoordinatorConfig {
         grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         http_listen: listen,
@@ -246,12 +375,14 @@ async fn standalone(
         agent_id: "standalone".into(),
         region,
         labels: Default::default(),
-        coordinator: format!("http://{}", coordinator.grpc_addr()),
+        coordinator: format!("http://{}", coordinator.grpc_addr()).into(),
+        tls: None,
         insecure: true,
         listen: None,
+        data_dir: agent_data_dir,
         secrets_dir,
         max_concurrency: 64,
-        max_buffered_results: 100_000,
+        spool_max_bytes: authpulse_agent::spool::DEFAULT_MAX_BYTES,
     };
     let agent =
         authpulse_agent::Agent::start(agent_config, authpulse_coordinator::metrics_handle())

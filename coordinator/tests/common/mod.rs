@@ -57,6 +57,13 @@ pub struct Harness {
 }
 
 pub async fn start_with(catalog: &str) -> Harness {
+    start_with_fleet(catalog, Default::default()).await
+}
+
+pub async fn start_with_fleet(
+    catalog: &str,
+    fleet: authpulse_coordinator::fleet::FleetConfig,
+) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let catalog_path = dir.path().join("catalog.yaml");
     std::fs::write(&catalog_path, catalog).expect("write catalog");
@@ -66,6 +73,7 @@ pub async fn start_with(catalog: &str) -> Harness {
         data_dir: dir.path().join("data"),
         catalog: vec![catalog_path.clone()],
         insecure: true,
+        fleet,
         ..CoordinatorConfig::default()
     };
     let running = start(config).await.expect("coordinator starts");

@@ -1,0 +1,126 @@
+//! Keeps the served catalog in step with its files: reloads on demand
+//! (SIGHUP, API) and when a file changes on disk. Change detection polls each
+//! file's metadata (following symlinks) twice a second instead of using
+//! inotify: Kubernetes ConfigMaps and many editors replace files through
+//! symlink swaps and renames that inotify watches lose track of, and a stat
+//! of a few files is nothing. An invalid catalog is refused with its errors
+//! logged and the running one stays; agents only hear about valid changes.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use authpulse_proto::catalog::{CatalogErrors, load_files};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+use crate::{CatalogSnapshot, canonical, warn_retention};
+
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+pub struct CatalogReloader {
+    pub files: Vec<PathBuf>,
+    pub store: Store,
+    pub raw_retention: Duration,
+    pub catalog_tx: watch::Sender<Arc<CatalogSnapshot>>,
+    /// Serializes reloads so versions stay ordered.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// What a file looked like at the last check: (modified, length), or None if unreadable.
+type Signature = Vec<Option<(SystemTime, u64)>>;
+
+impl CatalogReloader {
+    pub fn new(
+        files: Vec<PathBuf>,
+        store: Store,
+        raw_retention: Duration,
+        catalog_tx: watch::Sender<Arc<CatalogSnapshot>>,
+    ) -> CatalogReloader {
+        CatalogReloader {
+            files,
+            store,
+            raw_retention,
+            catalog_tx,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Re-reads the files; see [`crate::Running::reload_catalog`].
+    pub async fn reload(&self) -> Result<(), CatalogErrors> {
+        let _serial = self.lock.lock().await;
+        let catalog = match load_files(&self.files) {
+            Ok(c) => c,
+            Err(errs) => {
+                metrics::counter!("authpulse_coordinator_catalog_reloads_total", "result" => "invalid")
+                    .increment(1);
+                tracing::error!(problems = errs.0.len(), errors = %errs, "catalog reload refused; keeping the running catalog");
+                return Err(errs);
+            }
+        };
+        let current = self.catalog_tx.borrow().clone();
+        let version = match self.store.catalog_version(&canonical(&catalog)).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Still apply the catalog; the version just isn't persisted.
+                tracing::warn!(error = %e, "cannot persist the catalog version");
+                current.version + 1
+            }
+        };
+        if version == current.version {
+            tracing::info!(version, "catalog reloaded: unchanged");
+            return Ok(());
+        }
+        warn_retention(&catalog, self.raw_retention);
+        metrics::counter!("authpulse_coordinator_catalog_reloads_total", "result" => "applied")
+            .increment(1);
+        metrics::gauge!("authpulse_coordinator_catalog_version").set(version as f64);
+        tracing::info!(
+            version,
+            previous = current.version,
+            probes = catalog.probes.len(),
+            slos = catalog.slos.len(),
+            "catalog reloaded; pushing assignments"
+        );
+        self.catalog_tx.send_replace(Arc::new(CatalogSnapshot {
+            catalog: Arc::new(catalog),
+            version,
+            loaded: current.loaded,
+        }));
+        Ok(())
+    }
+
+    fn signature(&self) -> Signature {
+        self.files
+            .iter()
+            .map(|f| {
+                let m = std::fs::metadata(f).ok()?;
+                Some((m.modified().ok()?, m.len()))
+            })
+            .collect()
+    }
+
+    /// Polls the files until `stop`; reloads when any of them changed.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        if self.files.is_empty() {
+            return;
+        }
+        let mut last = self.signature();
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.signature();
+            if now != last {
+                // Remember it even if the reload fails, so a broken file is
+                // reported once, not twice a second.
+                last = now;
+                tracing::info!("catalog file changed on disk; reloading");
+                let _ = self.reload().await;
+            }
+        }
+    }
+}
