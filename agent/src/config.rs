@@ -164,10 +164,14 @@ fn default_spool_max_bytes() -> u64 {
 }
 
 impl AgentConfig {
-    pub fn load(path: &Path) -> anyhow::Result<AgentConfig> {
+    /// Reads `path` plus `AUTHPULSE_AGENT__*` overrides; `insecure` is the
+    /// `--insecure` flag (plaintext gRPC, forced on top of the file).
+    pub fn load(path: &Path, insecure: bool) -> anyhow::Result<AgentConfig> {
         let cfg = config::Config::builder()
             .add_source(config::File::from(path))
             .add_source(config::Environment::with_prefix("AUTHPULSE_AGENT").separator("__"))
+            .set_override_option("insecure", insecure.then_some(true))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
             .build()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let cfg: AgentConfig = cfg

@@ -16,6 +16,10 @@ struct Args {
     /// Agent configuration file (YAML or TOML).
     #[arg(long, env = "AUTHPULSE_AGENT_CONFIG")]
     config: PathBuf,
+    /// Plain-text gRPC to the coordinator, no client certificate (same as
+    /// `insecure: true`; logged as a warning). For a trusted network only.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[tokio::main]
@@ -23,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_logging();
-    let cfg = authpulse_agent::AgentConfig::load(&args.config)?;
+    let cfg = authpulse_agent::AgentConfig::load(&args.config, args.insecure)?;
     let metrics = authpulse_agent::telemetry::install_recorder().context("metrics recorder")?;
     let agent = authpulse_agent::Agent::start(cfg, metrics).await?;
     if let Some(addr) = agent.http_addr {

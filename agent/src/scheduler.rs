@@ -194,6 +194,50 @@ fn record(probe: &str, kind: &'static str, o: &ProbeOutcome) {
 mod tests {
     use super::*;
 
+    fn probes(yaml: &str) -> Vec<ProbeDef> {
+        authpulse_proto::catalog::load_str("t.yaml", yaml)
+            .expect("catalog")
+            .probes
+    }
+
+    #[tokio::test]
+    async fn apply_restarts_only_what_changed() {
+        let (tx, _rx) = mpsc::channel(16);
+        let shared = Arc::new(Shared {
+            agent_id: "a".into(),
+            net: NetContext::new().expect("net"),
+            secrets: SecretStore::new(None),
+            permits: Semaphore::new(4),
+            results: tx,
+            version: AtomicU64::new(0),
+        });
+        let mut s = Scheduler::new(shared);
+        let p = |id: &str, url: &str| {
+            format!(
+                "  - id: {id}\n    kind: http\n    url: {url}\n    interval: 1h\n    timeout: 1s\n"
+            )
+        };
+        let v1 = probes(&format!(
+            "probes:\n{}{}",
+            p("keep", "http://127.0.0.1:9/a"),
+            p("change", "http://127.0.0.1:9/b")
+        ));
+        assert_eq!(s.apply(1, v1), (2, 0));
+        let keep_task = s.running["keep"].1.id();
+        let v2 = probes(&format!(
+            "probes:\n{}{}{}",
+            p("keep", "http://127.0.0.1:9/a"),
+            p("change", "http://127.0.0.1:9/CHANGED"),
+            p("new", "http://127.0.0.1:9/c")
+        ));
+        // `change` restarts, `new` starts, `keep` keeps its task (and schedule).
+        assert_eq!(s.apply(2, v2), (2, 1));
+        assert_eq!(s.running["keep"].1.id(), keep_task);
+        assert_eq!(s.apply(3, Vec::new()), (0, 3));
+        assert!(s.probe_ids().is_empty());
+        assert_eq!(s.version(), 3);
+    }
+
     #[test]
     fn next_slot_lands_on_offset() {
         let i = Duration::from_secs(60);

@@ -110,14 +110,30 @@ pub enum ConfigError {
 
 impl CoordinatorConfig {
     /// Reads `file` (if any) and the process environment.
-    pub fn load(file: Option<&Path>) -> Result<CoordinatorConfig, ConfigError> {
-        Self::load_with_env(file, None)
+    /// `insecure` is the `--insecure` flag: plaintext gRPC without client
+    /// certificates, forced on top of the file and environment.
+    pub fn load(file: Option<&Path>, insecure: bool) -> Result<CoordinatorConfig, ConfigError> {
+        let mut cfg = Self::load_unchecked(file, None)?;
+        if insecure {
+            cfg.insecure = true;
+        }
+        cfg.check()?;
+        Ok(cfg)
     }
 
     /// Like [`load`](Self::load), with the environment given as a map
     /// (`None` = the process environment). Tests use this because changing
     /// the process environment is `unsafe` in edition 2024.
     pub fn load_with_env(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<CoordinatorConfig, ConfigError> {
+        let cfg = Self::load_unchecked(file, env)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn load_unchecked(
         file: Option<&Path>,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<CoordinatorConfig, ConfigError> {
@@ -133,9 +149,7 @@ impl CoordinatorConfig {
             .list_separator(",")
             .with_list_parse_key("catalog")
             .source(env);
-        let cfg: CoordinatorConfig = builder.add_source(env).build()?.try_deserialize()?;
-        cfg.check()?;
-        Ok(cfg)
+        Ok(builder.add_source(env).build()?.try_deserialize()?)
     }
 
     /// Checks that types can't express. `start` calls it too, for

@@ -42,6 +42,10 @@ struct Args {
     /// Config file (YAML or TOML). Without it, defaults and environment overrides apply.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Plain-text gRPC, agents not authenticated (same as `insecure: true`;
+    /// logged as a warning). For a trusted network only.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn init_logging() {
@@ -61,7 +65,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
 
-    let config = match CoordinatorConfig::load(args.config.as_deref()) {
+    let config = match CoordinatorConfig::load(args.config.as_deref(), args.insecure) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("authpulse-coordinator: {e}");

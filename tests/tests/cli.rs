@@ -200,3 +200,41 @@ async fn standalone_serves_slos_and_metrics() {
         p.log_text()
     );
 }
+
+#[tokio::test]
+async fn insecure_must_be_asked_for_explicitly() {
+    let dir = TempDir::new("ap-cli-insecure");
+    let cat = write(&dir, "c.yaml", "probes: []\n");
+    let cfg = write(
+        &dir,
+        "coordinator.yaml",
+        &format!(
+            "grpc_listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{cat}]\n",
+            dir.path().join("data").display()
+        ),
+    );
+    // Neither tls nor insecure: refused with a reason.
+    let out = Command::new(bin("authpulse-coordinator"))
+        .args(["--config", &cfg])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("insecure"), "{err}");
+    // --insecure: starts, and says so in its log.
+    let mut p = Process::start(
+        "authpulse-coordinator",
+        &["--config", &cfg, "--insecure"],
+        &[],
+        dir.path(),
+    )
+    .await;
+    p.line_after("listening on http://").await;
+    let log = wait_for(Duration::from_secs(10), "the insecure warning", || async {
+        let log = p.log_text();
+        log.contains("insecure").then_some(log)
+    })
+    .await;
+    assert!(log.contains("WARN"), "{log}");
+    assert_eq!(p.terminate().await, Some(0));
+}
