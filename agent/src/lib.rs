@@ -25,22 +25,7 @@ pub use config::AgentConfig;
 
 /// Lower-case name of a failure class as used in metrics, JSON and docs.
 pub fn class_name(c: FailureClass) -> &'static str {
-    match c {
-        FailureClass::Unspecified => "unspecified",
-        FailureClass::Dns => "dns",
-        FailureClass::Connect => "connect",
-        FailureClass::Tls => "tls",
-        FailureClass::Timeout => "timeout",
-        FailureClass::HttpStatus => "http_status",
-        FailureClass::Protocol => "protocol",
-        FailureClass::AuthRejected => "auth_rejected",
-        FailureClass::TokenInvalid => "token_invalid",
-        FailureClass::Assertion => "assertion",
-        FailureClass::PermissionMismatch => "permission_mismatch",
-        FailureClass::Escalation => "escalation",
-        FailureClass::Config => "config",
-        FailureClass::Internal => "internal",
-    }
+    authpulse_proto::failure_class_name(c)
 }
 
 /// Opens the spool, reporting anything recovery had to skip.

@@ -124,22 +124,10 @@ fn now_rfc3339() -> String {
 /// Lower-case snake name of a failure class (`dns`, `http_status`, …);
 /// `None` for unspecified (success) and values this build doesn't know.
 pub fn failure_class_name(v: i32) -> Option<&'static str> {
-    Some(match FailureClass::try_from(v).ok()? {
-        FailureClass::Unspecified => return None,
-        FailureClass::Dns => "dns",
-        FailureClass::Connect => "connect",
-        FailureClass::Tls => "tls",
-        FailureClass::Timeout => "timeout",
-        FailureClass::HttpStatus => "http_status",
-        FailureClass::Protocol => "protocol",
-        FailureClass::AuthRejected => "auth_rejected",
-        FailureClass::TokenInvalid => "token_invalid",
-        FailureClass::Assertion => "assertion",
-        FailureClass::PermissionMismatch => "permission_mismatch",
-        FailureClass::Escalation => "escalation",
-        FailureClass::Config => "config",
-        FailureClass::Internal => "internal",
-    })
+    match FailureClass::try_from(v).ok()? {
+        FailureClass::Unspecified => None,
+        c => Some(authpulse_proto::failure_class_name(c)),
+    }
 }
 
 /// `success`, `failure`, or `unspecified` (an agent that didn't say).

@@ -8,3 +8,25 @@ pub mod v1 {
     #![allow(clippy::all)]
     tonic::include_proto!("authpulse.v1");
 }
+
+/// Lower-case snake name of a failure class (`dns`, `http_status`, …), as
+/// used in metrics labels, JSON and docs; `unspecified` for the zero value.
+pub fn failure_class_name(c: v1::FailureClass) -> &'static str {
+    use v1::FailureClass as F;
+    match c {
+        F::Unspecified => "unspecified",
+        F::Dns => "dns",
+        F::Connect => "connect",
+        F::Tls => "tls",
+        F::Timeout => "timeout",
+        F::HttpStatus => "http_status",
+        F::Protocol => "protocol",
+        F::AuthRejected => "auth_rejected",
+        F::TokenInvalid => "token_invalid",
+        F::Assertion => "assertion",
+        F::PermissionMismatch => "permission_mismatch",
+        F::Escalation => "escalation",
+        F::Config => "config",
+        F::Internal => "internal",
+    }
+}
