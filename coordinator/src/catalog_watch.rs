@@ -27,8 +27,19 @@ pub struct CatalogReloader {
     lock: tokio::sync::Mutex<()>,
 }
 
-/// What a file looked like at the last check: (modified, length), or None if unreadable.
-type Signature = Vec<Option<(SystemTime, u64)>>;
+/// What the files looked like at the last check: (modified, length) each,
+/// or None if unreadable.
+pub type Signature = Vec<Option<(SystemTime, u64)>>;
+
+pub fn signature(files: &[PathBuf]) -> Signature {
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
 
 impl CatalogReloader {
     pub fn new(
@@ -90,22 +101,15 @@ impl CatalogReloader {
         Ok(())
     }
 
-    fn signature(&self) -> Signature {
-        self.files
-            .iter()
-            .map(|f| {
-                let m = std::fs::metadata(f).ok()?;
-                Some((m.modified().ok()?, m.len()))
-            })
-            .collect()
-    }
-
-    /// Polls the files until `stop`; reloads when any of them changed.
-    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+    /// Polls the files until `stop`; reloads when they differ from `loaded`,
+    /// the signature taken just before the running catalog was read (taken
+    /// here instead, a change between that read and this task's first poll
+    /// would go unnoticed until the next one).
+    pub async fn watch(self: Arc<Self>, loaded: Signature, stop: CancellationToken) {
         if self.files.is_empty() {
             return;
         }
-        let mut last = self.signature();
+        let mut last = loaded;
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -113,7 +117,7 @@ impl CatalogReloader {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let now = self.signature();
+            let now = signature(&self.files);
             if now != last {
                 // Remember it even if the reload fails, so a broken file is
                 // reported once, not twice a second.

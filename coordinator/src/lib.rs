@@ -86,6 +86,8 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         }
     };
 
+    // Before reading: a change from here on must trigger a reload.
+    let loaded_signature = catalog_watch::signature(&config.catalog);
     let catalog = match load_files(&config.catalog) {
         Ok(c) => c,
         Err(errs) => {
@@ -213,7 +215,9 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         config.raw_retention,
         catalog_tx,
     ));
-    tasks.push(tokio::spawn(reloader.clone().watch(shutdown.clone())));
+    tasks.push(tokio::spawn(
+        reloader.clone().watch(loaded_signature, shutdown.clone()),
+    ));
 
     tracing::info!(%grpc_addr, %http_addr, "coordinator started");
     Ok(Running {
