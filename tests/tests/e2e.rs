@@ -272,3 +272,78 @@ async fn agent_probes_real_idp_and_coordinator_tracks_slo() {
         agent.log_text()
     );
 }
+
+/// A secret referenced by a probe never leaves the agent: not in stored
+/// results, the APIs, either side's metrics or logs, or the database file,
+/// even when the probed server echoes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_leave_the_agent() {
+    use authpulse_tests::fault::{FaultServer, Reply};
+    use authpulse_tests::fleet::{AgentFixture, CoordinatorFixture, metric};
+    let secret = "tok-7c1d9e55-never-leaves-the-agent";
+    let server =
+        FaultServer::start(move |_| Reply::status(401, &format!("invalid token: Bearer {secret}")))
+            .await;
+    let dir = TempDir::new("ap-e2e-secret");
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).expect("dir");
+    std::fs::write(secrets.join("api_token"), format!("Bearer {secret}\n")).expect("secret");
+    let catalog = format!(
+        "probes:\n  - id: api\n    kind: http\n    url: {}\n    interval: 1s\n    timeout: 800ms\n    headers:\n      Authorization: {{ secret: api_token }}\n",
+        server.url("/")
+    );
+    let coord = CoordinatorFixture::start(&dir, &catalog).await;
+    let agent = AgentFixture::start(
+        &dir,
+        "s1",
+        &coord.grpc_url(),
+        &format!("secrets_dir: {}\n", secrets.display()),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let probes = wait_for(WAIT, "a stored 401 result", || async {
+        let probes = get_json(&client, &format!("{}/api/v1/probes", coord.api)).await?;
+        let row = probe_row(&probes, "api")?;
+        (row["failure_class"] == "http_status").then_some(probes)
+    })
+    .await;
+    assert!(server.requests() > 0);
+    let detail = probe_row(&probes, "api").expect("row")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains("[redacted]"),
+        "the echoed secret is scrubbed: {detail}"
+    );
+    let agent_metrics = agent.metrics(&client).await.expect("agent metrics");
+    assert!(metric(&agent_metrics, "authpulse_agent_probe_runs_total") > 0.0);
+    let mut seen = vec![
+        ("/api/v1/probes".to_string(), probes.to_string()),
+        ("agent /metrics".into(), agent_metrics),
+        ("agent log".into(), agent.log()),
+        ("coordinator log".into(), coord.log()),
+    ];
+    for path in ["/api/v1/agents", "/api/v1/slos", "/metrics"] {
+        let text = client
+            .get(format!("{}{path}", coord.api))
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text");
+        seen.push((format!("coordinator {path}"), text));
+    }
+    for entry in std::fs::read_dir(dir.path().join("coordinator-data")).expect("data dir") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read db file");
+        seen.push((
+            path.display().to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+    }
+    for (what, text) in &seen {
+        assert!(!text.contains(secret), "the secret leaked into {what}");
+    }
+}
