@@ -6,6 +6,7 @@ pub mod coordinator_tls;
 pub mod http;
 pub mod last_assignment;
 pub mod probes;
+pub mod process;
 pub mod scheduler;
 pub mod secrets;
 pub mod spool;

@@ -26,46 +26,15 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    init_logging();
+    authpulse_agent::process::init_logging();
     let cfg = authpulse_agent::AgentConfig::load(&args.config, args.insecure)?;
     let metrics = authpulse_agent::telemetry::install_recorder().context("metrics recorder")?;
     let agent = authpulse_agent::Agent::start(cfg, metrics).await?;
     if let Some(addr) = agent.http_addr {
         println!("listening on http://{addr}");
     }
-    shutdown_signal().await;
+    authpulse_agent::process::shutdown_signal().await;
     tracing::info!("shutting down");
     agent.shutdown().await;
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTHPULSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -359,7 +359,7 @@ async fn standalone(
     region: String,
     secrets_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    init_logging();
+    authpulse_agent::process::init_logging();
     let agent_data_dir = data_dir.join("agent");
     let config = authpulse_coordinator::config::CoordinatorConfig {
         grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -390,7 +390,7 @@ async fn standalone(
     println!("listening on http://{}", coordinator.http_addr());
     loop {
         tokio::select! {
-            _ = shutdown_signal() => break,
+            _ = authpulse_agent::process::shutdown_signal() => break,
             _ = reload_signal() => {
                 if let Err(e) = coordinator.reload_catalog().await {
                     tracing::error!(errors = %e, "catalog reload refused; keeping the running catalog");
@@ -401,31 +401,6 @@ async fn standalone(
     agent.shutdown().await;
     coordinator.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTHPULSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }
 
 async fn reload_signal() {
