@@ -201,7 +201,14 @@ pub fn slo_json(s: &SloStatus) -> Value {
         "bad": s.bad,
         "sli_value": s.sli_value,
         "error_budget_remaining": s.error_budget_remaining,
+        "error_budget": {
+            "total_events": s.error_budget_events,
+            "consumed_events": s.bad,
+            "remaining_events": s.error_budget_events - s.bad as f64,
+        },
         "burn_rate_1h": s.burn_rate_1h,
+        "burn_rates": s.burn_rates.iter().map(|(w, r)| (w.to_string(), json!(r))).collect::<serde_json::Map<String, Value>>(),
+        "time_to_exhaustion_seconds": s.time_to_exhaustion.map(|d| d.as_secs()),
     })
 }
 

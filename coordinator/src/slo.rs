@@ -9,8 +9,20 @@ use authpulse_proto::catalog::{Catalog, Sli, SloDef, Window};
 
 use crate::store::{Store, StoreError};
 
-/// The short window burn rate is reported over.
-pub const BURN_WINDOW: Duration = Duration::from_secs(3600);
+/// The windows burn rates are reported over (the SRE workbook's alerting
+/// windows), with their labels.
+pub const BURN_WINDOWS: [(&str, Duration); 7] = [
+    ("5m", Duration::from_secs(5 * 60)),
+    ("30m", Duration::from_secs(30 * 60)),
+    ("1h", Duration::from_secs(3600)),
+    ("2h", Duration::from_secs(2 * 3600)),
+    ("6h", Duration::from_secs(6 * 3600)),
+    ("1d", Duration::from_secs(86_400)),
+    ("3d", Duration::from_secs(3 * 86_400)),
+];
+
+/// Index of the 1h window in [`BURN_WINDOWS`].
+const ONE_HOUR: usize = 2;
 
 /// How often the background task refreshes the SLO gauges.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
@@ -30,8 +42,15 @@ pub struct SloStatus {
     /// good/total; `None` without data.
     pub sli_value: Option<f64>,
     pub error_budget_remaining: f64,
-    /// Over [`BURN_WINDOW`]; `None` without data in that window.
+    /// Bad events the window may hold: total × (1 − objective).
+    pub error_budget_events: f64,
+    /// Over the last hour; `None` without data in that window.
     pub burn_rate_1h: Option<f64>,
+    /// Per [`BURN_WINDOWS`] entry, same order; `None` without data.
+    pub burn_rates: Vec<(&'static str, Option<f64>)>,
+    /// At the current 1h burn rate, how long until the budget is gone
+    /// (zero when already gone; `None` when nothing burns or no data).
+    pub time_to_exhaustion: Option<Duration>,
 }
 
 /// The fraction of events allowed to be bad, e.g. 0.001 for 99.9 %.
@@ -57,6 +76,20 @@ pub fn error_budget_remaining(good: u64, total: u64, objective_percent: f64) -> 
 /// budget over the SLO window. `None` without data.
 pub fn burn_rate(good: u64, total: u64, objective_percent: f64) -> Option<f64> {
     bad_fraction(good, total).map(|bad| bad / allowed_bad_fraction(objective_percent))
+}
+
+/// Time until the remaining budget is used up at `burn_rate`: a burn rate
+/// of 1 spends the whole budget over one SLO window.
+pub fn time_to_exhaustion(
+    budget_remaining: f64,
+    burn_rate: Option<f64>,
+    window: Duration,
+) -> Option<Duration> {
+    let rate = burn_rate.filter(|r| *r > 0.0)?;
+    if budget_remaining <= 0.0 {
+        return Some(Duration::ZERO);
+    }
+    Duration::try_from_secs_f64(budget_remaining * window.as_secs_f64() / rate).ok()
 }
 
 fn bad_fraction(good: u64, total: u64) -> Option<f64> {
@@ -88,10 +121,22 @@ pub async fn evaluate_one(
         return Ok(None);
     };
     let threshold = threshold_us(&slo.sli);
-    let since = now_ms.saturating_sub(duration_ms(window));
-    let (good, total) = store.slo_counts(&slo.probes, since, threshold).await?;
-    let since_1h = now_ms.saturating_sub(duration_ms(BURN_WINDOW));
-    let (good_1h, total_1h) = store.slo_counts(&slo.probes, since_1h, threshold).await?;
+    // The SLO window first, then every burn window: one query for all.
+    let since: Vec<i64> = std::iter::once(window)
+        .chain(BURN_WINDOWS.iter().map(|(_, w)| *w))
+        .map(|w| now_ms.saturating_sub(duration_ms(w)))
+        .collect();
+    let counts = store
+        .slo_counts_since(&slo.probes, &since, threshold)
+        .await?;
+    let (good, total) = counts.first().copied().unwrap_or((0, 0));
+    let burn_rates: Vec<(&'static str, Option<f64>)> = BURN_WINDOWS
+        .iter()
+        .zip(counts.iter().skip(1))
+        .map(|((label, _), (g, t))| (*label, burn_rate(*g, *t, slo.objective)))
+        .collect();
+    let burn_rate_1h = burn_rates.get(ONE_HOUR).and_then(|(_, r)| *r);
+    let remaining = error_budget_remaining(good, total, slo.objective);
     Ok(Some(SloStatus {
         id: slo.id.clone(),
         description: slo.description.clone(),
@@ -102,8 +147,11 @@ pub async fn evaluate_one(
         total,
         bad: total.saturating_sub(good),
         sli_value: sli_value(good, total),
-        error_budget_remaining: error_budget_remaining(good, total, slo.objective),
-        burn_rate_1h: burn_rate(good_1h, total_1h, slo.objective),
+        error_budget_remaining: remaining,
+        error_budget_events: total as f64 * allowed_bad_fraction(slo.objective),
+        burn_rate_1h,
+        burn_rates,
+        time_to_exhaustion: time_to_exhaustion(remaining, burn_rate_1h, window),
     }))
 }
 
@@ -134,6 +182,10 @@ pub fn describe_metrics() {
         "Share of the error budget left over the SLO window: 1 untouched, 0 used up, negative overspent"
     );
     metrics::describe_gauge!(
+        "authpulse_slo_objective",
+        "The SLO's objective as a ratio (0.999 for 99.9 %)"
+    );
+    metrics::describe_gauge!(
         "authpulse_slo_burn_rate",
         "Bad fraction over `window` divided by the allowed bad fraction (NaN without data)"
     );
@@ -149,8 +201,11 @@ pub fn export_gauges(statuses: &[SloStatus]) {
             .set(s.sli_value.unwrap_or(f64::NAN));
         metrics::gauge!("authpulse_slo_error_budget_remaining", "slo" => slo.clone())
             .set(s.error_budget_remaining);
-        metrics::gauge!("authpulse_slo_burn_rate", "slo" => slo, "window" => "1h")
-            .set(s.burn_rate_1h.unwrap_or(f64::NAN));
+        metrics::gauge!("authpulse_slo_objective", "slo" => slo.clone()).set(s.objective / 100.0);
+        for (window, rate) in &s.burn_rates {
+            metrics::gauge!("authpulse_slo_burn_rate", "slo" => slo.clone(), "window" => *window)
+                .set(rate.unwrap_or(f64::NAN));
+        }
     }
 }
 
@@ -160,6 +215,21 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn time_to_exhaustion_at_the_current_burn() {
+        let w = Duration::from_secs(30 * 86_400);
+        // Burning at 1x with the whole budget left lasts exactly one window.
+        assert_eq!(time_to_exhaustion(1.0, Some(1.0), w), Some(w));
+        // Half the budget at 14.4x: 30d * 0.5 / 14.4 = 25 h.
+        assert_eq!(
+            time_to_exhaustion(0.5, Some(14.4), w).map(|d| d.as_secs()),
+            Some(25 * 3600)
+        );
+        assert_eq!(time_to_exhaustion(-0.2, Some(3.0), w), Some(Duration::ZERO));
+        assert_eq!(time_to_exhaustion(0.7, Some(0.0), w), None);
+        assert_eq!(time_to_exhaustion(0.7, None, w), None);
     }
 
     #[test]

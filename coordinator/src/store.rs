@@ -588,6 +588,51 @@ impl Store {
         ))
     }
 
+    /// Like [`slo_counts`](Self::slo_counts) for several start points at once
+    /// (the SLO window and every burn-rate window) in one pass over the
+    /// oldest range; returns (good, total) per entry of `since_ms`.
+    pub async fn slo_counts_since(
+        &self,
+        probe_ids: &[String],
+        since_ms: &[i64],
+        latency_threshold_us: Option<u64>,
+    ) -> Result<Vec<(u64, u64)>> {
+        let Some(&oldest) = since_ms.iter().min() else {
+            return Ok(Vec::new());
+        };
+        let ids = serde_json::to_string(probe_ids)?;
+        // One conditional sum pair per start point; the SQL is built from a
+        // fixed template and only the count varies, values are bound.
+        let mut sql = String::from("SELECT ");
+        for i in 0..since_ms.len() {
+            let p = i + 4;
+            sql.push_str(&format!(
+                "COALESCE(SUM(CASE WHEN started_ms >= ?{p} AND outcome = 1 AND (?1 IS NULL OR total_us <= ?1) THEN 1 ELSE 0 END), 0) AS g{i}, \
+                 COALESCE(SUM(CASE WHEN started_ms >= ?{p} THEN 1 ELSE 0 END), 0) AS t{i}, "
+            ));
+        }
+        sql.push_str(
+            "0 AS unused FROM results WHERE probe_id IN (SELECT value FROM json_each(?2)) AND started_ms >= ?3",
+        );
+        // Safe: built only from integer placeholders, never from input.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(latency_threshold_us.map(clamp))
+            .bind(ids)
+            .bind(oldest);
+        for since in since_ms {
+            q = q.bind(*since);
+        }
+        let row = q.fetch_one(&self.read).await?;
+        (0..since_ms.len())
+            .map(|i| {
+                Ok((
+                    unsigned(row.try_get(format!("g{i}").as_str())?),
+                    unsigned(row.try_get(format!("t{i}").as_str())?),
+                ))
+            })
+            .collect()
+    }
+
     /// Deletes results started before `older_than_ms`; returns how many.
     /// Works in chunks so ingest (same single writer) is never blocked for long.
     pub async fn prune(&self, older_than_ms: i64) -> Result<u64> {
