@@ -129,11 +129,34 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How soon a newly assigned probe first runs: its offset squeezed into the
+/// first [`FIRST_RUN_SPREAD`], so a fresh agent (or a catalog change) shows
+/// results within seconds instead of up to a whole interval, still spread out.
+pub fn first_delay(offset_ms: u64, interval: Duration) -> Duration {
+    let interval_ms = interval.as_millis().max(1) as u64;
+    let spread = FIRST_RUN_SPREAD.as_millis() as u64;
+    if interval_ms <= spread {
+        return Duration::from_millis(offset_ms % interval_ms);
+    }
+    Duration::from_millis(offset_ms * spread / interval_ms)
+}
+
+const FIRST_RUN_SPREAD: Duration = Duration::from_secs(5);
+
+/// Delay to the next regular slot after a run, skipping a slot that comes
+/// sooner than half an interval (right after the early first run).
+fn next_delay(now: u64, interval: Duration, offset: u64) -> Duration {
+    let d = until_next_slot(now, interval, offset);
+    if d < interval / 2 { d + interval } else { d }
+}
+
 async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
     let offset = offset_ms(&shared.agent_id, &def.id, def.interval);
     let kind = def.kind();
+    let mut delay = first_delay(offset, def.interval);
     loop {
-        tokio::time::sleep(until_next_slot(now_ms(), def.interval, offset)).await;
+        tokio::time::sleep(delay).await;
+        delay = next_delay(now_ms(), def.interval, offset);
         let scheduled = now_ms();
         let Ok(permit) = shared.permits.acquire().await else {
             return;
@@ -254,6 +277,28 @@ mod tests {
         // Past the offset → wrap to next minute.
         assert_eq!(
             until_next_slot(120_000 + 20_000, i, 15_000),
+            Duration::from_secs(55)
+        );
+    }
+
+    #[test]
+    fn first_run_comes_within_seconds_and_keeps_the_spread() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(first_delay(0, minute), Duration::ZERO);
+        assert_eq!(first_delay(30_000, minute), Duration::from_millis(2_500));
+        assert_eq!(first_delay(59_999, minute), Duration::from_millis(4_999));
+        // Intervals shorter than the spread keep their own offset.
+        assert_eq!(
+            first_delay(700, Duration::from_secs(2)),
+            Duration::from_millis(700)
+        );
+        // After the early run, a slot less than half an interval away is skipped.
+        assert_eq!(
+            next_delay(120_000 + 10_000, minute, 15_000),
+            Duration::from_secs(65)
+        );
+        assert_eq!(
+            next_delay(120_000 + 20_000, minute, 15_000),
             Duration::from_secs(55)
         );
     }
