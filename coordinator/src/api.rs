@@ -78,6 +78,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/slos", get(slos))
         .route("/api/v1/probes", get(probes))
         .route("/api/v1/agents", get(agents))
+        .route("/api/v1/alerts", get(alerts))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -257,6 +258,26 @@ async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({ "agents": agents.iter().map(|a| agent_json(a, &st.fleet, now_ms())).collect::<Vec<_>>() }),
     ))
+}
+
+/// The firing burn-rate alerts, as committed to the store.
+async fn alerts(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let firing = st.store.firing_alerts().await?;
+    let alerts: Vec<Value> = firing
+        .iter()
+        .map(|f| {
+            json!({
+                "slo": f.alert.slo,
+                "severity": f.alert.severity.as_str(),
+                "rule": f.alert.rule,
+                "burn_rates": f.alert.burn_rates(),
+                "factor": f.alert.factor,
+                "started_at": rfc3339_ms(f.started_ms),
+                "last_sent_at": rfc3339_ms(f.last_sent_ms),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "alerts": alerts })))
 }
 
 async fn metrics_text(State(st): State<ApiState>) -> Response {

@@ -45,6 +45,9 @@ pub struct CoordinatorConfig {
     /// Limits and health thresholds for the agent fleet.
     #[serde(default)]
     pub fleet: crate::fleet::FleetConfig,
+    /// Where burn-rate alerts are sent (see `alerting`).
+    #[serde(default)]
+    pub alerting: crate::alerting::AlertingConfig,
 }
 
 /// PEM files for the agent gRPC port. Relative paths are relative to the
@@ -84,6 +87,7 @@ impl Default for CoordinatorConfig {
             tls: None,
             insecure: false,
             fleet: crate::fleet::FleetConfig::default(),
+            alerting: crate::alerting::AlertingConfig::default(),
         }
     }
 }
@@ -148,6 +152,7 @@ impl CoordinatorConfig {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("catalog")
+            .with_list_parse_key("alerting.alertmanager")
             .source(env);
         Ok(builder.add_source(env).build()?.try_deserialize()?)
     }

@@ -5,6 +5,7 @@
 //! the `authpulse-coordinator` binary and the CLI's standalone mode are thin
 //! shells around it.
 pub mod agent_tls;
+pub mod alerting;
 pub mod api;
 pub mod catalog_watch;
 pub mod certs;
@@ -126,6 +127,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
 
     let metrics = metrics_handle();
     slo::describe_metrics();
+    alerting::describe_metrics();
     let shutdown = CancellationToken::new();
 
     let grpc_listener = TcpListener::bind(config.grpc_listen)
@@ -193,9 +195,22 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         }
     }));
 
-    tasks.push(tokio::spawn(slo_gauges(
+    let generator_url = format!(
+        "{}/api/v1/alerts",
+        config
+            .alerting
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}"))
+            .trim_end_matches('/')
+    );
+    let alerter = alerting::Alerter::start(store.clone(), &config.alerting, generator_url)
+        .await
+        .context("alerting")?;
+    tasks.push(tokio::spawn(evaluate_slos(
         store.clone(),
         catalog_rx,
+        alerter,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(fleet::watch(
@@ -248,10 +263,13 @@ pub(crate) fn warn_retention(catalog: &Catalog, retention: Duration) {
     }
 }
 
-/// Refreshes the SLO gauges every [`slo::GAUGE_INTERVAL`].
-async fn slo_gauges(
+/// Evaluates every SLO every [`slo::GAUGE_INTERVAL`] and right after a
+/// catalog change: refreshes the SLO gauges and steps the burn-rate alerts
+/// from the same evaluation.
+async fn evaluate_slos(
     store: Store,
-    catalog: watch::Receiver<Arc<CatalogSnapshot>>,
+    mut catalog: watch::Receiver<Arc<CatalogSnapshot>>,
+    mut alerter: alerting::Alerter,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(slo::GAUGE_INTERVAL);
@@ -260,11 +278,19 @@ async fn slo_gauges(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            // A closed channel disables this branch; the tick goes on.
+            Ok(()) = catalog.changed() => {}
         }
-        let snapshot = catalog.borrow().clone();
-        match slo::evaluate(&store, &snapshot.catalog, store::now_ms()).await {
-            Ok(statuses) => slo::export_gauges(&statuses),
-            Err(e) => tracing::warn!(error = %e, "SLO evaluation for gauges failed"),
+        let snapshot = catalog.borrow_and_update().clone();
+        let now = store::now_ms();
+        match slo::evaluate(&store, &snapshot.catalog, now).await {
+            Ok(statuses) => {
+                slo::export_gauges(&statuses);
+                if let Err(e) = alerter.evaluate(&snapshot.catalog, &statuses, now).await {
+                    tracing::warn!(error = %e, "storing alert state failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "SLO evaluation failed"),
         }
     }
 }

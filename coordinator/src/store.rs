@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 
 /// The schema this code writes. Bump it together with a migration step in
 /// [`Store::migrate`] when tables change.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// File name inside the data directory.
 pub const DB_FILE: &str = "authpulse.db";
@@ -38,7 +38,25 @@ const MIGRATE_1_TO_2: &[&str] = &[
     "ALTER TABLE agents ADD COLUMN stored_total INTEGER NOT NULL DEFAULT 0",
 ];
 
+/// The firing burn-rate alerts (schema 3), so a restart neither pages again
+/// nor forgets to resolve.
+const CREATE_ALERTS: &str = "CREATE TABLE IF NOT EXISTS alerts (
+        slo TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        burn_long REAL NOT NULL,
+        burn_short REAL NOT NULL,
+        factor REAL NOT NULL,
+        started_ms INTEGER NOT NULL,
+        last_sent_ms INTEGER NOT NULL,
+        PRIMARY KEY (slo, severity)
+    )";
+
+/// Tables schema 3 added, for version-2 files.
+const MIGRATE_2_TO_3: &[&str] = &[CREATE_ALERTS];
+
 const SCHEMA: &[&str] = &[
+    CREATE_ALERTS,
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS results (
         agent_id TEXT NOT NULL,
@@ -305,8 +323,13 @@ impl Store {
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(1) => {
-                for stmt in MIGRATE_1_TO_2 {
+            Some(v @ (1 | 2)) => {
+                let steps: &[&[&str]] = if v == 1 {
+                    &[MIGRATE_1_TO_2, MIGRATE_2_TO_3]
+                } else {
+                    &[MIGRATE_2_TO_3]
+                };
+                for stmt in steps.iter().copied().flatten() {
                     sqlx::query(*stmt).execute(&mut *tx).await?;
                 }
                 sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
@@ -698,6 +721,69 @@ impl Store {
         }
         tx.commit().await?;
         Ok(next)
+    }
+
+    /// The firing alerts, ordered by SLO and severity.
+    pub async fn firing_alerts(&self) -> Result<Vec<crate::alerting::Firing>> {
+        let rows = sqlx::query(
+            "SELECT slo, severity, rule, burn_long, burn_short, factor, started_ms, last_sent_ms
+             FROM alerts ORDER BY slo, severity",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let severity: String = row.try_get("severity")?;
+                let rule: String = row.try_get("rule")?;
+                Ok(crate::alerting::Firing {
+                    alert: crate::alerting::Alert {
+                        slo: row.try_get("slo")?,
+                        severity: severity.parse().map_err(StoreError::Invalid)?,
+                        rule: crate::alerting::rule_label(&rule).ok_or_else(|| {
+                            StoreError::Invalid(format!("unknown alert rule `{rule}`"))
+                        })?,
+                        burn_long: row.try_get("burn_long")?,
+                        burn_short: row.try_get("burn_short")?,
+                        factor: row.try_get("factor")?,
+                    },
+                    started_ms: row.try_get("started_ms")?,
+                    last_sent_ms: row.try_get("last_sent_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Inserts or updates a firing alert.
+    pub async fn save_alert(&self, f: &crate::alerting::Firing) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alerts (slo, severity, rule, burn_long, burn_short, factor, started_ms, last_sent_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (slo, severity) DO UPDATE SET rule = excluded.rule,
+               burn_long = excluded.burn_long, burn_short = excluded.burn_short,
+               factor = excluded.factor, started_ms = excluded.started_ms,
+               last_sent_ms = excluded.last_sent_ms",
+        )
+        .bind(&f.alert.slo)
+        .bind(f.alert.severity.as_str())
+        .bind(f.alert.rule)
+        .bind(f.alert.burn_long)
+        .bind(f.alert.burn_short)
+        .bind(f.alert.factor)
+        .bind(f.started_ms)
+        .bind(f.last_sent_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a resolved alert.
+    pub async fn delete_alert(&self, slo: &str, severity: crate::alerting::Severity) -> Result<()> {
+        sqlx::query("DELETE FROM alerts WHERE slo = ? AND severity = ?")
+            .bind(slo)
+            .bind(severity.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// Closes both pools (waits for running queries).

@@ -237,3 +237,29 @@ fn empty_file_is_an_empty_catalog() {
     let c = catalog::load_str("e.yaml", "").expect("empty is fine");
     assert!(c.probes.is_empty());
 }
+
+#[test]
+fn slo_alerting_opt_out() {
+    let base = "probes:\n  - id: a\n    kind: http\n    url: https://x.example\nslos:\n  - id: s\n    probes: [a]\n    objective: 99\n    window: 7d\n";
+    let c = catalog::load_str("a.yaml", base).expect("valid");
+    assert!(
+        c.slos[0].alerting.page && c.slos[0].alerting.ticket,
+        "both on by default"
+    );
+
+    let c = catalog::load_str(
+        "a.yaml",
+        &format!("{base}    alerting: {{ page: false }}\n"),
+    )
+    .expect("valid");
+    assert!(!c.slos[0].alerting.page);
+    assert!(c.slos[0].alerting.ticket);
+
+    let e = only_error(
+        "a.yaml",
+        &format!("{base}    alerting: {{ pager: false }}\n"),
+    );
+    assert_eq!(e.line, Some(10));
+    assert!(e.path.starts_with("slos[0].alerting"), "{e}");
+    assert!(e.message.contains("pager"), "{e}");
+}

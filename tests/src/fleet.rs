@@ -37,6 +37,11 @@ pub struct CoordinatorFixture {
 impl CoordinatorFixture {
     /// Writes configs (insecure, loopback, fixed gRPC port) and starts it.
     pub async fn start(dir: &TempDir, catalog_yaml: &str) -> CoordinatorFixture {
+        CoordinatorFixture::start_with(dir, catalog_yaml, "").await
+    }
+
+    /// Like [`start`](Self::start), with `extra` YAML appended to the config.
+    pub async fn start_with(dir: &TempDir, catalog_yaml: &str, extra: &str) -> CoordinatorFixture {
         let catalog = dir.path().join("catalog.yaml");
         std::fs::write(&catalog, catalog_yaml).expect("catalog");
         let grpc_port = free_port();
@@ -44,7 +49,7 @@ impl CoordinatorFixture {
         std::fs::write(
             &config,
             format!(
-                "grpc_listen: 127.0.0.1:{grpc_port}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n",
+                "grpc_listen: 127.0.0.1:{grpc_port}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n{extra}",
                 dir.path().join("coordinator-data").display(),
                 catalog.display()
             ),

@@ -2,6 +2,7 @@
 //! stopping real peers (the oidc-provider OpenID provider), the fault server
 //! for what real peers can't do on demand (slow answers, resets, 5xx), a TLS
 //! fixture, paths to the built binaries, and condition waits instead of sleeps.
+pub mod capture;
 pub mod fault;
 pub mod fleet;
 pub mod mtls;

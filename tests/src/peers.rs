@@ -122,3 +122,66 @@ impl OidcPeer {
         *self = OidcPeer::start_on(self.port).await;
     }
 }
+
+/// A real Prometheus Alertmanager (`AUTHPULSE_TEST_ALERTMANAGER`, which
+/// tests/run sets after installing the Debian package) on a free loopback
+/// port, without clustering, with its storage in `dir`.
+pub struct Alertmanager {
+    _child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Alertmanager {
+    pub async fn start(dir: &std::path::Path) -> Alertmanager {
+        let bin = std::env::var("AUTHPULSE_TEST_ALERTMANAGER")
+            .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "Alertmanager is not installed at {bin}: run tests/run (it installs prometheus-alertmanager)"
+        );
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        )
+        .expect("alertmanager config");
+        let port = crate::fleet::free_port();
+        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn alertmanager");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let ready = format!("{url}/-/ready");
+        crate::wait_for(Duration::from_secs(30), "alertmanager to be ready", || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move {
+                let r = client.get(ready).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        Alertmanager { _child: child, url }
+    }
+
+    /// `GET /api/v2/alerts` (active alerts), `None` when unreachable.
+    pub async fn alerts(&self, client: &reqwest::Client) -> Option<Vec<serde_json::Value>> {
+        let v: serde_json::Value = client
+            .get(format!("{}/api/v2/alerts", self.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v.as_array().cloned()
+    }
+}

@@ -288,8 +288,37 @@ pub struct SloDef {
     /// Global slice is bad only when at least this many regions see it bad.
     #[serde(default)]
     pub quorum: Option<u32>,
+    /// Which burn-rate alerts this SLO raises (both by default).
+    #[serde(default, skip_serializing_if = "SloAlerting::is_default")]
+    pub alerting: SloAlerting,
     #[serde(skip)]
     pub source: Option<SourceLoc>,
+}
+
+/// Per-SLO opt-out of the multi-window burn-rate alerts: `page` (fast burn)
+/// and `ticket` (slow burn) are both on unless set to `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloAlerting {
+    #[serde(default = "default_true")]
+    pub page: bool,
+    #[serde(default = "default_true")]
+    pub ticket: bool,
+}
+
+impl Default for SloAlerting {
+    fn default() -> Self {
+        SloAlerting {
+            page: true,
+            ticket: true,
+        }
+    }
+}
+
+impl SloAlerting {
+    fn is_default(&self) -> bool {
+        *self == SloAlerting::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
