@@ -29,11 +29,12 @@ async fn main() -> anyhow::Result<()> {
     authpulse_agent::process::init_logging();
     let cfg = authpulse_agent::AgentConfig::load(&args.config, args.insecure)?;
     let metrics = authpulse_agent::telemetry::install_recorder().context("metrics recorder")?;
+    let mut stop = authpulse_agent::process::ShutdownSignal::install();
     let agent = authpulse_agent::Agent::start(cfg, metrics).await?;
     if let Some(addr) = agent.http_addr {
         println!("listening on http://{addr}");
     }
-    authpulse_agent::process::shutdown_signal().await;
+    stop.recv().await;
     tracing::info!("shutting down");
     agent.shutdown().await;
     Ok(())

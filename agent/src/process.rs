@@ -10,18 +10,34 @@ pub fn init_logging() {
         .init();
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
+/// SIGTERM/Ctrl-C, registered when created: install it before announcing
+/// readiness, or a SIGTERM sent right after the announcement kills the
+/// process without a clean shutdown.
+pub struct ShutdownSignal {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> ShutdownSignal {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        if let Err(e) = &term {
+            tracing::warn!(error = %e, "cannot install the SIGTERM handler; only Ctrl-C stops cleanly");
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        ShutdownSignal { term: term.ok() }
+    }
+
+    /// Resolves on SIGTERM or Ctrl-C.
+    pub async fn recv(&mut self) {
+        match &mut self.term {
+            Some(term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }

@@ -260,9 +260,16 @@ async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     ))
 }
 
-/// The firing burn-rate alerts, as committed to the store.
+/// The firing burn-rate and escalation alerts, as committed to the store.
 async fn alerts(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let firing = st.store.firing_alerts().await?;
+    let mut firing = st.store.firing_alerts().await?;
+    firing.extend(
+        st.store
+            .escalation_alerts()
+            .await?
+            .into_iter()
+            .map(|(f, _)| f),
+    );
     let alerts: Vec<Value> = firing
         .iter()
         .map(|f| {

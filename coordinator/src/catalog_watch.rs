@@ -83,6 +83,9 @@ impl CatalogReloader {
             return Ok(());
         }
         warn_retention(&catalog, self.raw_retention);
+        if let Err(e) = crate::slo::sync_store(&self.store, &catalog).await {
+            tracing::warn!(error = %e, "cannot update the SLO minute aggregates' thresholds");
+        }
         metrics::counter!("authpulse_coordinator_catalog_reloads_total", "result" => "applied")
             .increment(1);
         metrics::gauge!("authpulse_coordinator_catalog_version").set(version as f64);

@@ -26,7 +26,8 @@ use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_proto::v1::{
-    Ack, AgentMessage, Assignment, CoordinatorMessage, Hello, ProbeAssignment, Reject, ResultBatch,
+    Ack, AgentMessage, Assignment, CoordinatorMessage, FailureClass, Hello, Outcome,
+    ProbeAssignment, ProbeResult, Reject, ResultBatch,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -68,6 +69,14 @@ pub fn describe_metrics() {
         "authpulse_coordinator_rejected_streams_total",
         "Agent streams ended by the coordinator for a protocol or authorization violation"
     );
+    metrics::describe_counter!(
+        "authpulse_probe_results_total",
+        "Probe results newly stored, by `probe` and `region` (the SLI's total events)"
+    );
+    metrics::describe_counter!(
+        "authpulse_probe_results_good_total",
+        "Probe results newly stored with outcome success (availability good events), by `probe` and `region`"
+    );
     metrics::describe_gauge!(
         "authpulse_coordinator_agents_connected",
         "Agents with a live stream"
@@ -103,6 +112,11 @@ impl AckTracker {
 
     pub fn acked(&self) -> u64 {
         self.acked
+    }
+
+    /// Whether `seq` is known to be settled (stored or given up) already.
+    pub fn settled(&self, seq: u64) -> bool {
+        seq <= self.acked || self.above.contains(&seq)
     }
 
     /// Records that `seqs` are durably stored and that the agent holds
@@ -209,6 +223,8 @@ struct Inner {
     next_session: AtomicU64,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Told the probe ids of newly stored escalation results, right after commit.
+    escalations: Option<mpsc::UnboundedSender<BTreeSet<String>>>,
 }
 
 impl Inner {
@@ -299,8 +315,19 @@ impl IngestService {
                 next_session: AtomicU64::new(1),
                 shutdown,
                 tasks: TaskTracker::new(),
+                escalations: None,
             }),
         }
+    }
+
+    /// Where to signal newly stored escalation results (the alerter pages at
+    /// once); call before the service is cloned or served.
+    pub fn with_escalations(mut self, tx: mpsc::UnboundedSender<BTreeSet<String>>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.escalations = Some(tx),
+            None => tracing::error!("escalation signal set after the service was shared; ignored"),
+        }
+        self
     }
 
     /// Applies fleet limits; call before the service is cloned or served.
@@ -367,6 +394,9 @@ struct Session {
     id: u64,
     token: CancellationToken,
     acks: AckTracker,
+    /// The highest seq stored when the stream started: results above it
+    /// that the ack tracker hasn't seen are certainly new.
+    stored_floor: u64,
     tx: Outbox,
 }
 
@@ -522,6 +552,7 @@ async fn serve(
         id,
         token,
         acks: AckTracker::default(),
+        stored_floor: 0,
         tx,
     };
     tracing::info!(
@@ -649,6 +680,7 @@ impl Session {
             .await
             .map_err(|e| storage_failed("reading the highest seq", e))?;
         self.acks = AckTracker::new(acked);
+        self.stored_floor = highest;
         // The ack first: an agent that has no numbering of its own (or a
         // stale one) continues after the highest stored seq.
         send(
@@ -762,6 +794,7 @@ impl Session {
         }
         let store = &self.inner.store;
         if !batch.results.is_empty() {
+            let fresh = self.fresh(&batch.results).await?;
             let started = Instant::now();
             let stats = store
                 .insert_batch(&self.agent_id, &batch.results)
@@ -777,6 +810,11 @@ impl Session {
                 agent_id = %self.agent_id, inserted = stats.inserted, duplicates = stats.duplicates, session = self.id,
                 "batch stored"
             );
+            if fresh.len() as u64 != stats.inserted {
+                tracing::warn!(agent_id = %self.agent_id, inserted = stats.inserted, counted = fresh.len(),
+                    "newly stored results miscounted for the per-probe metrics");
+            }
+            self.after_commit(&batch.results, &fresh);
         }
         metrics::counter!("authpulse_coordinator_batches_total").increment(1);
         let before = self.acks.acked();
@@ -797,6 +835,66 @@ impl Session {
             }),
         )
         .await
+    }
+}
+
+impl Session {
+    /// Indexes into `results` of those this batch stores for the first time
+    /// (the first of equal seqs). Seqs the ack tracker has seen are
+    /// resends; seqs above what was stored at stream start and unseen are
+    /// new; only the rest (stored by an earlier stream but not yet acked)
+    /// are looked up. The per-agent stream lock keeps this exact.
+    async fn fresh(&self, results: &[ProbeResult]) -> Result<Vec<usize>, End> {
+        let mut seen = BTreeSet::new();
+        let mut fresh: Vec<usize> = Vec::new();
+        let mut unsure = Vec::new();
+        for (i, r) in results.iter().enumerate() {
+            if self.acks.settled(r.seq) || !seen.insert(r.seq) {
+                continue;
+            }
+            if r.seq <= self.stored_floor {
+                unsure.push(r.seq);
+            }
+            fresh.push(i);
+        }
+        if !unsure.is_empty() {
+            let stored = self
+                .inner
+                .store
+                .stored_seqs(&self.agent_id, &unsure)
+                .await
+                .map_err(|e| storage_failed("reading stored seqs", e))?;
+            fresh.retain(|i| !stored.contains(&results[*i].seq));
+        }
+        Ok(fresh)
+    }
+
+    /// Counts the newly stored results per probe and region and signals
+    /// escalations to the alerter.
+    fn after_commit(&self, results: &[ProbeResult], fresh: &[usize]) {
+        let mut escalated = BTreeSet::new();
+        for r in fresh.iter().map(|i| &results[*i]) {
+            let labels = [("probe", r.probe_id.clone()), ("region", r.region.clone())];
+            metrics::counter!("authpulse_probe_results_total", &labels).increment(1);
+            // Present with 0 from the first result on, so ratios have both series.
+            let good = metrics::counter!("authpulse_probe_results_good_total", &labels);
+            if r.outcome == Outcome::Success as i32 {
+                good.increment(1);
+            } else {
+                good.increment(0);
+            }
+            let escalation = FailureClass::Escalation as i32;
+            if r.failure_class == escalation
+                || r.steps.iter().any(|s| s.failure_class == escalation)
+            {
+                escalated.insert(r.probe_id.clone());
+            }
+        }
+        if !escalated.is_empty()
+            && let Some(tx) = &self.inner.escalations
+        {
+            let _ = tx.send(escalated);
+        }
     }
 }
 

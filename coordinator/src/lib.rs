@@ -111,6 +111,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     store.mark_all_disconnected().await?;
     let version = store.catalog_version(&canonical(&catalog)).await?;
+    slo::sync_store(&store, &catalog).await?;
     tracing::info!(
         version,
         probes = catalog.probes.len(),
@@ -139,8 +140,12 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    // Ingest tells the alerter about escalation results right after commit,
+    // so they page without waiting for the next evaluation.
+    let (escalation_tx, escalation_rx) = tokio::sync::mpsc::unbounded_channel();
     let ingest = ingest::IngestService::new(store.clone(), catalog_rx.clone(), shutdown.clone())
-        .with_fleet(config.fleet.clone());
+        .with_fleet(config.fleet.clone())
+        .with_escalations(escalation_tx);
     let sessions = ingest.tasks();
     let mut tasks = Vec::new();
 
@@ -211,6 +216,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         store.clone(),
         catalog_rx,
         alerter,
+        escalation_rx,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(fleet::watch(
@@ -270,6 +276,7 @@ async fn evaluate_slos(
     store: Store,
     mut catalog: watch::Receiver<Arc<CatalogSnapshot>>,
     mut alerter: alerting::Alerter,
+    mut escalations: tokio::sync::mpsc::UnboundedReceiver<std::collections::BTreeSet<String>>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(slo::GAUGE_INTERVAL);
@@ -280,6 +287,14 @@ async fn evaluate_slos(
             _ = tick.tick() => {}
             // A closed channel disables this branch; the tick goes on.
             Ok(()) = catalog.changed() => {}
+            Some(probes) = escalations.recv() => {
+                // Pages at once: no burn math, no waiting for the tick.
+                let snapshot = catalog.borrow().clone();
+                if let Err(e) = alerter.escalation_seen(&snapshot.catalog, &probes, store::now_ms()).await {
+                    tracing::warn!(error = %e, "storing escalation alert state failed");
+                }
+                continue;
+            }
         }
         let snapshot = catalog.borrow_and_update().clone();
         let now = store::now_ms();

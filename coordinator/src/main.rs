@@ -83,6 +83,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Handlers before the announcement: a SIGTERM sent right after it must
+    // find them in place, or the process dies without a clean shutdown.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("authpulse-coordinator: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on http://{}", running.http_addr());
@@ -90,42 +99,39 @@ async fn main() -> ExitCode {
         let _ = out.flush();
     }
 
-    let code = match wait_for_signals(&running).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("authpulse-coordinator: cannot install signal handlers: {e}");
-            ExitCode::FAILURE
-        }
-    };
+    let code = signals.wait(&running).await;
     running.shutdown().await;
     code
 }
 
-/// Reloads on SIGHUP until asked to stop; the exit code says whether the
-/// stop was requested (success) or a server failed.
-#[cfg(unix)]
-async fn wait_for_signals(running: &authpulse_coordinator::Running) -> std::io::Result<ExitCode> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading the catalog");
-                // Errors are logged by reload_catalog; the old catalog stays.
-                let _ = running.reload_catalog().await;
-            }
-            _ = term.recv() => return Ok(ExitCode::SUCCESS),
-            r = tokio::signal::ctrl_c() => { r?; return Ok(ExitCode::SUCCESS) }
-            _ = running.stopped() => return Ok(ExitCode::FAILURE),
-        }
-    }
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signals(running: &authpulse_coordinator::Running) -> std::io::Result<ExitCode> {
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => { r?; Ok(ExitCode::SUCCESS) }
-        _ = running.stopped() => Ok(ExitCode::FAILURE),
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Reloads on SIGHUP until asked to stop; the exit code says whether the
+    /// stop was requested (success) or a server failed.
+    async fn wait(mut self, running: &authpulse_coordinator::Running) -> ExitCode {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the catalog");
+                    // Errors are logged by reload_catalog; the old catalog stays.
+                    let _ = running.reload_catalog().await;
+                }
+                _ = self.term.recv() => return ExitCode::SUCCESS,
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+                _ = running.stopped() => return ExitCode::FAILURE,
+            }
+        }
     }
 }

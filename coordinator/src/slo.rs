@@ -3,11 +3,17 @@
 //! be tested with exact numbers; the counts come from the store. This
 //! version supports what catalog validation lets through: rolling windows,
 //! occurrence budgeting, availability or latency SLIs, all regions pooled.
+//!
+//! Counts come from the store's per-minute aggregates (`minute_counts`),
+//! never from the raw results, so windows are minute-aligned: a window of
+//! length `w` evaluated at `now` starts at the start of the minute that
+//! contains `now - w`, and that partial first minute counts whole.
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use authpulse_proto::catalog::{Catalog, Sli, SloDef, Window};
 
-use crate::store::{Store, StoreError};
+use crate::store::{LatencyThresholds, MinuteSums, Store, StoreError, minute_of};
 
 /// The windows burn rates are reported over (the SRE workbook's alerting
 /// windows), with their labels.
@@ -110,25 +116,70 @@ fn threshold_us(sli: &Sli) -> Option<u64> {
     }
 }
 
-/// Evaluates one SLO at `now_ms`. `None` for window kinds this version does
-/// not evaluate (validation rejects them, so this is defensive only).
-pub async fn evaluate_one(
-    store: &Store,
-    slo: &SloDef,
-    now_ms: i64,
-) -> Result<Option<SloStatus>, StoreError> {
-    let Window::Rolling(window) = slo.window else {
-        return Ok(None);
-    };
-    let threshold = threshold_us(&slo.sli);
-    // The SLO window first, then every burn window: one query for all.
-    let since: Vec<i64> = std::iter::once(window)
+/// Extra time `minute_counts` rows are kept past the longest SLO window.
+pub const MINUTE_RETENTION_SLACK: Duration = Duration::from_secs(86_400);
+
+/// The latency thresholds (µs) per probe the catalog's SLIs use: what the
+/// store keeps per-minute aggregates for besides availability.
+pub fn latency_thresholds(catalog: &Catalog) -> LatencyThresholds {
+    let mut out = LatencyThresholds::new();
+    for slo in &catalog.slos {
+        if let Some(t) = threshold_us(&slo.sli) {
+            for p in &slo.probes {
+                out.entry(p.clone()).or_default().push(t);
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+        v.dedup();
+    }
+    out
+}
+
+/// How long minute aggregates must be kept: the longest SLO window (or the
+/// longest burn window) plus [`MINUTE_RETENTION_SLACK`].
+pub fn minute_retention(catalog: &Catalog) -> Duration {
+    catalog
+        .slos
+        .iter()
+        .filter_map(|s| match s.window {
+            Window::Rolling(w) => Some(w),
+            _ => None,
+        })
         .chain(BURN_WINDOWS.iter().map(|(_, w)| *w))
-        .map(|w| now_ms.saturating_sub(duration_ms(w)))
-        .collect();
-    let counts = store
-        .slo_counts_since(&slo.probes, &since, threshold)
+        .max()
+        .unwrap_or_default()
+        + MINUTE_RETENTION_SLACK
+}
+
+/// Points the store's minute aggregates at `catalog` (thresholds to
+/// maintain, backfilling new ones; how long to keep minute rows). Called at
+/// start and on every catalog reload.
+pub async fn sync_store(store: &Store, catalog: &Catalog) -> Result<(), StoreError> {
+    store.set_minute_retention(minute_retention(catalog));
+    let n = store
+        .set_latency_thresholds(latency_thresholds(catalog))
         .await?;
+    if n > 0 {
+        tracing::info!(
+            backfilled = n,
+            "latency thresholds backfilled into minute aggregates"
+        );
+    }
+    Ok(())
+}
+
+/// The start minutes of an SLO: its window first, then every burn window.
+fn since_minutes(window: Duration, now_ms: i64) -> Vec<i64> {
+    std::iter::once(window)
+        .chain(BURN_WINDOWS.iter().map(|(_, w)| *w))
+        .map(|w| minute_of(now_ms.saturating_sub(duration_ms(w))))
+        .collect()
+}
+
+/// The status from (good, total) per [`since_minutes`] entry.
+fn status_from_counts(slo: &SloDef, window: Duration, counts: &[(u64, u64)]) -> SloStatus {
     let (good, total) = counts.first().copied().unwrap_or((0, 0));
     let burn_rates: Vec<(&'static str, Option<f64>)> = BURN_WINDOWS
         .iter()
@@ -137,7 +188,7 @@ pub async fn evaluate_one(
         .collect();
     let burn_rate_1h = burn_rates.get(ONE_HOUR).and_then(|(_, r)| *r);
     let remaining = error_budget_remaining(good, total, slo.objective);
-    Ok(Some(SloStatus {
+    SloStatus {
         id: slo.id.clone(),
         description: slo.description.clone(),
         objective: slo.objective,
@@ -152,7 +203,30 @@ pub async fn evaluate_one(
         burn_rate_1h,
         burn_rates,
         time_to_exhaustion: time_to_exhaustion(remaining, burn_rate_1h, window),
-    }))
+    }
+}
+
+/// Evaluates one SLO at `now_ms`. `None` for window kinds this version does
+/// not evaluate (validation rejects them, so this is defensive only).
+pub async fn evaluate_one(
+    store: &Store,
+    slo: &SloDef,
+    now_ms: i64,
+) -> Result<Option<SloStatus>, StoreError> {
+    let Window::Rolling(window) = slo.window else {
+        return Ok(None);
+    };
+    let threshold = threshold_us(&slo.sli);
+    // The start minutes go back to ms at a minute start; the store maps
+    // them to the same minutes.
+    let since: Vec<i64> = since_minutes(window, now_ms)
+        .into_iter()
+        .map(|m| m.saturating_mul(crate::store::MINUTE_MS))
+        .collect();
+    let counts = store
+        .minute_counts_since(&slo.probes, &since, threshold)
+        .await?;
+    Ok(Some(status_from_counts(slo, window, &counts)))
 }
 
 /// Evaluates every SLO of the catalog, in catalog order.
@@ -161,12 +235,44 @@ pub async fn evaluate(
     catalog: &Catalog,
     now_ms: i64,
 ) -> Result<Vec<SloStatus>, StoreError> {
+    // All SLOs from one grouped query over the minute aggregates: every
+    // distinct start minute of every SLO at once, combined here.
+    let mut starts = BTreeSet::new();
+    let mut probes = BTreeSet::new();
+    for slo in &catalog.slos {
+        if let Window::Rolling(w) = slo.window {
+            starts.extend(since_minutes(w, now_ms));
+            probes.extend(slo.probes.iter().cloned());
+        }
+    }
+    let starts: Vec<i64> = starts.into_iter().collect();
+    let probes: Vec<String> = probes.into_iter().collect();
+    let sums: MinuteSums = if starts.is_empty() {
+        MinuteSums::new()
+    } else {
+        store.minute_sums(&probes, &starts).await?
+    };
+    let index: HashMap<i64, usize> = starts.iter().enumerate().map(|(i, m)| (*m, i)).collect();
     let mut out = Vec::with_capacity(catalog.slos.len());
     for slo in &catalog.slos {
-        match evaluate_one(store, slo, now_ms).await? {
-            Some(s) => out.push(s),
-            None => tracing::warn!(slo = %slo.id, "SLO window kind not supported, skipped"),
-        }
+        let Window::Rolling(window) = slo.window else {
+            tracing::warn!(slo = %slo.id, "SLO window kind not supported, skipped");
+            continue;
+        };
+        let th = threshold_us(&slo.sli).unwrap_or(0);
+        let counts: Vec<(u64, u64)> = since_minutes(window, now_ms)
+            .iter()
+            .map(|m| {
+                let i = index.get(m).copied().unwrap_or(usize::MAX);
+                slo.probes.iter().fold((0, 0), |acc, p| {
+                    match sums.get(&(p.clone(), th)).and_then(|v| v.get(i)) {
+                        Some((g, t)) => (acc.0 + g, acc.1 + t),
+                        None => acc,
+                    }
+                })
+            })
+            .collect();
+        out.push(status_from_counts(slo, window, &counts));
     }
     Ok(out)
 }

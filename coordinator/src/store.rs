@@ -9,8 +9,10 @@
 //! `SQLITE_BUSY`; reads use a separate pool, which WAL mode lets run
 //! concurrently with the writer. The schema is created by code
 //! (`CREATE TABLE IF NOT EXISTS`) and versioned in `schema_version`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authpulse_proto::v1::{ProbeResult, StepResult, Timings};
@@ -23,7 +25,7 @@ use sqlx::sqlite::{
 
 /// The schema this code writes. Bump it together with a migration step in
 /// [`Store::migrate`] when tables change.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// File name inside the data directory.
 pub const DB_FILE: &str = "authpulse.db";
@@ -55,8 +57,62 @@ const CREATE_ALERTS: &str = "CREATE TABLE IF NOT EXISTS alerts (
 /// Tables schema 3 added, for version-2 files.
 const MIGRATE_2_TO_3: &[&str] = &[CREATE_ALERTS];
 
+/// Per-minute SLO aggregates (schema 4): SLOs are evaluated from these and
+/// never by rescanning raw results. `minute` is `started_ms` floored to the
+/// minute (unix ms / 60000); `threshold_us` 0 is the availability row
+/// (good = success), any other value a latency SLI's threshold (good =
+/// success and `total_us <= threshold_us`). Rows cover newly inserted
+/// results only, so resent duplicates never count twice.
+const CREATE_MINUTE_COUNTS: &str = "CREATE TABLE IF NOT EXISTS minute_counts (
+        probe_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        threshold_us INTEGER NOT NULL,
+        good INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        PRIMARY KEY (probe_id, minute, threshold_us, region)
+    ) WITHOUT ROWID";
+
+/// The latency thresholds `minute_counts` is maintained for (schema 4), so a
+/// restart knows which ones are complete and which need a backfill.
+const CREATE_MINUTE_THRESHOLDS: &str = "CREATE TABLE IF NOT EXISTS minute_thresholds (
+        probe_id TEXT NOT NULL,
+        threshold_us INTEGER NOT NULL,
+        PRIMARY KEY (probe_id, threshold_us)
+    ) WITHOUT ROWID";
+
+/// Milliseconds per `minute_counts.minute`.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// `minute_counts` rows for availability, rebuilt from the raw results (the
+/// minute is floored, also for negative times, like `i64::div_euclid`).
+const BACKFILL_AVAILABILITY: &str = "INSERT INTO minute_counts
+        (probe_id, region, minute, threshold_us, good, total)
+     SELECT probe_id, region, (started_ms - (((started_ms % 60000) + 60000) % 60000)) / 60000 AS m,
+        0, SUM(CASE WHEN outcome = 1 THEN 1 ELSE 0 END), COUNT(*)
+     FROM results WHERE true GROUP BY probe_id, region, m
+     ON CONFLICT (probe_id, minute, threshold_us, region) DO UPDATE SET
+        good = excluded.good, total = excluded.total";
+
+/// Tables schema 4 added, for version-3 (and older) files; the
+/// availability rows are backfilled from the raw results, latency rows on
+/// the first [`Store::set_latency_thresholds`].
+const MIGRATE_3_TO_4: &[&str] = &[
+    CREATE_MINUTE_COUNTS,
+    CREATE_MINUTE_THRESHOLDS,
+    "DELETE FROM minute_counts",
+    "DELETE FROM minute_thresholds",
+    BACKFILL_AVAILABILITY,
+];
+
+/// How long minute rows are kept until [`Store::set_minute_retention`] says
+/// otherwise: the longest SLO window the catalog allows plus a day.
+pub const DEFAULT_MINUTE_RETENTION: Duration = Duration::from_secs(32 * 86_400);
+
 const SCHEMA: &[&str] = &[
     CREATE_ALERTS,
+    CREATE_MINUTE_COUNTS,
+    CREATE_MINUTE_THRESHOLDS,
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS results (
         agent_id TEXT NOT NULL,
@@ -244,7 +300,24 @@ pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
     path: PathBuf,
+    /// Latency thresholds (µs) per probe that `minute_counts` is maintained
+    /// for; swapped only while holding the single write connection.
+    thresholds: Arc<RwLock<Arc<LatencyThresholds>>>,
+    /// How long `minute_counts` rows are kept, in ms.
+    minute_retention_ms: Arc<AtomicI64>,
 }
+
+/// Latency thresholds in microseconds per probe id.
+pub type LatencyThresholds = HashMap<String, Vec<u64>>;
+
+/// The minute (unix ms / 60000, floored) a timestamp falls in.
+pub fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(MINUTE_MS)
+}
+
+/// Per `(probe_id, threshold_us)` the (good, total) sums of
+/// [`Store::minute_sums`], one per requested start minute.
+pub type MinuteSums = HashMap<(String, u64), Vec<(u64, u64)>>;
 
 /// Milliseconds since the Unix epoch, the unit of every `*_ms` column.
 pub fn now_ms() -> i64 {
@@ -284,17 +357,29 @@ impl Store {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
+        let thresholds = Arc::new(RwLock::new(Arc::new(LatencyThresholds::new())));
+        let minute_retention_ms = Arc::new(AtomicI64::new(
+            i64::try_from(DEFAULT_MINUTE_RETENTION.as_millis()).unwrap_or(i64::MAX),
+        ));
         let store_for_schema = Store {
             write: write.clone(),
             read: write.clone(),
             path: path.clone(),
+            thresholds: thresholds.clone(),
+            minute_retention_ms: minute_retention_ms.clone(),
         };
         store_for_schema.migrate().await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Store { write, read, path })
+        Ok(Store {
+            write,
+            read,
+            path,
+            thresholds,
+            minute_retention_ms,
+        })
     }
 
     /// The database file.
@@ -323,11 +408,11 @@ impl Store {
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(v @ (1 | 2)) => {
-                let steps: &[&[&str]] = if v == 1 {
-                    &[MIGRATE_1_TO_2, MIGRATE_2_TO_3]
-                } else {
-                    &[MIGRATE_2_TO_3]
+            Some(v @ (1..=3)) => {
+                let steps: &[&[&str]] = match v {
+                    1 => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+                    2 => &[MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+                    _ => &[MIGRATE_3_TO_4],
                 };
                 for stmt in steps.iter().copied().flatten() {
                     sqlx::query(*stmt).execute(&mut *tx).await?;
@@ -359,6 +444,11 @@ impl Store {
         let received = now_ms();
         let mut stats = InsertStats::default();
         let mut tx = self.write.begin().await?;
+        // Read while holding the write connection: thresholds only change
+        // under it too, so a batch and a threshold backfill never interleave.
+        let thresholds = self.latency_thresholds();
+        // (probe, region, minute, threshold) -> (good, total) of this batch.
+        let mut minutes: BTreeMap<(&str, &str, i64, u64), (i64, i64)> = BTreeMap::new();
         for r in results {
             let seq = i64::try_from(r.seq)
                 .ok()
@@ -399,6 +489,17 @@ impl Store {
                 continue;
             }
             stats.inserted += 1;
+            let ok = r.outcome == authpulse_proto::v1::Outcome::Success as i32;
+            let minute = minute_of(r.started_unix_ms);
+            let key = (r.probe_id.as_str(), r.region.as_str(), minute);
+            let e = minutes.entry((key.0, key.1, key.2, 0)).or_default();
+            e.0 += i64::from(ok);
+            e.1 += 1;
+            for &th in thresholds.get(&r.probe_id).into_iter().flatten() {
+                let e = minutes.entry((key.0, key.1, key.2, th)).or_default();
+                e.0 += i64::from(ok && t.total_us <= th);
+                e.1 += 1;
+            }
             // `>=`: of two results started in the same millisecond the one
             // stored last is shown.
             sqlx::query(
@@ -412,6 +513,22 @@ impl Store {
             .bind(agent_id)
             .bind(seq)
             .bind(r.started_unix_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((probe, region, minute, th), (good, total)) in minutes {
+            sqlx::query(
+                "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (probe_id, minute, threshold_us, region) DO UPDATE SET
+                    good = good + excluded.good, total = total + excluded.total",
+            )
+            .bind(probe)
+            .bind(region)
+            .bind(minute)
+            .bind(clamp(th))
+            .bind(good)
+            .bind(total)
             .execute(&mut *tx)
             .await?;
         }
@@ -681,7 +798,219 @@ impl Store {
             .bind(older_than_ms)
             .execute(&self.write)
             .await?;
+        self.prune_minutes(now_ms()).await?;
         Ok(deleted)
+    }
+
+    /// Deletes `minute_counts` rows older than the minute retention
+    /// ([`set_minute_retention`](Self::set_minute_retention)) before `now_ms`;
+    /// returns how many.
+    pub async fn prune_minutes(&self, now_ms: i64) -> Result<u64> {
+        let keep = self.minute_retention_ms.load(Ordering::Relaxed);
+        let cutoff = minute_of(now_ms.saturating_sub(keep));
+        Ok(sqlx::query("DELETE FROM minute_counts WHERE minute < ?")
+            .bind(cutoff)
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+
+    /// How long `minute_counts` rows are kept: the longest SLO window plus a
+    /// day (set by the coordinator from the catalog).
+    pub fn set_minute_retention(&self, keep: Duration) {
+        self.minute_retention_ms.store(
+            i64::try_from(keep.as_millis()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The latency thresholds `minute_counts` is currently maintained for.
+    pub fn latency_thresholds(&self) -> Arc<LatencyThresholds> {
+        match self.thresholds.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Sets the latency thresholds (µs, per probe) `minute_counts` keeps
+    /// rows for; the coordinator calls it at start and on every catalog
+    /// reload. A threshold not maintained before (persisted in
+    /// `minute_thresholds`, so a restart is not a change) is backfilled from
+    /// the raw results still retained, in the same transaction: its numbers
+    /// are exact within raw retention. A dropped threshold stops being
+    /// maintained; its rows age out. Zero (availability) is ignored.
+    /// Returns how many (probe, threshold) pairs were backfilled.
+    pub async fn set_latency_thresholds(&self, map: LatencyThresholds) -> Result<u64> {
+        let mut map = map;
+        for v in map.values_mut() {
+            v.retain(|t| *t > 0);
+            v.sort_unstable();
+            v.dedup();
+        }
+        map.retain(|_, v| !v.is_empty());
+        let wanted: BTreeSet<(String, u64)> = map
+            .iter()
+            .flat_map(|(p, ts)| ts.iter().map(move |t| (p.clone(), *t)))
+            .collect();
+        // The write connection serializes this against insert_batch.
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query("SELECT probe_id, threshold_us FROM minute_thresholds")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut tracked = BTreeSet::new();
+        for row in &rows {
+            tracked.insert((
+                row.try_get::<String, _>("probe_id")?,
+                unsigned(row.try_get("threshold_us")?),
+            ));
+        }
+        for (probe, th) in tracked.difference(&wanted) {
+            sqlx::query("DELETE FROM minute_thresholds WHERE probe_id = ? AND threshold_us = ?")
+                .bind(probe)
+                .bind(clamp(*th))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut backfilled = 0;
+        for (probe, th) in wanted.difference(&tracked) {
+            // Rows left from an earlier period with this threshold have a
+            // gap; rebuild them whole from what raw retention still has.
+            sqlx::query("DELETE FROM minute_counts WHERE probe_id = ? AND threshold_us = ?")
+                .bind(probe)
+                .bind(clamp(*th))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
+                 SELECT probe_id, region,
+                    (started_ms - (((started_ms % 60000) + 60000) % 60000)) / 60000 AS m, ?1,
+                    SUM(CASE WHEN outcome = 1 AND total_us <= ?1 THEN 1 ELSE 0 END), COUNT(*)
+                 FROM results WHERE probe_id = ?2 GROUP BY probe_id, region, m",
+            )
+            .bind(clamp(*th))
+            .bind(probe)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO minute_thresholds (probe_id, threshold_us) VALUES (?, ?)")
+                .bind(probe)
+                .bind(clamp(*th))
+                .execute(&mut *tx)
+                .await?;
+            backfilled += 1;
+        }
+        {
+            let mut g = match self.thresholds.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *g = Arc::new(map);
+        }
+        tx.commit().await?;
+        Ok(backfilled)
+    }
+
+    /// `(good, total)` from `minute_counts` over `probe_ids` (all regions),
+    /// per entry of `since_ms`: every minute at or after the minute
+    /// containing it (windows are minute-aligned; the partial first minute
+    /// counts whole). `None` = availability.
+    pub async fn minute_counts_since(
+        &self,
+        probe_ids: &[String],
+        since_ms: &[i64],
+        latency_threshold_us: Option<u64>,
+    ) -> Result<Vec<(u64, u64)>> {
+        let since: Vec<i64> = since_ms.iter().map(|s| minute_of(*s)).collect();
+        let sums = self.minute_sums(probe_ids, &since).await?;
+        let th = latency_threshold_us.unwrap_or(0);
+        let mut out = vec![(0u64, 0u64); since.len()];
+        for p in probe_ids {
+            if let Some(v) = sums.get(&(p.clone(), th)) {
+                for (o, (g, t)) in out.iter_mut().zip(v) {
+                    o.0 += g;
+                    o.1 += t;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One grouped pass over `minute_counts` for many SLOs at once: per
+    /// `(probe_id, threshold_us)` of `probe_ids`, the (good, total) sums over
+    /// minutes `>= since_minutes[i]`, for every `i`.
+    pub async fn minute_sums(
+        &self,
+        probe_ids: &[String],
+        since_minutes: &[i64],
+    ) -> Result<MinuteSums> {
+        let Some(&oldest) = since_minutes.iter().min() else {
+            return Ok(MinuteSums::new());
+        };
+        // Nested windows: sum each band between consecutive start minutes
+        // once (one CASE per row instead of two SUMs per window), then add
+        // the bands up in Rust.
+        let mut starts: Vec<i64> = since_minutes.to_vec();
+        starts.sort_unstable();
+        starts.dedup();
+        let mut band = String::from("CASE");
+        for i in (1..starts.len()).rev() {
+            let p = i + 2;
+            band.push_str(&format!(" WHEN minute >= ?{p} THEN {i}"));
+        }
+        band.push_str(" ELSE 0 END");
+        if starts.len() == 1 {
+            band = String::from("0");
+        }
+        let sql = format!(
+            "SELECT probe_id, threshold_us, {band} AS band, SUM(good) AS g, SUM(total) AS t
+             FROM minute_counts
+             WHERE probe_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2
+             GROUP BY probe_id, threshold_us, band"
+        );
+        // Safe: built only from integer placeholders, never from input.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(probe_ids)?)
+            .bind(oldest);
+        for s in starts.iter().skip(1) {
+            q = q.bind(*s);
+        }
+        let rows = q.fetch_all(&self.read).await?;
+        // Per key, (good, total) per band.
+        let mut bands: HashMap<(String, u64), Vec<(u64, u64)>> = HashMap::new();
+        for row in &rows {
+            let key = (
+                row.try_get::<String, _>("probe_id")?,
+                unsigned(row.try_get("threshold_us")?),
+            );
+            let b = usize::try_from(row.try_get::<i64, _>("band")?).unwrap_or(0);
+            let v = bands
+                .entry(key)
+                .or_insert_with(|| vec![(0, 0); starts.len()]);
+            if let Some(slot) = v.get_mut(b) {
+                slot.0 += unsigned(row.try_get("g")?);
+                slot.1 += unsigned(row.try_get("t")?);
+            }
+        }
+        Ok(bands
+            .into_iter()
+            .map(|(key, v)| {
+                // Suffix sums: band i and every later (newer) band.
+                let mut acc = vec![(0u64, 0u64); v.len()];
+                let mut run = (0u64, 0u64);
+                for i in (0..v.len()).rev() {
+                    run.0 += v[i].0;
+                    run.1 += v[i].1;
+                    acc[i] = run;
+                }
+                let per_since = since_minutes
+                    .iter()
+                    .map(|s| {
+                        let i = starts.partition_point(|x| x < s);
+                        acc.get(i).copied().unwrap_or((0, 0))
+                    })
+                    .collect();
+                (key, per_since)
+            })
+            .collect())
     }
 
     /// The assignment version for a catalog, given its canonical text: the
@@ -790,6 +1119,80 @@ impl Store {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+    }
+
+    /// Of `seqs`, those already stored for `agent_id` (ingest uses it to
+    /// tell newly stored results from resends before a batch is inserted).
+    pub async fn stored_seqs(
+        &self,
+        agent_id: &str,
+        seqs: &[u64],
+    ) -> Result<std::collections::BTreeSet<u64>> {
+        let wanted: Vec<i64> = seqs.iter().map(|s| clamp(*s)).collect();
+        let rows = sqlx::query(
+            "SELECT seq FROM results WHERE agent_id = ? AND seq IN (SELECT value FROM json_each(?))",
+        )
+        .bind(agent_id)
+        .bind(serde_json::to_string(&wanted)?)
+        .fetch_all(&self.write)
+        .await?;
+        let mut out = std::collections::BTreeSet::new();
+        for row in &rows {
+            out.insert(unsigned(row.try_get::<i64, _>("seq")?));
+        }
+        Ok(out)
+    }
+
+    /// The firing escalation alerts with when an escalation was last seen,
+    /// kept in `meta` under `escalation_alert:<slo>` (no schema change).
+    pub async fn escalation_alerts(&self) -> Result<Vec<(crate::alerting::Firing, i64)>> {
+        let rows = sqlx::query(
+            "SELECT key, value FROM meta WHERE key LIKE 'escalation_alert:%' ORDER BY key",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let key: String = row.try_get("key")?;
+            let value: String = row.try_get("value")?;
+            let slo = key.trim_start_matches("escalation_alert:");
+            // `[started_ms, last_sent_ms, last_seen_ms]`.
+            let (started_ms, last_sent_ms, last_seen_ms): (i64, i64, i64) =
+                serde_json::from_str(&value)?;
+            out.push((
+                crate::alerting::Firing {
+                    alert: crate::alerting::escalation_alert(slo),
+                    started_ms,
+                    last_sent_ms,
+                },
+                last_seen_ms,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Inserts or updates a firing escalation alert.
+    pub async fn save_escalation_alert(
+        &self,
+        f: &crate::alerting::Firing,
+        last_seen_ms: i64,
+    ) -> Result<()> {
+        let value = serde_json::to_string(&(f.started_ms, f.last_sent_ms, last_seen_ms))?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(format!("escalation_alert:{}", f.alert.slo))
+            .bind(value)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a resolved escalation alert.
+    pub async fn delete_escalation_alert(&self, slo: &str) -> Result<()> {
+        sqlx::query("DELETE FROM meta WHERE key = ?")
+            .bind(format!("escalation_alert:{slo}"))
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 }
 
@@ -926,6 +1329,97 @@ mod tests {
         );
         assert_eq!(s.prune(2500).await.expect("prune"), 2);
         assert_eq!(s.slo_counts(&ids, 0, None).await.expect("counts"), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn minute_counts_skip_duplicates_and_backfill_new_thresholds() {
+        let (_dir, s) = store().await;
+        let mut map = LatencyThresholds::new();
+        map.insert("p".to_string(), vec![500]);
+        s.set_latency_thresholds(map.clone())
+            .await
+            .expect("thresholds");
+        // Two minutes; latencies on both sides of 500 and 300 µs.
+        let batch = vec![
+            result(1, "p", 60_000, true, 100),
+            result(2, "p", 60_500, true, 400),
+            result(3, "p", 119_999, true, 900),
+            result(4, "p", 120_000, false, 100),
+            result(5, "p", 125_000, true, 250),
+            result(6, "q", 125_000, true, 250),
+        ];
+        s.insert_batch("a1", &batch).await.expect("insert");
+        // Resent (a duplicate) together with one new result.
+        let mut again = batch.clone();
+        again.push(result(7, "p", 130_000, true, 600));
+        let stats = s.insert_batch("a1", &again).await.expect("insert");
+        assert_eq!((stats.inserted, stats.duplicates), (1, 6));
+        let p = vec!["p".to_string()];
+        let since = [0, 120_000, 179_999];
+        assert_eq!(
+            s.minute_counts_since(&p, &since, None)
+                .await
+                .expect("counts"),
+            vec![(5, 6), (2, 3), (2, 3)]
+        );
+        assert_eq!(
+            s.minute_counts_since(&p, &since, Some(500))
+                .await
+                .expect("counts"),
+            vec![(3, 6), (1, 3), (1, 3)]
+        );
+        // A threshold never maintained has no rows until it is set; then it
+        // is backfilled exactly from the raw results.
+        assert_eq!(
+            s.minute_counts_since(&p, &since, Some(300))
+                .await
+                .expect("counts"),
+            vec![(0, 0); 3]
+        );
+        map.insert("p".to_string(), vec![500, 300]);
+        assert_eq!(s.set_latency_thresholds(map.clone()).await.expect("set"), 1);
+        // Unchanged thresholds (as after a restart) backfill nothing.
+        assert_eq!(s.set_latency_thresholds(map).await.expect("set"), 0);
+        let want: Vec<(u64, u64)> = since
+            .iter()
+            .map(|&since| {
+                let mut c = (0, 0);
+                for r in again.iter().filter(|r| r.probe_id == "p") {
+                    if r.started_unix_ms.div_euclid(MINUTE_MS) >= since.div_euclid(MINUTE_MS) {
+                        c.1 += 1;
+                        let total = r.timings.as_ref().map_or(0, |t| t.total_us);
+                        if r.outcome == Outcome::Success as i32 && total <= 300 {
+                            c.0 += 1;
+                        }
+                    }
+                }
+                c
+            })
+            .collect();
+        assert_eq!(want, vec![(2, 6), (1, 3), (1, 3)]);
+        assert_eq!(
+            s.minute_counts_since(&p, &since, Some(300))
+                .await
+                .expect("counts"),
+            want
+        );
+        // New results keep the backfilled threshold up to date.
+        s.insert_batch("a1", &[result(8, "p", 130_001, true, 299)])
+            .await
+            .expect("insert");
+        assert_eq!(
+            s.minute_counts_since(&p, &[0], Some(300))
+                .await
+                .expect("counts"),
+            vec![(3, 7)]
+        );
+        // Minute rows past the minute retention are pruned.
+        s.set_minute_retention(Duration::from_secs(60));
+        assert_eq!(s.prune_minutes(180_000).await.expect("prune"), 3);
+        assert_eq!(
+            s.minute_counts_since(&p, &[0], None).await.expect("counts"),
+            vec![(3, 4)]
+        );
     }
 
     #[tokio::test]

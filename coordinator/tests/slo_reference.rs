@@ -2,6 +2,11 @@
 //! of results (several probes, one that no SLO names, latencies around the
 //! threshold, timestamps on both sides of every window edge), evaluated at a
 //! fixed clock. Counts must match exactly; ratios to float precision.
+//!
+//! Windows are minute-aligned (the store keeps per-minute aggregates): a
+//! window `w` at `now` covers every result started at or after the start of
+//! the minute containing `now - w`. The reference applies that rule to the
+//! raw rows itself.
 mod common;
 
 use authpulse_coordinator::slo::{self, BURN_WINDOWS};
@@ -38,7 +43,13 @@ struct Row {
     total_us: u64,
 }
 
+/// Start of the minute containing `ms`.
+fn minute_start(ms: i64) -> i64 {
+    ms.div_euclid(60_000) * 60_000
+}
+
 fn reference(rows: &[Row], probes: &[&str], since: i64, threshold_us: Option<u64>) -> (u64, u64) {
+    let since = minute_start(since);
     let mut good = 0;
     let mut total = 0;
     for r in rows
@@ -69,20 +80,18 @@ async fn slo_math_matches_a_brute_force_reference() {
             total_us: rng.random_range(50_000..600_000),
         });
     }
-    // Exactly on the edges: a window includes its start instant.
+    // Exactly on the edges: a window includes its start instant, the whole
+    // minute containing it, and nothing before that minute.
     for (_, w) in BURN_WINDOWS {
-        rows.push(Row {
-            probe: "p-a",
-            ok: false,
-            started_ms: now - w.as_millis() as i64,
-            total_us: 1,
-        });
-        rows.push(Row {
-            probe: "p-a",
-            ok: false,
-            started_ms: now - w.as_millis() as i64 - 1,
-            total_us: 1,
-        });
+        let edge = now - w.as_millis() as i64;
+        for started_ms in [edge, edge - 1, minute_start(edge), minute_start(edge) - 1] {
+            rows.push(Row {
+                probe: "p-a",
+                ok: false,
+                started_ms,
+                total_us: 1,
+            });
+        }
     }
     let results: Vec<_> = rows
         .iter()

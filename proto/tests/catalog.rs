@@ -263,3 +263,15 @@ fn slo_alerting_opt_out() {
     assert!(e.path.starts_with("slos[0].alerting"), "{e}");
     assert!(e.message.contains("pager"), "{e}");
 }
+
+#[test]
+fn zero_latency_threshold_is_rejected() {
+    let text = "probes:\n  - id: a\n    kind: http\n    url: https://x.example\nslos:\n  - id: s\n    probes: [a]\n    objective: 99\n    window: 7d\n    sli: { latency: { threshold: 0s } }\n";
+    let e = only_error("z.yaml", text);
+    assert_eq!(e.line, Some(10), "{e}");
+    assert!(
+        e.message
+            .contains("latency threshold must be greater than 0"),
+        "{e}"
+    );
+}

@@ -185,3 +185,84 @@ impl Alertmanager {
         v.as_array().cloned()
     }
 }
+
+/// A real Prometheus server (`AUTHPULSE_TEST_PROMETHEUS`, which tests/run sets
+/// after installing the Debian package) on a free loopback port, scraping
+/// `targets` (`host:port`, path `/metrics`) every second, with its TSDB in `dir`.
+pub struct Prometheus {
+    _child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Prometheus {
+    pub async fn start(dir: &std::path::Path, targets: &[&str]) -> Prometheus {
+        let bin = std::env::var("AUTHPULSE_TEST_PROMETHEUS")
+            .unwrap_or_else(|_| "/usr/bin/prometheus".into());
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "Prometheus is not installed at {bin}: run tests/run (it installs prometheus)"
+        );
+        let config = dir.join("prometheus.yml");
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: authpulse\n    static_configs:\n      - targets: [{list}]\n"
+            ),
+        )
+        .expect("prometheus config");
+        let port = crate::fleet::free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn prometheus");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let ready = format!("{url}/-/ready");
+        crate::wait_for(Duration::from_secs(30), "prometheus to be ready", || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move {
+                let r = client.get(ready).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        Prometheus { _child: child, url }
+    }
+
+    /// An instant query (`/api/v1/query`): the value of a single-sample
+    /// vector or scalar result, `None` when unreachable or empty.
+    pub async fn query_value(&self, client: &reqwest::Client, promql: &str) -> Option<f64> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url),
+            &[("query", promql)],
+        )
+        .ok()?;
+        let v: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+        if v["status"] != "success" {
+            return None;
+        }
+        let data = &v["data"];
+        let value = match data["resultType"].as_str()? {
+            "scalar" => &data["result"][1],
+            "vector" => &data["result"].as_array()?.first()?["value"][1],
+            _ => return None,
+        };
+        value.as_str()?.parse().ok()
+    }
+}

@@ -97,7 +97,39 @@ pub const RULES: [Rule; 4] = [
 
 /// The rule label as the `'static` string of [`RULES`] (for stored alerts).
 pub fn rule_label(label: &str) -> Option<&'static str> {
+    if label == ESCALATION_RULE {
+        return Some(ESCALATION_RULE);
+    }
     RULES.iter().find(|r| r.label == label).map(|r| r.label)
+}
+
+/// The rule of escalation alerts: a result (or a step of it) of a probe an
+/// SLO names came back with failure class `escalation` (a `deny` expectation
+/// that was allowed). Pages at once, without burn-rate math.
+pub const ESCALATION_RULE: &str = "escalation";
+
+/// An escalation alert resolves once no escalation result for the SLO's
+/// probes was stored for this long.
+pub const ESCALATION_HOLD_MS: i64 = 5 * 60_000;
+
+/// The page an escalation raises for `slo` (no burn rates, factor 0).
+pub fn escalation_alert(slo: &str) -> Alert {
+    Alert {
+        slo: slo.to_string(),
+        severity: Severity::Page,
+        rule: ESCALATION_RULE,
+        burn_long: 0.0,
+        burn_short: 0.0,
+        factor: 0.0,
+    }
+}
+
+/// Whether `probe` (a result's probe id) is one `slo_probes` names, either
+/// itself or through one of its steps (`probe/step`).
+fn names_probe(slo_probes: &[String], probe: &str) -> bool {
+    slo_probes
+        .iter()
+        .any(|p| p == probe || p.split_once('/').is_some_and(|(id, _)| id == probe))
 }
 
 /// The factor for an SLO `window`: the same share of the budget spent as
@@ -119,8 +151,16 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// An escalation alert rather than a burn-rate one.
+    pub fn is_escalation(&self) -> bool {
+        self.rule == ESCALATION_RULE
+    }
+
     /// The rule's two windows with their burn rates, e.g. `{"1h": 20.0, "5m": 31.5}`.
     pub fn burn_rates(&self) -> BTreeMap<&'static str, f64> {
+        if self.is_escalation() {
+            return BTreeMap::new();
+        }
         let (long, short) = self.rule.split_once('/').unwrap_or((self.rule, ""));
         let long = RULES
             .iter()
@@ -326,6 +366,10 @@ pub fn describe_metrics() {
         "authpulse_slo_alert_firing",
         "1 while the burn-rate alert of `severity` (page, ticket) fires for `slo`, else 0"
     );
+    metrics::describe_gauge!(
+        "authpulse_slo_escalation_alert_firing",
+        "1 while the escalation page fires for `slo` (a probe it names returned failure class escalation in the last 5 minutes), else 0"
+    );
     metrics::describe_counter!(
         "authpulse_coordinator_notifications_total",
         "Alert notification attempts by `notifier` and `result` (sent, retried, failed)"
@@ -333,6 +377,11 @@ pub fn describe_metrics() {
 }
 
 fn set_gauge(alert: &Alert, value: f64) {
+    if alert.is_escalation() {
+        metrics::gauge!("authpulse_slo_escalation_alert_firing", "slo" => alert.slo.clone())
+            .set(value);
+        return;
+    }
     metrics::gauge!(
         "authpulse_slo_alert_firing",
         "slo" => alert.slo.clone(),
@@ -344,6 +393,11 @@ fn set_gauge(alert: &Alert, value: f64) {
 /// The alert state of a running coordinator and its notifiers.
 pub struct Alerter {
     book: AlertBook,
+    /// Escalation pages: a separate book, so burn-rate evaluation never
+    /// resolves them and they never replace a burn-rate page of the same SLO.
+    escalations: AlertBook,
+    /// When an escalation result was last stored, per SLO.
+    escalation_seen: BTreeMap<String, i64>,
     store: Store,
     notifiers: notify::Dispatch,
 }
@@ -358,14 +412,85 @@ impl Alerter {
     ) -> anyhow::Result<Alerter> {
         let notifiers = notify::Dispatch::start(config, generator_url)?;
         let book = AlertBook::new(store.firing_alerts().await?);
-        for f in book.firing() {
+        let mut escalation_seen = BTreeMap::new();
+        let mut firing = Vec::new();
+        for (f, seen_ms) in store.escalation_alerts().await? {
+            escalation_seen.insert(f.alert.slo.clone(), seen_ms);
+            firing.push(f);
+        }
+        let escalations = AlertBook::new(firing);
+        for f in book.firing().chain(escalations.firing()) {
             set_gauge(&f.alert, 1.0);
         }
         Ok(Alerter {
             book,
+            escalations,
+            escalation_seen,
             store,
             notifiers,
         })
+    }
+
+    /// Newly stored results of `probes` came back with failure class
+    /// escalation: pages every SLO naming one of them (unless the SLO opted
+    /// out of paging) at once.
+    pub async fn escalation_seen(
+        &mut self,
+        catalog: &Catalog,
+        probes: &BTreeSet<String>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut sighted = BTreeSet::new();
+        for slo in &catalog.slos {
+            if probes.iter().any(|p| names_probe(&slo.probes, p)) {
+                tracing::warn!(slo = %slo.id, probes = ?probes, "privilege escalation result stored");
+                self.escalation_seen.insert(slo.id.clone(), now_ms);
+                sighted.insert(slo.id.clone());
+            }
+        }
+        self.step_escalations(catalog, now_ms).await?;
+        // Keep the stored sighting current, so a restart resolves on time.
+        for f in self.escalations.firing() {
+            if sighted.contains(&f.alert.slo) {
+                self.store.save_escalation_alert(f, now_ms).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires, re-sends and resolves escalation pages: one holds while an
+    /// escalation was seen within [`ESCALATION_HOLD_MS`].
+    async fn step_escalations(&mut self, catalog: &Catalog, now_ms: i64) -> Result<(), StoreError> {
+        self.escalation_seen
+            .retain(|_, seen| now_ms.saturating_sub(*seen) < ESCALATION_HOLD_MS);
+        let active: Vec<Alert> = self
+            .escalation_seen
+            .keys()
+            .filter(|id| catalog.slos.iter().any(|s| &s.id == *id && s.alerting.page))
+            .map(|id| escalation_alert(id))
+            .collect();
+        let events = self.escalations.step(active, now_ms);
+        for event in events {
+            let f = event.firing();
+            let slo = &f.alert.slo;
+            match &event {
+                Event::Fire(_) | Event::Resend(_) => {
+                    if matches!(event, Event::Fire(_)) {
+                        tracing::warn!(slo = %slo, "SLO escalation alert firing");
+                        set_gauge(&f.alert, 1.0);
+                    }
+                    let seen = self.escalation_seen.get(slo).copied().unwrap_or(now_ms);
+                    self.store.save_escalation_alert(f, seen).await?;
+                }
+                Event::Resolve { .. } => {
+                    tracing::info!(slo = %slo, "SLO escalation alert resolved");
+                    self.store.delete_escalation_alert(slo).await?;
+                    set_gauge(&f.alert, 0.0);
+                }
+            }
+            self.notifiers.send(&event);
+        }
+        Ok(())
     }
 
     /// One evaluation: steps the state machine, persists, notifies.
@@ -399,7 +524,7 @@ impl Alerter {
             }
             self.notifiers.send(&event);
         }
-        Ok(())
+        self.step_escalations(catalog, now_ms).await
     }
 }
 
@@ -431,6 +556,24 @@ mod tests {
                 .collect(),
             time_to_exhaustion: None,
         }
+    }
+
+    #[test]
+    fn escalations_match_probes_and_steps_and_dedupe() {
+        let probes = vec!["login".to_string(), "authz/cannot-delete".to_string()];
+        assert!(names_probe(&probes, "login"));
+        assert!(names_probe(&probes, "authz"));
+        assert!(!names_probe(&probes, "auth"));
+        let mut book = AlertBook::default();
+        let fired = book.step(vec![escalation_alert("s")], 0);
+        assert!(matches!(fired.as_slice(), [Event::Fire(_)]));
+        assert!(book.step(vec![escalation_alert("s")], 1_000).is_empty());
+        assert!(matches!(
+            book.step(vec![], 2_000).as_slice(),
+            [Event::Resolve { .. }]
+        ));
+        assert_eq!(rule_label(ESCALATION_RULE), Some(ESCALATION_RULE));
+        assert!(escalation_alert("s").burn_rates().is_empty());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub fn default_pagerduty_url() -> String {
 }
 
 pub const ALERTNAME: &str = "AuthpulseSLOBurn";
+/// The Alertmanager `alertname` of escalation pages (label `rule="escalation"`).
+pub const ESCALATION_ALERTNAME: &str = "AuthpulseEscalation";
 pub const SIGNATURE_HEADER: &str = "X-Authpulse-Signature";
 pub const MAX_TRIES: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -232,6 +234,18 @@ fn status_word(event: &Event) -> &'static str {
 
 fn summary(event: &Event) -> String {
     let a = &event.firing().alert;
+    if a.is_escalation() {
+        return match event {
+            Event::Resolve { .. } => format!(
+                "SLO {} escalation alert resolved: no privilege escalation seen for 5 minutes",
+                a.slo
+            ),
+            _ => format!(
+                "SLO {}: privilege escalation (a `deny` permission check came back allowed)",
+                a.slo
+            ),
+        };
+    }
     match event {
         Event::Resolve { .. } => format!(
             "SLO {} {} alert resolved: the burn rate is below {:.4}x",
@@ -250,6 +264,13 @@ fn summary(event: &Event) -> String {
 
 fn description(event: &Event) -> String {
     let a = &event.firing().alert;
+    if a.is_escalation() {
+        return format!(
+            "a probe of SLO {} returned failure class escalation; the alert holds until none \
+             is seen for 5 minutes (rule escalation)",
+            a.slo
+        );
+    }
     let (long, short) = a.rule.split_once('/').unwrap_or((a.rule, ""));
     format!(
         "burn rate {:.4}x over {long} and {:.4}x over {short}; threshold {:.4}x (rule {})",
@@ -260,12 +281,22 @@ fn description(event: &Event) -> String {
 /// Alertmanager API v2 `POST /api/v2/alerts` body (a list of one alert).
 pub fn alertmanager_body(event: &Event, generator_url: &str) -> String {
     let f = event.firing();
-    let mut alert = json!({
-        "labels": {
+    let labels = if f.alert.is_escalation() {
+        json!({
+            "alertname": ESCALATION_ALERTNAME,
+            "slo": f.alert.slo,
+            "severity": f.alert.severity.as_str(),
+            "rule": f.alert.rule,
+        })
+    } else {
+        json!({
             "alertname": ALERTNAME,
             "slo": f.alert.slo,
             "severity": f.alert.severity.as_str(),
-        },
+        })
+    };
+    let mut alert = json!({
+        "labels": labels,
         "annotations": {
             "summary": summary(event),
             "description": description(event),
@@ -280,8 +311,11 @@ pub fn alertmanager_body(event: &Event, generator_url: &str) -> String {
     json!([alert]).to_string()
 }
 
-fn dedup_key(slo: &str, severity: Severity) -> String {
-    format!("authpulse/{slo}/{}", severity.as_str())
+fn dedup_key(a: &super::Alert) -> String {
+    if a.is_escalation() {
+        return format!("authpulse/{}/{}", a.slo, a.rule);
+    }
+    format!("authpulse/{}/{}", a.slo, a.severity.as_str())
 }
 
 /// PagerDuty Events v2 body: trigger with a payload, resolve by `dedup_key`.
@@ -289,7 +323,7 @@ pub fn pagerduty_body(event: &Event, routing_key: &str, generator_url: &str) -> 
     let a = &event.firing().alert;
     let mut body = json!({
         "routing_key": routing_key,
-        "dedup_key": dedup_key(&a.slo, a.severity),
+        "dedup_key": dedup_key(a),
         "client": "authpulse",
         "client_url": generator_url,
     });
@@ -306,7 +340,7 @@ pub fn pagerduty_body(event: &Event, routing_key: &str, generator_url: &str) -> 
                 },
                 "timestamp": rfc3339_ms(event.firing().started_ms),
                 "component": a.slo,
-                "class": "slo_burn_rate",
+                "class": if a.is_escalation() { "privilege_escalation" } else { "slo_burn_rate" },
                 "custom_details": {
                     "rule": a.rule,
                     "burn_rates": a.burn_rates(),
@@ -398,6 +432,27 @@ mod tests {
         assert_eq!(v[0]["startsAt"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v[0]["endsAt"], "1970-01-01T00:00:01.000Z");
         assert_eq!(v[0]["generatorURL"], "http://c/api/v1/alerts");
+    }
+
+    #[test]
+    fn escalation_bodies_carry_the_rule() {
+        let f = Firing {
+            alert: crate::alerting::escalation_alert("authz"),
+            started_ms: 0,
+            last_sent_ms: 0,
+        };
+        let am: Value =
+            serde_json::from_str(&alertmanager_body(&Event::Fire(f.clone()), "u")).expect("json");
+        assert_eq!(am[0]["labels"]["rule"], "escalation");
+        assert_eq!(am[0]["labels"]["alertname"], ESCALATION_ALERTNAME);
+        assert_eq!(am[0]["labels"]["severity"], "page");
+        let pd: Value =
+            serde_json::from_str(&pagerduty_body(&Event::Fire(f.clone()), "K", "u")).expect("json");
+        assert_eq!(pd["dedup_key"], "authpulse/authz/escalation");
+        assert_eq!(pd["payload"]["class"], "privilege_escalation");
+        let wh: Value = serde_json::from_str(&webhook_body(&Event::Fire(f), "u")).expect("json");
+        assert_eq!(wh["rule"], "escalation");
+        assert_eq!(wh["burn_rates"], json!({}));
     }
 
     #[test]

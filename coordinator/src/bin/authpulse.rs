@@ -387,11 +387,15 @@ async fn standalone(
     let agent =
         authpulse_agent::Agent::start(agent_config, authpulse_coordinator::metrics_handle())
             .await?;
+    // Handlers first, then the announcement (a signal right after it must
+    // find them in place).
+    let mut stop = authpulse_agent::process::ShutdownSignal::install();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     println!("listening on http://{}", coordinator.http_addr());
     loop {
         tokio::select! {
-            _ = authpulse_agent::process::shutdown_signal() => break,
-            _ = reload_signal() => {
+            _ = stop.recv() => break,
+            _ = hup.recv() => {
                 if let Err(e) = coordinator.reload_catalog().await {
                     tracing::error!(errors = %e, "catalog reload refused; keeping the running catalog");
                 }
@@ -401,13 +405,4 @@ async fn standalone(
     agent.shutdown().await;
     coordinator.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn reload_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending::<()>().await,
-    }
 }

@@ -194,6 +194,16 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
                 "calendar windows are not supported by this version yet; use a rolling window such as 28d".into(),
             ),
         }
+        if let super::Sli::Latency { threshold } = &slo.sli
+            && threshold.is_zero()
+        {
+            push(
+                s,
+                i,
+                vec![key("sli")],
+                "latency threshold must be greater than 0".into(),
+            );
+        }
         if let Budgeting::Timeslices { .. } = slo.budgeting {
             push(
                 s,
