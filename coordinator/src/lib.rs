@@ -252,18 +252,21 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     })
 }
 
-/// Raw results are all SLOs are computed from (for now); a window longer
-/// than their retention silently covers less than it says.
+/// SLOs read per-minute aggregates kept for their whole window, but a
+/// latency threshold seen for the first time can only be backfilled from the
+/// raw results still retained: say so when its window reaches further back.
 pub(crate) fn warn_retention(catalog: &Catalog, retention: Duration) {
     for slo in &catalog.slos {
         if let authpulse_proto::catalog::Window::Rolling(w) = slo.window
+            && matches!(slo.sli, authpulse_proto::catalog::Sli::Latency { .. })
             && w > retention
         {
-            tracing::warn!(
+            tracing::info!(
                 slo = %slo.id,
                 window = %humantime::format_duration(w),
                 raw_retention = %humantime::format_duration(retention),
-                "SLO window is longer than raw_retention: it will only cover the retained results"
+                "a new latency threshold is backfilled from raw results only; until the window has \
+                 passed, its older minutes are empty"
             );
         }
     }
