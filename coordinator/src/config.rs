@@ -73,7 +73,7 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("./authpulse-data")
 }
 fn default_raw_retention() -> Duration {
-    Duration::from_secs(14 * 86_400)
+    Duration::from_secs(7 * 86_400)
 }
 
 impl Default for CoordinatorConfig {

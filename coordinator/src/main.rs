@@ -20,7 +20,7 @@ Example:
   http_listen: 0.0.0.0:8080
   data_dir: /var/lib/authpulse
   catalog: [/etc/authpulse/catalog.yaml]
-  raw_retention: 14d
+  raw_retention: 7d
   tls:                  # mTLS: agents present certificates signed by client_ca
     cert: /etc/authpulse/coordinator.pem
     key: /etc/authpulse/coordinator.key
