@@ -83,3 +83,34 @@ impl Drop for TempDir {
 pub fn crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// GET `url` and return the body text; panics with the URL on any failure.
+pub async fn get_text(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl + std::fmt::Display,
+) -> String {
+    let shown = url.to_string();
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {shown}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {shown}: body: {e}"))
+}
+
+/// GET `url` and return the status code; panics with the URL if unreachable.
+pub async fn get_status(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl + std::fmt::Display,
+) -> u16 {
+    let shown = url.to_string();
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {shown}: {e}"))
+        .status()
+        .as_u16()
+}

@@ -136,14 +136,7 @@ async fn page_fires_and_resolves_in_alertmanager_pagerduty_and_webhook() {
         .unwrap_or_else(|| panic!("page in /api/v1/alerts: {firing}"));
     assert_eq!(page["rule"], "1h/5m");
     assert!(page["burn_rates"]["1h"].as_f64().expect("1h burn") >= 0.02);
-    let text = client
-        .get(format!("{}/metrics", coord.api))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = authpulse_tests::get_text(&client, format!("{}/metrics", coord.api)).await;
     assert!(
         text.contains(&format!(
             "authpulse_slo_alert_firing{{slo=\"{SLO}\",severity=\"page\"}} 1"
@@ -227,14 +220,7 @@ async fn page_fires_and_resolves_in_alertmanager_pagerduty_and_webhook() {
             .any(|a| a["slo"] == SLO && a["severity"] == "page"),
         "{firing}"
     );
-    let text = client
-        .get(format!("{}/metrics", coord.api))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = authpulse_tests::get_text(&client, format!("{}/metrics", coord.api)).await;
     assert!(metric(&text, "authpulse_coordinator_notifications_total") > 0.0);
     // The routing key and the HMAC secret never reach the log.
     let log = coord.log();

@@ -173,14 +173,7 @@ async fn standalone_serves_slos_and_metrics() {
     )
     .await;
     assert_eq!(slo["good"], slo["total"], "{slo}");
-    let metrics = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = authpulse_tests::get_text(&client, format!("{api}/metrics")).await;
     assert!(
         metrics.contains("authpulse_agent_probe_runs_total"),
         "agent metrics in the same /metrics"

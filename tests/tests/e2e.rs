@@ -168,14 +168,7 @@ async fn agent_probes_real_idp_and_coordinator_tracks_slo() {
     .await;
 
     // 4. Both binaries expose their metrics.
-    let agent_metrics = client
-        .get(format!("{agent_http}/metrics"))
-        .send()
-        .await
-        .expect("agent metrics")
-        .text()
-        .await
-        .expect("text");
+    let agent_metrics = authpulse_tests::get_text(&client, format!("{agent_http}/metrics")).await;
     assert!(
         agent_metrics.contains("authpulse_agent_probe_runs_total{"),
         "{agent_metrics}"
@@ -188,43 +181,21 @@ async fn agent_probes_real_idp_and_coordinator_tracks_slo() {
         agent_metrics.contains("authpulse_agent_probe_duration_seconds_bucket"),
         "histogram: {agent_metrics}"
     );
-    let coord_metrics = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let coord_metrics = authpulse_tests::get_text(&client, format!("{api}/metrics")).await;
     assert!(
         coord_metrics.contains("authpulse_coordinator_results_ingested_total"),
         "{coord_metrics}"
     );
     assert_eq!(
-        client
-            .get(format!("{api}/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
+        authpulse_tests::get_status(&client, format!("{api}/healthz")).await,
         200
     );
     assert_eq!(
-        client
-            .get(format!("{agent_http}/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
+        authpulse_tests::get_status(&client, format!("{agent_http}/healthz")).await,
         200
     );
     assert_eq!(
-        client
-            .get(format!("{agent_http}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
+        authpulse_tests::get_status(&client, format!("{agent_http}/readyz")).await,
         200
     );
 
@@ -325,14 +296,7 @@ async fn secrets_never_leave_the_agent() {
         ("coordinator log".into(), coord.log()),
     ];
     for path in ["/api/v1/agents", "/api/v1/slos", "/metrics"] {
-        let text = client
-            .get(format!("{}{path}", coord.api))
-            .send()
-            .await
-            .expect("get")
-            .text()
-            .await
-            .expect("text");
+        let text = authpulse_tests::get_text(&client, format!("{}{path}", coord.api)).await;
         seen.push((format!("coordinator {path}"), text));
     }
     for entry in std::fs::read_dir(dir.path().join("coordinator-data")).expect("data dir") {

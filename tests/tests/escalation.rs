@@ -145,14 +145,7 @@ fn is_escalation(a: &Value) -> bool {
 }
 
 async fn metrics(client: &reqwest::Client, coord: &CoordinatorFixture) -> String {
-    client
-        .get(format!("{}/metrics", coord.api))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    authpulse_tests::get_text(client, format!("{}/metrics", coord.api)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
