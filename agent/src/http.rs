@@ -2,8 +2,9 @@
 //! hyper directly: DNS through hickory (no cache, so every run pays a real
 //! lookup), TCP connect, TLS handshake (rustls, ALPN h2/http1.1), time to
 //! first byte and total, each bounded by the run's deadline. A `Session` is
-//! one probe run: it starts with no connections (a user's first login) and
-//! reuses its own connections across the steps of that run.
+//! one probe run: it starts with no connections and no cookies (a user's
+//! first login) and reuses its own connections and cookie jar across the
+//! steps of that run (a journey's login cookies reach its later steps).
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -249,6 +250,7 @@ pub struct Session<'n> {
     net: &'n NetContext,
     deadline: Instant,
     conns: HashMap<ConnKey, Sender>,
+    cookies: reqwest::cookie::Jar,
 }
 
 fn fail(class: FailureClass, message: impl Into<String>, timings: Timings) -> HttpError {
@@ -265,11 +267,18 @@ impl<'n> Session<'n> {
             net,
             deadline,
             conns: HashMap::new(),
+            cookies: reqwest::cookie::Jar::default(),
         }
     }
 
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The `Cookie` header this session would send to `url`, if any.
+    pub fn cookies_for(&self, url: &Url) -> Option<HeaderValue> {
+        use reqwest::cookie::CookieStore;
+        self.cookies.cookies(url)
     }
 
     /// Sends a request, following redirects if asked; timings cover every hop.
@@ -449,6 +458,13 @@ impl<'n> Session<'n> {
         }
         h.entry(header::USER_AGENT)
             .or_insert(HeaderValue::from_static(USER_AGENT));
+        if !h.contains_key(header::COOKIE)
+            && let Some(mut c) = self.cookies_for(url)
+        {
+            // Session cookies authenticate: keep them out of debug output.
+            c.set_sensitive(true);
+            h.insert(header::COOKIE, c);
+        }
         h.entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
 
@@ -474,6 +490,11 @@ impl<'n> Session<'n> {
         };
         timings.ttfb = Some(timings.ttfb.unwrap_or_default() + sent.elapsed());
         let (parts, body) = response.into_parts();
+        {
+            use reqwest::cookie::CookieStore;
+            let mut set = parts.headers.get_all(header::SET_COOKIE).iter();
+            self.cookies.set_cookies(&mut set, url);
+        }
         let collected =
             tokio::time::timeout_at(self.deadline, Limited::new(body, MAX_BODY_BYTES).collect())
                 .await;

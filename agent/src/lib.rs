@@ -1,10 +1,13 @@
 //! authpulse agent: runs the probes the coordinator assigns (see `scheduler`,
 //! `probes`), measures them phase by phase (`http`), keeps secrets local
 //! (`secrets`) and streams results to the coordinator (`uplink`).
+pub mod aws;
 pub mod config;
 pub mod coordinator_tls;
 pub mod http;
+pub mod jwt;
 pub mod last_assignment;
+pub mod oauth;
 pub mod probes;
 pub mod process;
 pub mod scheduler;
@@ -83,6 +86,7 @@ impl Agent {
             agent_id: cfg.agent_id.clone(),
             net: http::NetContext::new()?,
             secrets: secrets::SecretStore::new(cfg.secrets_dir.clone()),
+            memory: probes::ProbeMemory::default(),
             permits: Semaphore::new(cfg.max_concurrency),
             results: results_tx,
             version: AtomicU64::new(0),

@@ -33,6 +33,7 @@ pub struct Shared {
     pub agent_id: String,
     pub net: NetContext,
     pub secrets: SecretStore,
+    pub memory: crate::probes::ProbeMemory,
     pub permits: Semaphore,
     pub results: mpsc::Sender<CompletedRun>,
     pub version: AtomicU64,
@@ -168,7 +169,7 @@ async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
         }
         let started_unix_ms = now_ms() as i64;
         let span = tracing::info_span!("probe", probe = %def.id, kind);
-        let outcome = probes::run(&def, &shared.net, &shared.secrets)
+        let outcome = probes::run(&def, &shared.net, &shared.secrets, &shared.memory)
             .instrument(span.clone())
             .await;
         drop(permit);
@@ -230,6 +231,7 @@ mod tests {
             agent_id: "a".into(),
             net: NetContext::new().expect("net"),
             secrets: SecretStore::new(None),
+            memory: crate::probes::ProbeMemory::default(),
             permits: Semaphore::new(4),
             results: tx,
             version: AtomicU64::new(0),

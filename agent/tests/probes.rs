@@ -21,7 +21,7 @@ async fn run_with(yaml: &str, secrets: SecretStore) -> ProbeOutcome {
     let cat =
         catalog::load_str("t.yaml", &format!("probes:\n{yaml}")).unwrap_or_else(|e| panic!("{e}"));
     let net = NetContext::new().expect("net");
-    probes::run(&cat.probes[0], &net, &secrets).await
+    probes::run(&cat.probes[0], &net, &secrets, &Default::default()).await
 }
 
 fn class(o: &ProbeOutcome) -> Option<FailureClass> {

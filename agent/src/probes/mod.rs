@@ -1,11 +1,35 @@
 //! Probe kinds. Each kind is one file with one entry point of the same shape,
 //! readable top to bottom like a blackbox_exporter prober: it takes its typed
 //! spec and the run's context and returns a [`ProbeOutcome`]. This module owns
-//! the outcome shape, the run context and the dispatch from a catalog entry.
+//! the outcome shape, the run context (HTTP session, secrets, redaction,
+//! outputs for later journey steps, memory across runs) and the dispatch
+//! from a catalog entry.
+pub mod authorization_code;
+pub mod aws_cognito;
+pub mod aws_iam_permission;
+pub mod aws_sts;
+pub mod client_credentials;
+pub mod dns;
 pub mod http;
+pub mod introspect;
+pub mod journey;
+pub mod jwt_validate;
+pub mod ldap;
 pub mod oidc_discovery;
+pub mod password;
+pub mod permission;
+pub mod refresh;
+pub mod revoke;
+pub mod scim;
+pub mod tcp;
+pub mod tls;
+pub mod userinfo;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
 
 use authpulse_proto::catalog::{KindSpec, ProbeDef};
 use authpulse_proto::v1::FailureClass;
@@ -102,18 +126,113 @@ impl ProbeOutcome {
     }
 }
 
+/// What probes remember from one run to the next, for the agent's
+/// lifetime: JWKS documents (refetched on an unknown `kid`) and small
+/// per-probe values (e.g. the keys and endpoints discovery saw last time, for
+/// drift). Keyed by [`RunContext::scope`].
+#[derive(Default)]
+pub struct ProbeMemory {
+    pub jwks: crate::jwt::JwksCache,
+    values: Mutex<HashMap<String, Json>>,
+}
+
 /// Everything a probe may use during one run.
 pub struct RunContext<'a> {
     pub session: Session<'a>,
     pub secrets: &'a SecretStore,
     pub redactor: Redactor,
     pub started: Instant,
+    pub memory: &'a ProbeMemory,
+    /// `<probe id>` or `<probe id>/<step name>`: the key for [`ProbeMemory`].
+    pub scope: String,
+    /// Values later journey steps read as `{{ steps.<name>.<key> }}`. Never
+    /// sent to the coordinator.
+    pub outputs: Map<String, Json>,
 }
 
 impl RunContext<'_> {
     pub fn deadline(&self) -> Instant {
         self.session.deadline()
     }
+
+    /// Publishes a value for later journey steps.
+    pub fn output(&mut self, key: &str, value: impl Into<Json>) {
+        self.outputs.insert(key.to_string(), value.into());
+    }
+
+    /// Publishes a credential obtained at run time (a token): later steps
+    /// may use it, and it is redacted from every detail like a secret.
+    pub fn secret_output(&mut self, key: &str, value: &str) {
+        self.redactor.remember(value);
+        self.outputs
+            .insert(key.to_string(), Json::String(value.to_string()));
+    }
+
+    /// What this probe (or step) stored under `key` in an earlier run.
+    pub fn recall(&self, key: &str) -> Option<Json> {
+        let values = self.memory.values.lock().ok()?;
+        values.get(&format!("{}#{key}", self.scope)).cloned()
+    }
+
+    pub fn remember(&self, key: &str, value: Json) {
+        if let Ok(mut values) = self.memory.values.lock() {
+            values.insert(format!("{}#{key}", self.scope), value);
+        }
+    }
+}
+
+/// Runs one kind's body.
+pub async fn dispatch(spec: &KindSpec, ctx: &mut RunContext<'_>) -> ProbeOutcome {
+    match spec {
+        KindSpec::Journey(s) => s.run(ctx).await,
+        other => dispatch_step(other, ctx).await,
+    }
+}
+
+/// Runs any kind but `journey` (journeys call this for their steps, which
+/// can't be journeys; keeping it separate keeps the futures non-recursive).
+pub async fn dispatch_step(spec: &KindSpec, ctx: &mut RunContext<'_>) -> ProbeOutcome {
+    match spec {
+        KindSpec::Http(s) => s.run(ctx).await,
+        KindSpec::Tcp(s) => s.run(ctx).await,
+        KindSpec::Tls(s) => s.run(ctx).await,
+        KindSpec::Dns(s) => s.run(ctx).await,
+        KindSpec::OidcDiscovery(s) => s.run(ctx).await,
+        KindSpec::ClientCredentials(s) => s.run(ctx).await,
+        KindSpec::Password(s) => s.run(ctx).await,
+        KindSpec::Refresh(s) => s.run(ctx).await,
+        KindSpec::AuthorizationCode(s) => s.run(ctx).await,
+        KindSpec::Introspect(s) => s.run(ctx).await,
+        KindSpec::Userinfo(s) => s.run(ctx).await,
+        KindSpec::Revoke(s) => s.run(ctx).await,
+        KindSpec::JwtValidate(s) => s.run(ctx).await,
+        KindSpec::Ldap(s) => s.run(ctx).await,
+        KindSpec::AwsSts(s) => s.run(ctx).await,
+        KindSpec::AwsCognito(s) => s.run(ctx).await,
+        KindSpec::AwsIamPermission(s) => s.run(ctx).await,
+        KindSpec::Scim(s) => s.run(ctx).await,
+        KindSpec::Permission(s) => s.run(ctx).await,
+        KindSpec::Journey(_) => config_failure(ctx, "journey", "a journey step can't be a journey"),
+    }
+}
+
+/// A one-step outcome, for kinds that fail before doing anything (bad
+/// configuration, a missing secret).
+pub fn config_failure(
+    ctx: &RunContext<'_>,
+    kind: &str,
+    message: impl Into<String>,
+) -> ProbeOutcome {
+    ProbeOutcome::from_steps(
+        vec![StepOutcome {
+            name: kind.to_string(),
+            kind: kind.to_string(),
+            failure: Some(Failure::new(FailureClass::Config, message)),
+            timings: Timings::default(),
+            detail: String::new(),
+        }],
+        ctx.started.elapsed(),
+    )
 }
 
 /// The one signature every probe kind implements.
@@ -122,7 +241,12 @@ pub trait Probe {
 }
 
 /// Runs one probe once, bounded by its timeout, and redacts the result.
-pub async fn run(probe: &ProbeDef, net: &NetContext, secrets: &SecretStore) -> ProbeOutcome {
+pub async fn run(
+    probe: &ProbeDef,
+    net: &NetContext,
+    secrets: &SecretStore,
+    memory: &ProbeMemory,
+) -> ProbeOutcome {
     let started = Instant::now();
     let deadline = started + probe.timeout;
     let mut ctx = RunContext {
@@ -130,13 +254,11 @@ pub async fn run(probe: &ProbeDef, net: &NetContext, secrets: &SecretStore) -> P
         secrets,
         redactor: Redactor::default(),
         started,
+        memory,
+        scope: probe.id.clone(),
+        outputs: Map::new(),
     };
-    let body = async {
-        match &probe.spec {
-            KindSpec::Http(spec) => spec.run(&mut ctx).await,
-            KindSpec::OidcDiscovery(spec) => spec.run(&mut ctx).await,
-        }
-    };
+    let body = dispatch(&probe.spec, &mut ctx);
     // Probes honour the deadline phase by phase; this outer bound (with a
     // little grace) catches anything that does not.
     let outcome = match tokio::time::timeout_at(deadline + Duration::from_millis(250), body).await {

@@ -271,7 +271,7 @@ async fn probe(
     };
     let net = authpulse_agent::http::NetContext::new().context("network setup")?;
     let secrets = authpulse_agent::secrets::SecretStore::new(secrets_dir);
-    let outcome = authpulse_agent::probes::run(def, &net, &secrets).await;
+    let outcome = authpulse_agent::probes::run(def, &net, &secrets, &Default::default()).await;
     if json {
         println!("{}", outcome_json(id, def.kind(), &outcome));
     } else {

@@ -11,7 +11,8 @@ use serde_json::{Map, Value as Json};
 use super::source_map::{Seg, SourceMap, render_path};
 use super::validate::{ItemRef, Section, validate};
 use super::{
-    COMMON_KEYS, Catalog, GateDef, KINDS, KindSpec, ProbeCommon, ProbeDef, SloDef, SourceLoc,
+    COMMON_KEYS, Catalog, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon, ProbeDef, STEP_KEYS,
+    SloDef, SourceLoc, StepDef,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,20 +281,7 @@ fn parse_probe(entry: Json) -> Result<ProbeDef, (Vec<Seg>, String)> {
             ));
         }
     };
-    let body = Json::Object(body);
-    let spec = match kind.as_str() {
-        "http" => KindSpec::Http(typed(body)?),
-        "oidc_discovery" => KindSpec::OidcDiscovery(typed(body)?),
-        other => {
-            return Err((
-                vec![Seg::Key("kind".into())],
-                format!(
-                    "unknown probe kind `{other}` (one of: {})",
-                    KINDS.join(", ")
-                ),
-            ));
-        }
-    };
+    let spec = parse_kind(&kind, body)?;
     Ok(ProbeDef {
         common,
         spec,
@@ -301,8 +289,167 @@ fn parse_probe(entry: Json) -> Result<ProbeDef, (Vec<Seg>, String)> {
     })
 }
 
+/// A kind body with its `kind` tag (a journey step after its templates were
+/// filled in), parsed by the same code as the catalog.
+pub fn kind_from_json(value: Json) -> Result<KindSpec, String> {
+    let Json::Object(mut body) = value else {
+        return Err("a probe body must be an object".into());
+    };
+    let kind = match body.remove("kind") {
+        Some(Json::String(k)) => k,
+        _ => return Err("missing `kind`".into()),
+    };
+    parse_kind(&kind, body).map_err(|(path, m)| {
+        if path.is_empty() {
+            m
+        } else {
+            format!("{}: {m}", render_path(&path))
+        }
+    })
+}
+
+fn unknown_kind(kind: &str) -> (Vec<Seg>, String) {
+    (
+        vec![Seg::Key("kind".into())],
+        format!("unknown probe kind `{kind}` (one of: {})", KINDS.join(", ")),
+    )
+}
+
+/// A kind's body (the entry without envelope keys and `kind`).
+fn parse_kind(kind: &str, body: Map<String, Json>) -> Result<KindSpec, (Vec<Seg>, String)> {
+    if kind == "journey" {
+        return parse_journey(body).map(KindSpec::Journey);
+    }
+    KindSpec::leaf_from_body(kind, Json::Object(body)).unwrap_or_else(|| Err(unknown_kind(kind)))
+}
+
+fn parse_journey(mut body: Map<String, Json>) -> Result<JourneySpec, (Vec<Seg>, String)> {
+    let steps = match body.remove("steps") {
+        Some(Json::Array(steps)) => steps,
+        Some(_) => {
+            return Err((
+                vec![Seg::Key("steps".into())],
+                "`steps` must be a list".into(),
+            ));
+        }
+        None => return Err((vec![], "a journey needs `steps`".into())),
+    };
+    if let Some(k) = body.keys().next() {
+        return Err((
+            vec![Seg::Key(k.clone())],
+            format!("unknown field `{k}`, expected `steps`"),
+        ));
+    }
+    if steps.is_empty() {
+        return Err((
+            vec![Seg::Key("steps".into())],
+            "a journey needs at least one step".into(),
+        ));
+    }
+    let mut out = Vec::with_capacity(steps.len());
+    for (i, step) in steps.into_iter().enumerate() {
+        let at = |mut path: Vec<Seg>| {
+            let mut p = vec![Seg::Key("steps".into()), Seg::Index(i)];
+            p.append(&mut path);
+            p
+        };
+        out.push(parse_step(step).map_err(|(path, m)| (at(path), m))?);
+    }
+    Ok(JourneySpec { steps: out })
+}
+
+fn parse_step(step: Json) -> Result<StepDef, (Vec<Seg>, String)> {
+    let Json::Object(fields) = step else {
+        return Err((vec![], "a step must be a mapping".into()));
+    };
+    let (envelope, mut body): (Map<String, Json>, Map<String, Json>) = fields
+        .into_iter()
+        .partition(|(k, _)| STEP_KEYS.contains(&k.as_str()));
+    let name = match envelope.get("name") {
+        Some(Json::String(n)) => n.clone(),
+        Some(_) => {
+            return Err((
+                vec![Seg::Key("name".into())],
+                "`name` must be a string".into(),
+            ));
+        }
+        None => return Err((vec![], "missing `name`".into())),
+    };
+    let always = match envelope.get("always") {
+        None => false,
+        Some(Json::Bool(b)) => *b,
+        Some(_) => {
+            return Err((
+                vec![Seg::Key("always".into())],
+                "`always` must be true or false".into(),
+            ));
+        }
+    };
+    // `expect: { failure: CLASS }` belongs to the step; other `expect` keys
+    // (an http status, a permission decision) stay with the kind.
+    let mut expect_failure = None;
+    if let Some(Json::Object(e)) = body.get_mut("expect")
+        && let Some(f) = e.remove("failure")
+    {
+        let path = vec![Seg::Key("expect".into()), Seg::Key("failure".into())];
+        let Json::String(class) = f else {
+            return Err((
+                path,
+                "must be a failure class name, e.g. auth_rejected".into(),
+            ));
+        };
+        if crate::failure_class_from_name(&class).is_none() {
+            return Err((
+                path,
+                format!(
+                    "unknown failure class `{class}` (one of: {})",
+                    crate::FAILURE_CLASS_NAMES.join(", ")
+                ),
+            ));
+        }
+        expect_failure = Some(class);
+        if e.is_empty() {
+            body.remove("expect");
+        }
+    }
+    let kind = match body.remove("kind") {
+        Some(Json::String(k)) => k,
+        Some(_) => {
+            return Err((
+                vec![Seg::Key("kind".into())],
+                "`kind` must be a string".into(),
+            ));
+        }
+        None => {
+            return Err((
+                vec![],
+                format!("missing `kind` (one of: {})", KINDS.join(", ")),
+            ));
+        }
+    };
+    if kind == "journey" {
+        return Err((
+            vec![Seg::Key("kind".into())],
+            "a journey step can't be a journey".into(),
+        ));
+    }
+    if let Some(k) = body.keys().find(|k| COMMON_KEYS.contains(&k.as_str())) {
+        return Err((
+            vec![Seg::Key(k.clone())],
+            format!("`{k}` is set on the journey, not on a step"),
+        ));
+    }
+    let spec = parse_kind(&kind, body)?;
+    Ok(StepDef {
+        name,
+        always,
+        expect_failure,
+        spec,
+    })
+}
+
 /// Deserialize with the failing key path preserved.
-fn typed<T: DeserializeOwned>(value: Json) -> Result<T, (Vec<Seg>, String)> {
+pub(crate) fn typed<T: DeserializeOwned>(value: Json) -> Result<T, (Vec<Seg>, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut path: Vec<Seg> = e
             .path()

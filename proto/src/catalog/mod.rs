@@ -2,8 +2,10 @@
 //! user-facing contract (YAML/TOML files in git) and, for probes, also travels
 //! on the wire as JSON inside an assignment, parsed by the same code on both
 //! sides so that the agent can never run something the coordinator rejected.
+pub mod kinds;
 mod load;
 pub mod source_map;
+pub mod template;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -12,7 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{CatalogError, CatalogErrors, load_files, load_str, probe_from_json};
+pub use kinds::*;
+pub use load::{
+    CatalogError, CatalogErrors, kind_from_json, load_files, load_str, probe_from_json,
+};
 
 /// A loaded and validated catalog (possibly merged from several files).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -125,26 +130,77 @@ impl std::fmt::Display for SourceLoc {
     }
 }
 
-/// Kind-specific probe bodies. Each variant is one `agent/src/probes/<kind>.rs`.
-/// Deserialized by hand in the loader (dispatch on `kind`) so that error
-/// paths reach inside the body; serialized with the `kind` tag.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum KindSpec {
-    Http(HttpSpec),
-    OidcDiscovery(OidcDiscoverySpec),
+/// Declares every probe kind once: the `KindSpec` variant, its catalog
+/// name and its body type. Deserialization goes through the loader (which
+/// dispatches on `kind` so error paths reach inside the body); `journey` is
+/// parsed there too, step by step.
+macro_rules! kinds {
+    ($($variant:ident($spec:ty) = $name:literal,)*) => {
+        /// Kind-specific probe bodies. Each variant is one `agent/src/probes/<kind>.rs`.
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[serde(tag = "kind")]
+        pub enum KindSpec {
+            $(#[serde(rename = $name)] $variant($spec),)*
+            #[serde(rename = "journey")]
+            Journey(JourneySpec),
+        }
+
+        /// Every probe kind the catalog accepts.
+        pub const KINDS: &[&str] = &[$($name,)* "journey"];
+
+        impl KindSpec {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(KindSpec::$variant(_) => $name,)*
+                    KindSpec::Journey(_) => "journey",
+                }
+            }
+
+            /// Parses a body of a kind other than `journey`; `None` for an
+            /// unknown kind.
+            pub(crate) fn leaf_from_body(
+                kind: &str,
+                body: serde_json::Value,
+            ) -> Option<Result<KindSpec, (Vec<source_map::Seg>, String)>> {
+                match kind {
+                    $($name => Some(load::typed(body).map(KindSpec::$variant)),)*
+                    _ => None,
+                }
+            }
+
+            /// The kind's own load-time checks (journeys check their steps
+            /// in `validate`).
+            pub(crate) fn validate_body(&self) -> kinds::Issues {
+                use kinds::Validate;
+                match self {
+                    $(KindSpec::$variant(s) => s.validate(),)*
+                    KindSpec::Journey(_) => Vec::new(),
+                }
+            }
+        }
+    };
 }
 
-/// Every probe kind the catalog accepts.
-pub const KINDS: &[&str] = &["http", "oidc_discovery"];
-
-impl KindSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            KindSpec::Http(_) => "http",
-            KindSpec::OidcDiscovery(_) => "oidc_discovery",
-        }
-    }
+kinds! {
+    Http(HttpSpec) = "http",
+    Tcp(TcpSpec) = "tcp",
+    Tls(TlsCheckSpec) = "tls",
+    Dns(DnsSpec) = "dns",
+    OidcDiscovery(OidcDiscoverySpec) = "oidc_discovery",
+    ClientCredentials(ClientCredentialsSpec) = "client_credentials",
+    Password(PasswordSpec) = "password",
+    Refresh(RefreshSpec) = "refresh",
+    AuthorizationCode(AuthorizationCodeSpec) = "authorization_code",
+    Introspect(IntrospectSpec) = "introspect",
+    Userinfo(UserinfoSpec) = "userinfo",
+    Revoke(RevokeSpec) = "revoke",
+    JwtValidate(JwtValidateSpec) = "jwt_validate",
+    Ldap(LdapSpec) = "ldap",
+    AwsSts(AwsStsSpec) = "aws_sts",
+    AwsCognito(AwsCognitoSpec) = "aws_cognito",
+    AwsIamPermission(AwsIamPermissionSpec) = "aws_iam_permission",
+    Scim(ScimSpec) = "scim",
+    Permission(PermissionSpec) = "permission",
 }
 
 /// A value given inline or as a reference to a secret that only the agent

@@ -3,8 +3,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::kinds::{Issues, Validate, check_regex, check_tls, check_url};
 use super::source_map::Seg;
-use super::{Budgeting, Catalog, HttpSpec, KindSpec, OidcDiscoverySpec, TlsSpec, Window};
+use super::{
+    Budgeting, Catalog, HttpSpec, JourneySpec, KindSpec, OidcDiscoverySpec, Window, template,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
@@ -255,103 +258,162 @@ fn fmt(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn validate_kind(spec: &KindSpec) -> Vec<(Vec<Seg>, String)> {
+/// A probe body's checks: the kind's own, templates (only in journey steps,
+/// only naming earlier steps), and each step of a journey.
+fn validate_kind(spec: &KindSpec) -> Issues {
     match spec {
-        KindSpec::Http(h) => validate_http(h),
-        KindSpec::OidcDiscovery(o) => validate_oidc_discovery(o),
+        KindSpec::Journey(j) => validate_journey(j),
+        other => {
+            let mut out = other.validate_body();
+            if let Ok(json) = serde_json::to_value(other) {
+                for (path, s) in template::strings(&json) {
+                    if s.contains("{{ steps.") || s.contains("{{steps.") || s.contains("{{ env.") {
+                        out.push((
+                            path,
+                            "templates (`{{ steps.… }}`) work only in the steps of a journey"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            out
+        }
     }
 }
 
-fn check_url(out: &mut Vec<(Vec<Seg>, String)>, path: Vec<Seg>, raw: &str) {
-    match url::Url::parse(raw) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(u) => out.push((
-            path,
-            format!(
-                "`{raw}`: scheme must be http or https with a host, not `{}`",
-                u.scheme()
-            ),
-        )),
-        Err(e) => out.push((path, format!("`{raw}` is not a URL: {e}"))),
-    }
+fn valid_step_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn check_tls(out: &mut Vec<(Vec<Seg>, String)>, tls: &TlsSpec) {
-    if let Some(name) = &tls.server_name
-        && rustls_name_invalid(name)
-    {
-        out.push((
-            vec![key("tls"), key("server_name")],
-            format!("`{name}` is not a valid server name"),
-        ));
-    }
-}
-
-fn rustls_name_invalid(name: &str) -> bool {
-    name.is_empty() || name.contains(['/', ' ', ':'])
-}
-
-fn check_regex(out: &mut Vec<(Vec<Seg>, String)>, path: Vec<Seg>, re: &str) {
-    if let Err(e) = regex::Regex::new(re) {
-        out.push((path, format!("invalid regular expression: {e}")));
-    }
-}
-
-fn validate_http(h: &HttpSpec) -> Vec<(Vec<Seg>, String)> {
+fn validate_journey(j: &JourneySpec) -> Issues {
     let mut out = Vec::new();
-    check_url(&mut out, vec![key("url")], &h.url);
-    if h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()) {
-        out.push((
-            vec![key("method")],
-            format!(
-                "`{}` is not an HTTP method (use upper case, e.g. GET)",
-                h.method
-            ),
-        ));
-    }
-    check_tls(&mut out, &h.tls);
-    let e = &h.expect;
-    if let Some(codes) = &e.status {
-        for (i, c) in codes.iter().enumerate() {
-            if !(100..=599).contains(c) {
-                out.push((
-                    vec![key("expect"), key("status"), Seg::Index(i)],
-                    format!("{c} is not an HTTP status"),
-                ));
+    let mut earlier: Vec<&str> = Vec::new();
+    for (i, step) in j.steps.iter().enumerate() {
+        let at = |mut path: Vec<Seg>| {
+            let mut p = vec![key("steps"), Seg::Index(i)];
+            p.append(&mut path);
+            p
+        };
+        if !valid_step_name(&step.name) {
+            out.push((
+                at(vec![key("name")]),
+                format!(
+                    "invalid step name `{}`: use [a-z0-9_-], at most 63 characters",
+                    step.name
+                ),
+            ));
+        }
+        if earlier.contains(&step.name.as_str()) {
+            out.push((
+                at(vec![key("name")]),
+                format!("duplicate step name `{}`", step.name),
+            ));
+        }
+        for (path, msg) in step.spec.validate_body() {
+            out.push((at(path), msg));
+        }
+        if let Ok(json) = serde_json::to_value(&step.spec) {
+            for (path, s) in template::strings(&json) {
+                match template::references(s) {
+                    Err(e) => out.push((at(path), e)),
+                    Ok(refs) => {
+                        for r in refs {
+                            if r.step == step.name {
+                                out.push((
+                                    at(path.clone()),
+                                    format!("`{{{{ {r} }}}}`: a step can't read its own outputs"),
+                                ));
+                            } else if !earlier.contains(&r.step.as_str()) {
+                                let later = j.steps.iter().any(|s| s.name == r.step);
+                                out.push((
+                                    at(path.clone()),
+                                    if later {
+                                        format!(
+                                            "`{{{{ {r} }}}}`: step `{}` runs after this one",
+                                            r.step
+                                        )
+                                    } else {
+                                        format!(
+                                            "`{{{{ {r} }}}}`: no step named `{}` in this journey",
+                                            r.step
+                                        )
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                }
             }
         }
-    }
-    if let Some(re) = &e.body_matches {
-        check_regex(&mut out, vec![key("expect"), key("body_matches")], re);
-    }
-    for (name, re) in &e.headers {
-        check_regex(&mut out, vec![key("expect"), key("headers"), key(name)], re);
-    }
-    for (i, j) in e.json.iter().enumerate() {
-        let base = vec![key("expect"), key("json"), Seg::Index(i)];
-        if let Err(err) = serde_json_path::JsonPath::parse(&j.path) {
-            let mut p = base.clone();
-            p.push(key("path"));
-            out.push((p, format!("invalid JSONPath `{}`: {err}", j.path)));
-        }
-        if let Some(re) = &j.matches {
-            let mut p = base.clone();
-            p.push(key("matches"));
-            check_regex(&mut out, p, re);
-        }
+        earlier.push(&step.name);
     }
     out
 }
 
-fn validate_oidc_discovery(o: &OidcDiscoverySpec) -> Vec<(Vec<Seg>, String)> {
-    let mut out = Vec::new();
-    check_url(&mut out, vec![key("issuer")], &o.issuer);
-    if let Some(u) = &o.discovery_url {
-        check_url(&mut out, vec![key("discovery_url")], u);
+impl Validate for HttpSpec {
+    fn validate(&self) -> Issues {
+        let h = self;
+        let mut out = Vec::new();
+        check_url(&mut out, vec![key("url")], &h.url);
+        if h.method.is_empty() || !h.method.bytes().all(|b| b.is_ascii_uppercase()) {
+            out.push((
+                vec![key("method")],
+                format!(
+                    "`{}` is not an HTTP method (use upper case, e.g. GET)",
+                    h.method
+                ),
+            ));
+        }
+        check_tls(&mut out, &h.tls);
+        let e = &h.expect;
+        if let Some(codes) = &e.status {
+            for (i, c) in codes.iter().enumerate() {
+                if !(100..=599).contains(c) {
+                    out.push((
+                        vec![key("expect"), key("status"), Seg::Index(i)],
+                        format!("{c} is not an HTTP status"),
+                    ));
+                }
+            }
+        }
+        if let Some(re) = &e.body_matches {
+            check_regex(&mut out, vec![key("expect"), key("body_matches")], re);
+        }
+        for (name, re) in &e.headers {
+            check_regex(&mut out, vec![key("expect"), key("headers"), key(name)], re);
+        }
+        for (i, j) in e.json.iter().enumerate() {
+            let base = vec![key("expect"), key("json"), Seg::Index(i)];
+            if let Err(err) = serde_json_path::JsonPath::parse(&j.path) {
+                let mut p = base.clone();
+                p.push(key("path"));
+                out.push((p, format!("invalid JSONPath `{}`: {err}", j.path)));
+            }
+            if let Some(re) = &j.matches {
+                let mut p = base.clone();
+                p.push(key("matches"));
+                check_regex(&mut out, p, re);
+            }
+        }
+        out
     }
-    if o.min_signing_keys == 0 {
-        out.push((vec![key("min_signing_keys")], "must be at least 1".into()));
+}
+
+impl Validate for OidcDiscoverySpec {
+    fn validate(&self) -> Issues {
+        let o = self;
+        let mut out = Vec::new();
+        check_url(&mut out, vec![key("issuer")], &o.issuer);
+        if let Some(u) = &o.discovery_url {
+            check_url(&mut out, vec![key("discovery_url")], u);
+        }
+        if o.min_signing_keys == 0 {
+            out.push((vec![key("min_signing_keys")], "must be at least 1".into()));
+        }
+        check_tls(&mut out, &o.tls);
+        out
     }
-    check_tls(&mut out, &o.tls);
-    out
 }

@@ -1,0 +1,15 @@
+//! `permission`: not implemented yet; this stub fails every run with class
+//! `config` so a catalog naming it loads, and says so.
+use authpulse_proto::catalog::PermissionSpec;
+
+use super::{Probe, ProbeOutcome, RunContext, config_failure};
+
+impl Probe for PermissionSpec {
+    async fn run(&self, ctx: &mut RunContext<'_>) -> ProbeOutcome {
+        config_failure(
+            ctx,
+            "permission",
+            "the `permission` probe kind is not implemented yet",
+        )
+    }
+}

@@ -1,0 +1,15 @@
+//! `revoke`: not implemented yet; this stub fails every run with class
+//! `config` so a catalog naming it loads, and says so.
+use authpulse_proto::catalog::RevokeSpec;
+
+use super::{Probe, ProbeOutcome, RunContext, config_failure};
+
+impl Probe for RevokeSpec {
+    async fn run(&self, ctx: &mut RunContext<'_>) -> ProbeOutcome {
+        config_failure(
+            ctx,
+            "revoke",
+            "the `revoke` probe kind is not implemented yet",
+        )
+    }
+}

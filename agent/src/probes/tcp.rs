@@ -1,0 +1,11 @@
+//! `tcp`: not implemented yet; this stub fails every run with class
+//! `config` so a catalog naming it loads, and says so.
+use authpulse_proto::catalog::TcpSpec;
+
+use super::{Probe, ProbeOutcome, RunContext, config_failure};
+
+impl Probe for TcpSpec {
+    async fn run(&self, ctx: &mut RunContext<'_>) -> ProbeOutcome {
+        config_failure(ctx, "tcp", "the `tcp` probe kind is not implemented yet")
+    }
+}

@@ -1,0 +1,11 @@
+//! `tls`: not implemented yet; this stub fails every run with class
+//! `config` so a catalog naming it loads, and says so.
+use authpulse_proto::catalog::TlsCheckSpec;
+
+use super::{Probe, ProbeOutcome, RunContext, config_failure};
+
+impl Probe for TlsCheckSpec {
+    async fn run(&self, ctx: &mut RunContext<'_>) -> ProbeOutcome {
+        config_failure(ctx, "tls", "the `tls` probe kind is not implemented yet")
+    }
+}
