@@ -48,6 +48,7 @@ fn slos(n: usize, probes: usize) -> Vec<SloDef> {
                     }
                 },
                 budgeting: Default::default(),
+                coverage: Default::default(),
                 quorum: None,
                 alerting: SloAlerting::default(),
                 source: None,

@@ -195,22 +195,60 @@ pub fn slo_json(s: &SloStatus) -> Value {
         "id": s.id,
         "description": s.description,
         "objective": s.objective,
+        "window": s.window_label,
         "window_seconds": s.window.as_secs(),
+        "window_start": rfc3339_ms(s.window_start_ms),
         "sli": sli,
+        "budgeting": match s.slice {
+            Some(slice) => json!({ "timeslices": { "slice_seconds": slice.as_secs() } }),
+            None => json!("occurrences"),
+        },
+        "state": s.state.as_str(),
+        "coverage": s.coverage,
         "good": s.good,
         "total": s.total,
         "bad": s.bad,
         "sli_value": s.sli_value,
         "error_budget_remaining": s.error_budget_remaining,
-        "error_budget": {
-            "total_events": s.error_budget_events,
-            "consumed_events": s.bad,
-            "remaining_events": s.error_budget_events - s.bad as f64,
-        },
+        "error_budget": budget_json(s),
+        "regions": s.regions.iter().map(|r| json!({
+            "region": r.region,
+            "good": r.good,
+            "total": r.total,
+            "sli_value": r.sli_value,
+            "error_budget_remaining": r.error_budget_remaining,
+            "burn_rate_1h": r.burn_rate_1h,
+        })).collect::<Vec<_>>(),
         "burn_rate_1h": s.burn_rate_1h,
         "burn_rates": s.burn_rates.iter().map(|(w, r)| (w.to_string(), json!(r))).collect::<serde_json::Map<String, Value>>(),
         "time_to_exhaustion_seconds": s.time_to_exhaustion.map(|d| d.as_secs()),
     })
+}
+
+/// The budget in its units: events for occurrences; slices and minutes for
+/// timeslices.
+fn budget_json(s: &SloStatus) -> Value {
+    let remaining = s.error_budget_events - s.bad as f64;
+    match s.slice {
+        None => json!({
+            "unit": "events",
+            "total_events": s.error_budget_events,
+            "consumed_events": s.bad,
+            "remaining_events": remaining,
+        }),
+        Some(slice) => {
+            let minutes = slice.as_secs_f64() / 60.0;
+            json!({
+                "unit": "slices",
+                "total_slices": s.error_budget_events,
+                "consumed_slices": s.bad,
+                "remaining_slices": remaining,
+                "total_minutes": s.error_budget_events * minutes,
+                "consumed_minutes": s.bad as f64 * minutes,
+                "remaining_minutes": remaining * minutes,
+            })
+        }
+    }
 }
 
 fn agent_json(a: &AgentRow, fleet: &crate::fleet::FleetConfig, now: i64) -> Value {

@@ -315,9 +315,20 @@ pub fn minute_of(ms: i64) -> i64 {
     ms.div_euclid(MINUTE_MS)
 }
 
-/// Per `(probe_id, threshold_us)` the (good, total) sums of
+/// Per `(probe_id, threshold_us, region)` the (good, total) sums of
 /// [`Store::minute_sums`], one per requested start minute.
-pub type MinuteSums = HashMap<(String, u64), Vec<(u64, u64)>>;
+pub type MinuteSums = HashMap<(String, u64, String), Vec<(u64, u64)>>;
+
+/// One `minute_counts` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MinuteRow {
+    pub probe_id: String,
+    pub region: String,
+    pub minute: i64,
+    pub threshold_us: u64,
+    pub good: u64,
+    pub total: u64,
+}
 
 /// Milliseconds since the Unix epoch, the unit of every `*_ms` column.
 pub fn now_ms() -> i64 {
@@ -923,8 +934,8 @@ impl Store {
         let sums = self.minute_sums(probe_ids, &since).await?;
         let th = latency_threshold_us.unwrap_or(0);
         let mut out = vec![(0u64, 0u64); since.len()];
-        for p in probe_ids {
-            if let Some(v) = sums.get(&(p.clone(), th)) {
+        for ((p, t, _), v) in &sums {
+            if *t == th && probe_ids.contains(p) {
                 for (o, (g, t)) in out.iter_mut().zip(v) {
                     o.0 += g;
                     o.1 += t;
@@ -934,9 +945,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Every `minute_counts` row of `probe_ids` at or after `since_minute`
+    /// (for SLOs that judge each minute: timeslices, region quorum).
+    pub async fn minute_rows(
+        &self,
+        probe_ids: &[String],
+        since_minute: i64,
+    ) -> Result<Vec<MinuteRow>> {
+        let rows = sqlx::query(
+            "SELECT probe_id, region, minute, threshold_us, good, total FROM minute_counts
+             WHERE probe_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2",
+        )
+        .bind(serde_json::to_string(probe_ids)?)
+        .bind(since_minute)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MinuteRow {
+                    probe_id: row.try_get("probe_id")?,
+                    region: row.try_get("region")?,
+                    minute: row.try_get("minute")?,
+                    threshold_us: unsigned(row.try_get("threshold_us")?),
+                    good: unsigned(row.try_get("good")?),
+                    total: unsigned(row.try_get("total")?),
+                })
+            })
+            .collect()
+    }
+
     /// One grouped pass over `minute_counts` for many SLOs at once: per
-    /// `(probe_id, threshold_us)` of `probe_ids`, the (good, total) sums over
-    /// minutes `>= since_minutes[i]`, for every `i`.
+    /// `(probe_id, threshold_us, region)` of `probe_ids`, the (good, total)
+    /// sums over minutes `>= since_minutes[i]`, for every `i`.
     pub async fn minute_sums(
         &self,
         probe_ids: &[String],
@@ -961,10 +1001,10 @@ impl Store {
             band = String::from("0");
         }
         let sql = format!(
-            "SELECT probe_id, threshold_us, {band} AS band, SUM(good) AS g, SUM(total) AS t
+            "SELECT probe_id, threshold_us, region, {band} AS band, SUM(good) AS g, SUM(total) AS t
              FROM minute_counts
              WHERE probe_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2
-             GROUP BY probe_id, threshold_us, band"
+             GROUP BY probe_id, threshold_us, region, band"
         );
         // Safe: built only from integer placeholders, never from input.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -975,11 +1015,12 @@ impl Store {
         }
         let rows = q.fetch_all(&self.read).await?;
         // Per key, (good, total) per band.
-        let mut bands: HashMap<(String, u64), Vec<(u64, u64)>> = HashMap::new();
+        let mut bands: HashMap<(String, u64, String), Vec<(u64, u64)>> = HashMap::new();
         for row in &rows {
             let key = (
                 row.try_get::<String, _>("probe_id")?,
                 unsigned(row.try_get("threshold_us")?),
+                row.try_get::<String, _>("region")?,
             );
             let b = usize::try_from(row.try_get::<i64, _>("band")?).unwrap_or(0);
             let v = bands

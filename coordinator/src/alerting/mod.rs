@@ -541,7 +541,10 @@ mod tests {
             description: None,
             objective: 99.9,
             window: Duration::from_secs(window_days * DAY),
+            window_label: format!("{window_days}d"),
+            window_start_ms: 0,
             sli: Sli::Availability,
+            slice: None,
             good: 0,
             total: 0,
             bad: 0,
@@ -555,6 +558,9 @@ mod tests {
                 .map(|((l, _), b)| (*l, b))
                 .collect(),
             time_to_exhaustion: None,
+            coverage: None,
+            state: crate::slo::SloState::NoData,
+            regions: Vec::new(),
         }
     }
 

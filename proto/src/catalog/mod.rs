@@ -316,6 +316,19 @@ pub struct OidcDiscoverySpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_latency: Option<Duration>,
+    /// Compare the issuer, endpoint URLs and signing keys with the last
+    /// run's: a key rotation is reported (success), a changed URL fails
+    /// with `protocol` unless allowed below.
+    #[serde(default = "default_true")]
+    pub drift: bool,
+    /// `true`, or the metadata fields (e.g. `[token_endpoint]`) whose URL
+    /// may change between runs without failing.
+    #[serde(default, skip_serializing_if = "AllowedChanges::is_none")]
+    pub allow_endpoint_changes: AllowedChanges,
+}
+
+fn default_slice() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_required_endpoints() -> Vec<String> {
@@ -344,6 +357,10 @@ pub struct SloDef {
     /// Global slice is bad only when at least this many regions see it bad.
     #[serde(default)]
     pub quorum: Option<u32>,
+    /// How much data the SLO needs before its numbers count (missing data
+    /// is not failure, but too little of it is `insufficient_data`).
+    #[serde(default, skip_serializing_if = "Coverage::is_default")]
+    pub coverage: Coverage,
     /// Which burn-rate alerts this SLO raises (both by default).
     #[serde(default, skip_serializing_if = "SloAlerting::is_default")]
     pub alerting: SloAlerting,
@@ -374,6 +391,40 @@ impl Default for SloAlerting {
 impl SloAlerting {
     fn is_default(&self) -> bool {
         *self == SloAlerting::default()
+    }
+}
+
+/// Data coverage: over the last `window`, the share of expected probe runs
+/// (per probe and region: window / interval) that reported. Below `min`
+/// the SLO's state is `insufficient_data`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coverage {
+    #[serde(with = "humantime_serde", default = "default_coverage_window")]
+    pub window: Duration,
+    #[serde(default = "default_coverage_min")]
+    pub min: f64,
+}
+
+fn default_coverage_window() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_coverage_min() -> f64 {
+    0.9
+}
+
+impl Default for Coverage {
+    fn default() -> Self {
+        Coverage {
+            window: default_coverage_window(),
+            min: default_coverage_min(),
+        }
+    }
+}
+
+impl Coverage {
+    fn is_default(&self) -> bool {
+        *self == Coverage::default()
     }
 }
 
@@ -416,8 +467,10 @@ pub enum Sli {
 pub enum Budgeting {
     #[default]
     Occurrences,
+    /// OpenSLO `Timeslices`: a slice is good when its good ratio is at
+    /// least `target`; the SLI is good slices / slices with data.
     Timeslices {
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "humantime_serde", default = "default_slice")]
         slice: Duration,
         target: f64,
     },

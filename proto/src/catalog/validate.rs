@@ -187,15 +187,28 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
         }
         match &slo.window {
             Window::Rolling(d) if *d < Duration::from_secs(60) => {
-                push(s, i, vec![key("window")], format!("window {} is shorter than 1m", fmt(*d)));
+                push(
+                    s,
+                    i,
+                    vec![key("window")],
+                    format!("window {} is shorter than 1m", fmt(*d)),
+                );
             }
             Window::Rolling(_) => {}
-            Window::Calendar(_) => push(
-                s,
-                i,
-                vec![key("window")],
-                "calendar windows are not supported by this version yet; use a rolling window such as 28d".into(),
-            ),
+            Window::Calendar(c) => {
+                if let Some(tz) = &c.time_zone
+                    && tz.parse::<chrono_tz::Tz>().is_err()
+                {
+                    push(
+                        s,
+                        i,
+                        vec![key("window"), key("time_zone")],
+                        format!(
+                            "unknown IANA time zone `{tz}` (e.g. Europe/Berlin, America/New_York, UTC)"
+                        ),
+                    );
+                }
+            }
         }
         if let super::Sli::Latency { threshold } = &slo.sli
             && threshold.is_zero()
@@ -207,21 +220,53 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
                 "latency threshold must be greater than 0".into(),
             );
         }
-        if let Budgeting::Timeslices { .. } = slo.budgeting {
-            push(
-                s,
-                i,
-                vec![key("budgeting")],
-                "timeslice budgeting is not supported by this version yet; use `occurrences`"
-                    .into(),
-            );
+        if let Budgeting::Timeslices { slice, target } = slo.budgeting {
+            if slice.is_zero() || slice.as_secs() % 60 != 0 || slice.subsec_nanos() != 0 {
+                push(
+                    s,
+                    i,
+                    vec![key("budgeting"), key("timeslices"), key("slice")],
+                    format!(
+                        "slice {} must be a whole number of minutes (aggregates are per minute)",
+                        fmt(slice)
+                    ),
+                );
+            }
+            if !(target > 0.0 && target <= 1.0) {
+                push(
+                    s,
+                    i,
+                    vec![key("budgeting"), key("timeslices"), key("target")],
+                    format!("target {target} must be a ratio in (0, 1], e.g. 0.95"),
+                );
+            }
         }
-        if slo.quorum.is_some_and(|q| q > 1) {
+        if slo.quorum == Some(0) {
             push(
                 s,
                 i,
                 vec![key("quorum")],
-                "region quorum is not supported by this version yet".into(),
+                "quorum must be at least 1 (the number of regions that must see a slice bad)"
+                    .into(),
+            );
+        }
+        if !(slo.coverage.min >= 0.0 && slo.coverage.min <= 1.0) {
+            push(
+                s,
+                i,
+                vec![key("coverage"), key("min")],
+                format!("{} must be a ratio in [0, 1]", slo.coverage.min),
+            );
+        }
+        if slo.coverage.window < Duration::from_secs(120) {
+            push(
+                s,
+                i,
+                vec![key("coverage"), key("window")],
+                format!(
+                    "coverage window {} is shorter than 2m",
+                    fmt(slo.coverage.window)
+                ),
             );
         }
     }
@@ -412,6 +457,16 @@ impl Validate for OidcDiscoverySpec {
         }
         if o.min_signing_keys == 0 {
             out.push((vec![key("min_signing_keys")], "must be at least 1".into()));
+        }
+        if let super::AllowedChanges::Fields(fields) = &o.allow_endpoint_changes {
+            for (i, f) in fields.iter().enumerate() {
+                if f != "issuer" && !f.ends_with("_endpoint") && !f.ends_with("_uri") {
+                    out.push((
+                        vec![key("allow_endpoint_changes"), Seg::Index(i)],
+                        format!("`{f}` is not a metadata URL field (issuer, *_endpoint, *_uri)"),
+                    ));
+                }
+            }
         }
         check_tls(&mut out, &o.tls);
         out
