@@ -172,13 +172,20 @@ fn threshold_us(sli: &Sli) -> Option<u64> {
 /// Extra time `minute_counts` rows are kept past the longest SLO window.
 pub const MINUTE_RETENTION_SLACK: Duration = Duration::from_secs(86_400);
 
-/// The latency thresholds (µs) per probe the catalog's SLIs use: what the
-/// store keeps per-minute aggregates for besides availability.
+/// The latency thresholds (µs) per series the catalog's SLIs use: what the
+/// store keeps per-minute aggregates for besides probe availability. A
+/// series is a probe id or a journey step (`probe/step`, which also gets
+/// its availability, threshold 0).
 pub fn latency_thresholds(catalog: &Catalog) -> LatencyThresholds {
     let mut out = LatencyThresholds::new();
     for slo in &catalog.slos {
-        if let Some(t) = threshold_us(&slo.sli) {
-            for p in &slo.probes {
+        for p in &slo.probes {
+            // A journey step (`probe/step`) has series of its own; 0 is its
+            // availability.
+            if p.contains('/') {
+                out.entry(p.clone()).or_default().push(0);
+            }
+            if let Some(t) = threshold_us(&slo.sli) {
                 out.entry(p.clone()).or_default().push(t);
             }
         }
@@ -570,7 +577,8 @@ fn coverage(
     let mut expected_pairs = 0usize;
     let mut covered = 0.0;
     for p in &slo.probes {
-        let Some(def) = catalog.probe(p) else {
+        let probe_id = p.split_once('/').map_or(p.as_str(), |(id, _)| id);
+        let Some(def) = catalog.probe(probe_id) else {
             continue;
         };
         let per_run = def.interval.as_secs_f64().max(1.0);
@@ -657,7 +665,9 @@ pub async fn evaluate(
     let sums: MinuteSums = if starts.is_empty() {
         MinuteSums::new()
     } else {
-        store.minute_sums(&probes, &starts).await?
+        store
+            .rollup_sums(&probes, &starts, minute_of(now_ms))
+            .await?
     };
     let rows: Vec<MinuteRow> = if slice_probes.is_empty() {
         Vec::new()

@@ -9,6 +9,7 @@
 //! `SQLITE_BUSY`; reads use a separate pool, which WAL mode lets run
 //! concurrently with the writer. The schema is created by code
 //! (`CREATE TABLE IF NOT EXISTS`) and versioned in `schema_version`.
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -305,6 +306,10 @@ pub struct Store {
     thresholds: Arc<RwLock<Arc<LatencyThresholds>>>,
     /// How long `minute_counts` rows are kept, in ms.
     minute_retention_ms: Arc<AtomicI64>,
+    /// `minute_counts` rolled up in memory for evaluation. Writers of
+    /// `minute_counts` take this lock before the write connection and hold
+    /// it through commit, so the roll-ups never miss or double a batch.
+    rollup: Arc<tokio::sync::Mutex<crate::rollup::Rollup>>,
 }
 
 /// Latency thresholds in microseconds per probe id.
@@ -372,25 +377,110 @@ impl Store {
         let minute_retention_ms = Arc::new(AtomicI64::new(
             i64::try_from(DEFAULT_MINUTE_RETENTION.as_millis()).unwrap_or(i64::MAX),
         ));
+        let rollup = Arc::new(tokio::sync::Mutex::new(crate::rollup::Rollup::default()));
         let store_for_schema = Store {
             write: write.clone(),
             read: write.clone(),
             path: path.clone(),
             thresholds: thresholds.clone(),
             minute_retention_ms: minute_retention_ms.clone(),
+            rollup: rollup.clone(),
         };
         store_for_schema.migrate().await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Store {
+        let store = Store {
             write,
             read,
             path,
             thresholds,
             minute_retention_ms,
-        })
+            rollup,
+        };
+        {
+            let mut r = store.rollup.lock().await;
+            *r = store.load_rollup().await?;
+        }
+        Ok(store)
+    }
+
+    /// Builds the roll-ups from `minute_counts`.
+    async fn load_rollup(&self) -> Result<crate::rollup::Rollup> {
+        let started = std::time::Instant::now();
+        let mut r = crate::rollup::Rollup::default();
+        let mut rows = sqlx::query(
+            "SELECT probe_id, region, minute, threshold_us, good, total FROM minute_counts",
+        )
+        .fetch(&self.write);
+        let mut n = 0u64;
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            r.add(
+                row.try_get::<&str, _>("probe_id")?,
+                row.try_get::<&str, _>("region")?,
+                row.try_get("minute")?,
+                unsigned(row.try_get("threshold_us")?),
+                unsigned(row.try_get("good")?),
+                unsigned(row.try_get("total")?),
+            );
+            n += 1;
+        }
+        tracing::info!(
+            rows = n,
+            series = r.series_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "minute aggregates rolled up"
+        );
+        Ok(r)
+    }
+
+    /// Per series of `probe_ids`, the sums over minutes `>= since_minutes[i]`
+    /// from the in-memory roll-ups (same result as [`Store::minute_sums`]).
+    pub async fn rollup_sums(
+        &self,
+        probe_ids: &[String],
+        since_minutes: &[i64],
+        now_minute: i64,
+    ) -> Result<MinuteSums> {
+        let needed = self
+            .rollup
+            .lock()
+            .await
+            .edges_needed(since_minutes, now_minute);
+        // A window older than the minute ring: its first partial hour from
+        // the table (at most 59 minutes per series).
+        let mut edges = HashMap::new();
+        for start in needed {
+            let end = (start.div_euclid(60) + 1) * 60;
+            let rows = sqlx::query(
+                "SELECT probe_id, threshold_us, region, SUM(good) AS g, SUM(total) AS t FROM minute_counts
+                 WHERE probe_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2 AND minute < ?3
+                 GROUP BY probe_id, threshold_us, region",
+            )
+            .bind(serde_json::to_string(probe_ids)?)
+            .bind(start)
+            .bind(end)
+            .fetch_all(&self.read)
+            .await?;
+            let mut m = HashMap::new();
+            for row in &rows {
+                m.insert(
+                    (
+                        row.try_get::<String, _>("probe_id")?,
+                        unsigned(row.try_get("threshold_us")?),
+                        row.try_get::<String, _>("region")?,
+                    ),
+                    (unsigned(row.try_get("g")?), unsigned(row.try_get("t")?)),
+                );
+            }
+            edges.insert(start, m);
+        }
+        Ok(self
+            .rollup
+            .lock()
+            .await
+            .sums(probe_ids, since_minutes, now_minute, &edges))
     }
 
     /// The database file.
@@ -454,12 +544,15 @@ impl Store {
     ) -> Result<InsertStats> {
         let received = now_ms();
         let mut stats = InsertStats::default();
+        let mut rollup = self.rollup.lock().await;
         let mut tx = self.write.begin().await?;
         // Read while holding the write connection: thresholds only change
         // under it too, so a batch and a threshold backfill never interleave.
         let thresholds = self.latency_thresholds();
         // (probe, region, minute, threshold) -> (good, total) of this batch.
-        let mut minutes: BTreeMap<(&str, &str, i64, u64), (i64, i64)> = BTreeMap::new();
+        // Series ids are probe ids, or `probe/step` for the journey steps
+        // an SLO names.
+        let mut minutes: BTreeMap<(Cow<'_, str>, &str, i64, u64), (i64, i64)> = BTreeMap::new();
         for r in results {
             let seq = i64::try_from(r.seq)
                 .ok()
@@ -503,13 +596,30 @@ impl Store {
             let ok = r.outcome == authpulse_proto::v1::Outcome::Success as i32;
             let minute = minute_of(r.started_unix_ms);
             let key = (r.probe_id.as_str(), r.region.as_str(), minute);
-            let e = minutes.entry((key.0, key.1, key.2, 0)).or_default();
+            let e = minutes
+                .entry((Cow::Borrowed(key.0), key.1, key.2, 0))
+                .or_default();
             e.0 += i64::from(ok);
             e.1 += 1;
             for &th in thresholds.get(&r.probe_id).into_iter().flatten() {
-                let e = minutes.entry((key.0, key.1, key.2, th)).or_default();
+                let e = minutes
+                    .entry((Cow::Borrowed(key.0), key.1, key.2, th))
+                    .or_default();
                 e.0 += i64::from(ok && t.total_us <= th);
                 e.1 += 1;
+            }
+            for step in &steps {
+                let series = format!("{}/{}", r.probe_id, step.name);
+                let step_ok = step.outcome == authpulse_proto::v1::Outcome::Success as i32;
+                // Step series are kept only for the steps SLOs name; 0 is
+                // the step's availability.
+                for &th in thresholds.get(&series).into_iter().flatten() {
+                    let e = minutes
+                        .entry((Cow::Owned(series.clone()), key.1, key.2, th))
+                        .or_default();
+                    e.0 += i64::from(step_ok && (th == 0 || step.timings.total_us <= th));
+                    e.1 += 1;
+                }
             }
             // `>=`: of two results started in the same millisecond the one
             // stored last is shown.
@@ -527,19 +637,19 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        for ((probe, region, minute, th), (good, total)) in minutes {
+        for ((probe, region, minute, th), (good, total)) in &minutes {
             sqlx::query(
                 "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
                  VALUES (?, ?, ?, ?, ?, ?)
                  ON CONFLICT (probe_id, minute, threshold_us, region) DO UPDATE SET
                     good = good + excluded.good, total = total + excluded.total",
             )
-            .bind(probe)
-            .bind(region)
-            .bind(minute)
-            .bind(clamp(th))
-            .bind(good)
-            .bind(total)
+            .bind(probe.as_ref())
+            .bind(*region)
+            .bind(*minute)
+            .bind(clamp(*th))
+            .bind(*good)
+            .bind(*total)
             .execute(&mut *tx)
             .await?;
         }
@@ -552,6 +662,16 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        for ((probe, region, minute, th), (good, total)) in &minutes {
+            rollup.add(
+                probe,
+                region,
+                *minute,
+                *th,
+                unsigned(*good),
+                unsigned(*total),
+            );
+        }
         Ok(stats)
     }
 
@@ -819,11 +939,13 @@ impl Store {
     pub async fn prune_minutes(&self, now_ms: i64) -> Result<u64> {
         let keep = self.minute_retention_ms.load(Ordering::Relaxed);
         let cutoff = minute_of(now_ms.saturating_sub(keep));
-        Ok(sqlx::query("DELETE FROM minute_counts WHERE minute < ?")
+        let n = sqlx::query("DELETE FROM minute_counts WHERE minute < ?")
             .bind(cutoff)
             .execute(&self.write)
             .await?
-            .rows_affected())
+            .rows_affected();
+        self.rollup.lock().await.prune(cutoff);
+        Ok(n)
     }
 
     /// How long `minute_counts` rows are kept: the longest SLO window plus a
@@ -853,8 +975,11 @@ impl Store {
     /// Returns how many (probe, threshold) pairs were backfilled.
     pub async fn set_latency_thresholds(&self, map: LatencyThresholds) -> Result<u64> {
         let mut map = map;
-        for v in map.values_mut() {
-            v.retain(|t| *t > 0);
+        for (series, v) in map.iter_mut() {
+            // Probes always have availability rows; a `probe/step` series
+            // keeps 0 as its step availability.
+            let is_step = series.contains('/');
+            v.retain(|t| *t > 0 || is_step);
             v.sort_unstable();
             v.dedup();
         }
@@ -863,7 +988,9 @@ impl Store {
             .iter()
             .flat_map(|(p, ts)| ts.iter().map(move |t| (p.clone(), *t)))
             .collect();
-        // The write connection serializes this against insert_batch.
+        // The write connection serializes this against insert_batch; the
+        // roll-up lock (taken first, as there) keeps the reload below exact.
+        let mut rollup = self.rollup.lock().await;
         let mut tx = self.write.begin().await?;
         let rows = sqlx::query("SELECT probe_id, threshold_us FROM minute_thresholds")
             .fetch_all(&mut *tx)
@@ -891,17 +1018,42 @@ impl Store {
                 .bind(clamp(*th))
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
-                 SELECT probe_id, region,
-                    (started_ms - (((started_ms % 60000) + 60000) % 60000)) / 60000 AS m, ?1,
-                    SUM(CASE WHEN outcome = 1 AND total_us <= ?1 THEN 1 ELSE 0 END), COUNT(*)
-                 FROM results WHERE probe_id = ?2 GROUP BY probe_id, region, m",
-            )
-            .bind(clamp(*th))
-            .bind(probe)
-            .execute(&mut *tx)
-            .await?;
+            match probe.split_once('/') {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
+                         SELECT probe_id, region,
+                            (started_ms - (((started_ms % 60000) + 60000) % 60000)) / 60000 AS m, ?1,
+                            SUM(CASE WHEN outcome = 1 AND total_us <= ?1 THEN 1 ELSE 0 END), COUNT(*)
+                         FROM results WHERE probe_id = ?2 GROUP BY probe_id, region, m",
+                    )
+                    .bind(clamp(*th))
+                    .bind(probe)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Some((probe_id, step)) => {
+                    // A journey step: from the steps kept with each result.
+                    sqlx::query(
+                        "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
+                         SELECT ?4, r.region,
+                            (r.started_ms - (((r.started_ms % 60000) + 60000) % 60000)) / 60000 AS m, ?1,
+                            SUM(CASE WHEN json_extract(s.value, '$.outcome') = 1
+                                 AND (?1 = 0 OR json_extract(s.value, '$.timings.total_us') <= ?1)
+                                 THEN 1 ELSE 0 END),
+                            COUNT(*)
+                         FROM results r, json_each(r.steps_json) s
+                         WHERE r.probe_id = ?2 AND json_extract(s.value, '$.name') = ?3
+                         GROUP BY r.region, m",
+                    )
+                    .bind(clamp(*th))
+                    .bind(probe_id)
+                    .bind(step)
+                    .bind(probe)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
             sqlx::query("INSERT INTO minute_thresholds (probe_id, threshold_us) VALUES (?, ?)")
                 .bind(probe)
                 .bind(clamp(*th))
@@ -917,6 +1069,9 @@ impl Store {
             *g = Arc::new(map);
         }
         tx.commit().await?;
+        if backfilled > 0 {
+            *rollup = self.load_rollup().await?;
+        }
         Ok(backfilled)
     }
 

@@ -484,3 +484,134 @@ async fn the_budget_resets_at_the_month_boundary_in_the_time_zone() {
     // Burn windows are rolling: the last hour still sees last month's failures.
     assert!(after.burn_rate_1h.expect("data") > 0.0);
 }
+
+const STEPS: &str = r#"
+probes:
+  - id: offboard
+    kind: journey
+    steps:
+      - { name: login, kind: http, url: "https://idp.example/login" }
+      - { name: check, kind: http, url: "https://api.example/me" }
+slos:
+  - id: login-step-up
+    probes: [offboard/login]
+    objective: 99
+    window: 1d
+  - id: login-step-fast
+    probes: [offboard/login]
+    objective: 99
+    window: 1d
+    sli: { latency: { threshold: 200ms } }
+  - id: journey
+    probes: [offboard]
+    objective: 99
+    window: 1d
+"#;
+
+/// A journey run whose `login` step took `login_ms` and succeeded or not;
+/// `check` always fails, so the run fails whenever it is reached.
+fn journey_run(
+    seq: u64,
+    started_ms: i64,
+    login_ok: bool,
+    login_ms: u64,
+) -> authpulse_proto::v1::ProbeResult {
+    use authpulse_proto::v1::{Outcome, StepResult, Timings};
+    let step = |name: &str, ok: bool, us: u64| StepResult {
+        name: name.into(),
+        kind: "http".into(),
+        outcome: if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        } as i32,
+        timings: Some(Timings {
+            total_us: us,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut r = result_at(
+        "agent-eu",
+        "eu-west",
+        seq,
+        "offboard",
+        false,
+        started_ms,
+        login_ms * 1000 + 5000,
+    );
+    r.steps = vec![
+        step("login", login_ok, login_ms * 1000),
+        step("check", false, 5000),
+    ];
+    r
+}
+
+#[tokio::test]
+async fn a_journey_step_has_its_own_availability_and_latency_sli_backfilled_too() {
+    let now = now_ms();
+    // First without the step SLOs: their rows must be backfilled from the
+    // steps stored with each result when the catalog starts naming them.
+    let h = start_with(
+        "probes:\n  - id: offboard\n    kind: journey\n    steps:\n      - { name: login, kind: http, url: \"https://idp.example/login\" }\n      - { name: check, kind: http, url: \"https://api.example/me\" }\n",
+    )
+    .await;
+    let early: Vec<_> = (0..10)
+        .map(|i| journey_run(i + 1, now - (30 - i as i64) * MIN, i % 5 != 0, 100 + 30 * i))
+        .collect();
+    h.running
+        .store()
+        .insert_batch("agent-eu", &early)
+        .await
+        .expect("insert");
+    std::fs::write(&h.catalog_path, STEPS).expect("catalog");
+    h.running.reload_catalog().await.expect("reload");
+    let late: Vec<_> = (10..20)
+        .map(|i| {
+            journey_run(
+                i + 1,
+                now - (30 - i as i64) * MIN,
+                i % 5 != 0,
+                100 + 30 * (i - 10),
+            )
+        })
+        .collect();
+    h.running
+        .store()
+        .insert_batch("agent-eu", &late)
+        .await
+        .expect("insert");
+    let s = slo::evaluate(h.running.store(), &h.running.catalog(), now)
+        .await
+        .expect("evaluate");
+    // login failed in runs 0, 5, 10, 15.
+    assert_eq!((s[0].good, s[0].total), (16, 20), "step availability");
+    // login ok and <= 200 ms: durations 100..370 by 30 → 100,130,160,190
+    // per ten runs, minus the failed ones (run 0 and 10 at 100 ms).
+    assert_eq!((s[1].good, s[1].total), (6, 20), "step latency");
+    // The journey as a whole failed every time (`check` fails).
+    assert_eq!((s[2].good, s[2].total), (0, 20));
+}
+
+#[test]
+fn naming_a_step_that_does_not_exist_is_a_catalog_error() {
+    let bad = STEPS.replace(
+        "probes: [offboard/login]\n    objective: 99\n    window: 1d\n  - id: login-step-fast",
+        "probes: [offboard/logon]\n    objective: 99\n    window: 1d\n  - id: login-step-fast",
+    );
+    let err = authpulse_proto::catalog::load_str("c.yaml", &bad)
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        err.contains("journey `offboard` has no step `logon` (steps: login, check)"),
+        "{err}"
+    );
+    let not_journey = "probes:\n  - { id: p, kind: http, url: \"https://x.example/\" }\nslos:\n  - { id: s, probes: [p/request], objective: 99, window: 1d }\n";
+    let err = authpulse_proto::catalog::load_str("c.yaml", not_journey)
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        err.contains("only the steps of a journey can be named"),
+        "{err}"
+    );
+}

@@ -2,7 +2,8 @@
 //! and a signed webhook. Each notifier has its own queue and task, so a slow
 //! or failing receiver never delays evaluation or the other receivers, and
 //! events reach each receiver in order. 429 and 5xx answers (and connection
-//! errors) are retried with exponential backoff, [`MAX_TRIES`] times.
+//! errors) are retried with exponential backoff, [`MAX_TRIES`] times,
+//! waiting longer when the receiver's `Retry-After` asks for it.
 //! Secrets (routing key, HMAC secret) are read from files at start and
 //! never logged.
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub const ESCALATION_ALERTNAME: &str = "AuthpulseEscalation";
 pub const SIGNATURE_HEADER: &str = "X-Authpulse-Signature";
 pub const MAX_TRIES: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest a receiver's `Retry-After` may hold a notification back.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A secret read from a file; `Debug` does not show it.
@@ -196,10 +199,17 @@ async fn deliver(
         if let Some(sig) = &signature {
             req = req.header(SIGNATURE_HEADER, sig);
         }
+        let mut wait = backoff;
         match req.send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
                 last = format!("HTTP {}", r.status());
+                // PagerDuty (and most APIs) say when to come back on 429/503.
+                let header = r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok());
+                wait = retry_delay(backoff, header, std::time::SystemTime::now());
             }
             Ok(r) => return Err(format!("HTTP {} (not retried)", r.status())),
             // Without the URL: a webhook URL may carry a token.
@@ -209,12 +219,37 @@ async fn deliver(
             metrics::counter!("authpulse_coordinator_notifications_total",
                 "notifier" => n.name, "result" => "retried")
             .increment(1);
-            tracing::debug!(notifier = n.name, attempt, error = %last, "retrying alert notification");
-            tokio::time::sleep(backoff).await;
+            tracing::debug!(notifier = n.name, attempt, error = %last,
+                wait_ms = wait.as_millis() as u64, "retrying alert notification");
+            tokio::time::sleep(wait).await;
             backoff *= 2;
         }
     }
     Err(format!("{last} after {MAX_TRIES} tries"))
+}
+
+/// How long to wait before the next try: our backoff, or the receiver's
+/// `Retry-After` (delay seconds or an HTTP date) when it asks for longer,
+/// capped at [`MAX_RETRY_AFTER`].
+fn retry_delay(
+    backoff: Duration,
+    retry_after: Option<&str>,
+    now: std::time::SystemTime,
+) -> Duration {
+    let asked = retry_after.and_then(|v| {
+        let v = v.trim();
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let at = std::time::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(at.timestamp_millis()).ok()?);
+        Some(at.duration_since(now).unwrap_or_default())
+    });
+    match asked {
+        Some(a) if a > backoff => a.min(MAX_RETRY_AFTER),
+        _ => backoff,
+    }
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`.
@@ -392,6 +427,29 @@ mod tests {
             started_ms: 0,
             last_sent_ms: 0,
         }
+    }
+
+    #[test]
+    fn retry_after_seconds_or_date_wins_over_a_shorter_backoff() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let b = Duration::from_millis(250);
+        assert_eq!(retry_delay(b, None, now), b);
+        assert_eq!(retry_delay(b, Some("3"), now), Duration::from_secs(3));
+        assert_eq!(
+            retry_delay(Duration::from_secs(8), Some("3"), now),
+            Duration::from_secs(8)
+        );
+        assert_eq!(retry_delay(b, Some("86400"), now), MAX_RETRY_AFTER);
+        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(
+            retry_delay(b, Some("Tue, 14 Nov 2023 22:13:25 GMT"), now),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            retry_delay(b, Some("Tue, 14 Nov 2023 22:00:00 GMT"), now),
+            b
+        );
+        assert_eq!(retry_delay(b, Some("soon"), now), b);
     }
 
     #[test]

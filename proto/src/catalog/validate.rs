@@ -165,7 +165,27 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
             );
         }
         for (pi, probe) in slo.probes.iter().enumerate() {
-            if catalog.probe(probe).is_none() {
+            // `probe/step` names one step of a journey.
+            if let Some((id, step)) = probe.split_once('/') {
+                let msg = match catalog.probe(id).map(|p| &p.spec) {
+                    None => Some(format!("unknown probe `{id}`")),
+                    Some(super::KindSpec::Journey(j)) => (!j.steps.iter().any(|s| s.name == step))
+                        .then(|| {
+                            let names: Vec<&str> =
+                                j.steps.iter().map(|s| s.name.as_str()).collect();
+                            format!(
+                                "journey `{id}` has no step `{step}` (steps: {})",
+                                names.join(", ")
+                            )
+                        }),
+                    Some(_) => Some(format!(
+                        "`{probe}`: only the steps of a journey can be named (`{id}` is not a journey)"
+                    )),
+                };
+                if let Some(msg) = msg {
+                    push(s, i, vec![key("probes"), Seg::Index(pi)], msg);
+                }
+            } else if catalog.probe(probe).is_none() {
                 push(
                     s,
                     i,

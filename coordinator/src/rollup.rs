@@ -1,0 +1,281 @@
+//! In-memory roll-ups of the per-minute aggregates, so evaluating thousands
+//! of SLOs never scans weeks of minute rows. Per series (probe, latency
+//! threshold, region) it keeps the last three days and a bit by minute, and
+//! everything the minute retention keeps by hour and by UTC day. A window
+//! `[s, now]` is then at most 59 minutes + 23 hours + its days. When `s` is
+//! older than the minute ring (a 28-day window's first, partial hour), the
+//! caller passes those few minutes in from the database as "edges".
+//!
+//! The store owns the one instance, loads it at open, and applies each
+//! committed batch's minute deltas to it under the same lock the write
+//! path holds, so the roll-ups always equal `minute_counts`.
+use std::collections::{BTreeMap, HashMap};
+
+use crate::store::MinuteSums;
+
+/// Minutes kept by minute: the longest burn window (3d) plus 3 hours, so
+/// every burn window's first partial hour is in memory.
+pub const MINUTE_SLOTS: i64 = 3 * 24 * 60 + 180;
+const HOUR: i64 = 60;
+const DAY: i64 = 24 * 60;
+
+/// (probe, threshold µs, region): the key of [`MinuteSums`].
+pub type SeriesKey = (String, u64, String);
+
+#[derive(Default)]
+struct Series {
+    /// Ring by `minute % MINUTE_SLOTS`: (minute, good, total).
+    minutes: Vec<(i64, u64, u64)>,
+    /// Hour index (minute / 60) → sums.
+    hours: HashMap<i64, (u64, u64)>,
+    /// UTC day index (minute / 1440) → sums.
+    days: BTreeMap<i64, (u64, u64)>,
+}
+
+impl Series {
+    fn add(&mut self, minute: i64, good: u64, total: u64) {
+        if self.minutes.is_empty() {
+            self.minutes = vec![(i64::MIN, 0, 0); MINUTE_SLOTS as usize];
+        }
+        let slot = &mut self.minutes[minute.rem_euclid(MINUTE_SLOTS) as usize];
+        if slot.0 == minute {
+            slot.1 += good;
+            slot.2 += total;
+        } else if slot.0 < minute {
+            // The slot held a minute that has left the ring.
+            *slot = (minute, good, total);
+        }
+        // else: older than the ring; only hours and days keep it.
+        let h = self.hours.entry(minute.div_euclid(HOUR)).or_default();
+        h.0 += good;
+        h.1 += total;
+        let d = self.days.entry(minute.div_euclid(DAY)).or_default();
+        d.0 += good;
+        d.1 += total;
+    }
+
+    fn minute(&self, m: i64) -> Option<(u64, u64)> {
+        let slot = self.minutes.get(m.rem_euclid(MINUTE_SLOTS) as usize)?;
+        (slot.0 == m).then_some((slot.1, slot.2))
+    }
+
+    /// Sums over minutes `>= since`, with `edge` standing in for the minutes
+    /// `[since, next hour)` when they are older than the ring.
+    fn since(&self, since: i64, ring_start: i64, edge: Option<(u64, u64)>) -> (u64, u64) {
+        let first_hour = since.div_euclid(HOUR) + i64::from(since.rem_euclid(HOUR) != 0);
+        let first_day = first_hour.div_euclid(24) + i64::from(first_hour.rem_euclid(24) != 0);
+        let mut acc = (0u64, 0u64);
+        let mut add = |(g, t): (u64, u64)| {
+            acc.0 += g;
+            acc.1 += t;
+        };
+        if since < first_hour * HOUR {
+            if since >= ring_start {
+                for m in since..first_hour * HOUR {
+                    if let Some(c) = self.minute(m) {
+                        add(c);
+                    }
+                }
+            } else if let Some(e) = edge {
+                add(e);
+            }
+        }
+        for h in first_hour..(first_day * 24) {
+            if let Some(c) = self.hours.get(&h) {
+                add(*c);
+            }
+        }
+        for (_, c) in self.days.range(first_day..) {
+            add(*c);
+        }
+        acc
+    }
+
+    fn prune(&mut self, before_minute: i64) {
+        let h = before_minute.div_euclid(HOUR);
+        let d = before_minute.div_euclid(DAY);
+        self.hours.retain(|k, _| *k >= h);
+        self.days = self.days.split_off(&d);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hours.is_empty()
+    }
+}
+
+/// The roll-ups of every series.
+#[derive(Default)]
+pub struct Rollup {
+    series: HashMap<SeriesKey, Series>,
+    /// Newest minute seen, which positions the ring.
+    newest: i64,
+}
+
+impl Rollup {
+    pub fn add(
+        &mut self,
+        probe: &str,
+        region: &str,
+        minute: i64,
+        threshold_us: u64,
+        good: u64,
+        total: u64,
+    ) {
+        self.newest = self.newest.max(minute);
+        self.series
+            .entry((probe.to_string(), threshold_us, region.to_string()))
+            .or_default()
+            .add(minute, good, total);
+    }
+
+    /// The first minute the ring still holds for a clock at `now_minute`.
+    pub fn ring_start(&self, now_minute: i64) -> i64 {
+        now_minute.max(self.newest) - MINUTE_SLOTS + 1
+    }
+
+    /// Start minutes that need edges from the database: older than the ring
+    /// and not on an hour boundary.
+    pub fn edges_needed(&self, since_minutes: &[i64], now_minute: i64) -> Vec<i64> {
+        let ring_start = self.ring_start(now_minute);
+        let mut v: Vec<i64> = since_minutes
+            .iter()
+            .copied()
+            .filter(|s| *s < ring_start && s.rem_euclid(HOUR) != 0)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Like [`crate::store::Store::minute_sums`]: per series of `probes`, the
+    /// sums over minutes `>= since_minutes[i]`. `edges` holds, per start
+    /// returned by [`Rollup::edges_needed`], the sums of `[start, next hour)`.
+    pub fn sums(
+        &self,
+        probes: &[String],
+        since_minutes: &[i64],
+        now_minute: i64,
+        edges: &HashMap<i64, HashMap<SeriesKey, (u64, u64)>>,
+    ) -> MinuteSums {
+        let ring_start = self.ring_start(now_minute);
+        let wanted: std::collections::HashSet<&str> = probes.iter().map(String::as_str).collect();
+        let mut out = MinuteSums::new();
+        for (key, series) in &self.series {
+            if !wanted.contains(key.0.as_str()) {
+                continue;
+            }
+            let v = since_minutes
+                .iter()
+                .map(|s| {
+                    let edge = edges.get(s).map(|e| e.get(key).copied().unwrap_or((0, 0)));
+                    series.since(*s, ring_start, edge)
+                })
+                .collect();
+            out.insert(key.clone(), v);
+        }
+        out
+    }
+
+    /// Drops what is older than `before_minute` (the minute retention).
+    pub fn prune(&mut self, before_minute: i64) {
+        for s in self.series.values_mut() {
+            s.prune(before_minute);
+        }
+        self.series.retain(|_, s| !s.is_empty());
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brute force over a dense random history: every start minute, old or
+    /// recent, on or off an hour boundary, sums to the same as the rows.
+    #[test]
+    fn sums_equal_brute_force_for_every_start() {
+        let now = 29_000_000i64; // a minute index in 2025
+        let mut rows: Vec<(i64, u64, u64)> = Vec::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut r = Rollup::default();
+        for m in (now - 8 * DAY)..=now {
+            if next() % 5 == 0 {
+                continue;
+            }
+            let t = next() % 4 + 1;
+            let g = next() % (t + 1);
+            rows.push((m, g, t));
+            r.add("p", "eu", m, 0, g, t);
+        }
+        let key = ("p".to_string(), 0, "eu".to_string());
+        let ring_start = r.ring_start(now);
+        let starts: Vec<i64> = vec![
+            now - 5,
+            now - 59,
+            now - 60,
+            now - 61,
+            now - 3 * DAY,
+            now - 3 * DAY - 17,
+            now - 7 * DAY - 33,
+            now - 7 * DAY - (now - 7 * DAY).rem_euclid(60),
+        ];
+        let mut edges: HashMap<i64, HashMap<SeriesKey, (u64, u64)>> = HashMap::new();
+        for s in r.edges_needed(&starts, now) {
+            let end = (s.div_euclid(60) + 1) * 60;
+            let sum = rows
+                .iter()
+                .filter(|(m, _, _)| *m >= s && *m < end)
+                .fold((0, 0), |a, (_, g, t)| (a.0 + g, a.1 + t));
+            edges.entry(s).or_default().insert(key.clone(), sum);
+        }
+        assert!(
+            edges.contains_key(&(now - 7 * DAY - 33)),
+            "old edges come from outside"
+        );
+        assert!(starts.iter().any(|s| *s < ring_start));
+        let sums = r.sums(&["p".to_string()], &starts, now, &edges);
+        for (i, s) in starts.iter().enumerate() {
+            let want = rows
+                .iter()
+                .filter(|(m, _, _)| m >= s)
+                .fold((0, 0), |a, (_, g, t)| (a.0 + g, a.1 + t));
+            assert_eq!(sums[&key][i], want, "start {s} (now - {})", now - s);
+        }
+        // Late data for an old minute reaches hours and days, not the ring.
+        r.add("p", "eu", now - 5 * DAY, 0, 1, 1);
+        // (An hour-aligned old start needs no edge.)
+        let start = now - 6 * DAY - (now - 6 * DAY).rem_euclid(60);
+        assert!(r.edges_needed(&[start], now).is_empty());
+        let again = r.sums(&["p".to_string()], &[start], now, &HashMap::new());
+        let want = rows
+            .iter()
+            .filter(|(m, _, _)| *m >= start)
+            .fold((0, 0), |a, (_, g, t)| (a.0 + g, a.1 + t));
+        assert_eq!(again[&key][0], (want.0 + 1, want.1 + 1));
+        r.prune(now - 2 * DAY);
+        let pruned = r.sums(&["p".to_string()], &[now - 8 * DAY], now, &HashMap::new());
+        let want = rows
+            .iter()
+            .filter(|(m, _, _)| *m >= (now - 2 * DAY).div_euclid(DAY) * DAY)
+            .fold((0, 0), |a, (_, g, t)| (a.0 + g, a.1 + t));
+        assert_eq!(pruned[&key][0], want, "whole days before the cut are gone");
+    }
+}
+
+impl std::fmt::Debug for Rollup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollup")
+            .field("series", &self.series.len())
+            .field("newest", &self.newest)
+            .finish()
+    }
+}
