@@ -231,3 +231,35 @@ async fn insecure_must_be_asked_for_explicitly() {
     assert!(log.contains("WARN"), "{log}");
     assert_eq!(p.terminate().await, Some(0));
 }
+
+#[test]
+fn import_openslo_prints_slos_that_validate_against_the_catalog() {
+    let dir = TempDir::new("ap-openslo");
+    let catalog = write(
+        &dir,
+        "catalog.yaml",
+        "probes:\n  - { id: corp-login, kind: http, url: \"https://idp.example/\" }\n",
+    );
+    let doc = "apiVersion: openslo/v1\nkind: SLO\nmetadata: { name: login-availability }\nspec:\n  service: idp\n  indicator:\n    metadata: { name: ok }\n    spec:\n      ratioMetric:\n        counter: true\n        good: { metricSource: { type: authpulse, spec: { probes: [corp-login] } } }\n        total: { metricSource: { type: authpulse, spec: { probes: [corp-login] } } }\n  timeWindow: [{ duration: 28d, isRolling: true }]\n  budgetingMethod: Occurrences\n  objectives: [{ target: 0.995 }]\n";
+    let openslo = write(&dir, "slo.openslo.yaml", doc);
+    let (code, out, err) = authpulse(&["import-openslo", &openslo, "--catalog", &catalog]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("id: \"login-availability\"") && out.contains("objective: 99.5"),
+        "{out}"
+    );
+    // The printed catalog is usable as it is.
+    let slos = write(&dir, "slos.yaml", &out);
+    let (code, _, err) = authpulse(&["validate", &catalog, &slos]);
+    assert_eq!(code, 0, "{err}");
+    // A probe the catalog does not have: refused, with the catalog error.
+    let other = write(
+        &dir,
+        "other.yaml",
+        &doc.replace("corp-login", "corp-logout"),
+    );
+    let (code, out, err) = authpulse(&["import-openslo", &other, "--catalog", &catalog]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.contains("unknown probe `corp-logout`"), "{err}");
+}

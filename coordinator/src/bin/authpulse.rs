@@ -34,6 +34,20 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Convert OpenSLO v1 `kind: SLO` documents (indicators with `metricSource.type: authpulse`)
+    /// into catalog `slos:` entries, printed to stdout.
+    #[command(
+        name = "import-openslo",
+        after_help = "Example:\n  authpulse import-openslo slos.openslo.yaml --catalog catalog.yaml > slos.yaml\n\n\
+        With --catalog the result is validated against the probes it names.\nExit status: 0 converted, 1 a document can't be converted or the result is invalid."
+    )]
+    ImportOpenslo {
+        /// OpenSLO file (multi-document YAML).
+        file: PathBuf,
+        /// Catalog files with the probes the SLOs name, to validate the result.
+        #[arg(long)]
+        catalog: Vec<PathBuf>,
+    },
     /// Run one probe once, here, and print its outcome.
     #[command(
         after_help = "Example:\n  authpulse probe --catalog deploy/examples/quickstart.yaml google-discovery --json\n\n\
@@ -210,6 +224,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Validate { files } => Ok(validate(&files)),
+            Command::ImportOpenslo { file, catalog } => import_openslo(&file, &catalog),
             Command::Probe {
                 catalog,
                 id,
@@ -255,6 +270,35 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn import_openslo(file: &std::path::Path, catalog: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let slos = match authpulse_coordinator::openslo::convert(&text) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let yaml = authpulse_coordinator::openslo::to_yaml(&slos, &file.display().to_string());
+    if !catalog.is_empty() {
+        // Validate the SLOs next to the probes they name, as one catalog.
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let out = dir.path().join("imported-slos.yaml");
+        std::fs::write(&out, &yaml).context("write temp file")?;
+        let mut files = catalog.to_vec();
+        files.push(out);
+        if let Err(e) = authpulse_proto::catalog::load_files(&files) {
+            eprintln!("the converted SLOs do not validate against the catalog:\n{e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    print!("{yaml}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn probe(
