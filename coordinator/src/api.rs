@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authpulse_proto::catalog::Sli;
 use authpulse_proto::v1::{FailureClass, Outcome};
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -77,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/slos", get(slos))
         .route("/api/v1/probes", get(probes))
+        .route("/api/v1/probes/{id}/latency", get(latency))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/alerts", get(alerts))
         .route("/metrics", get(metrics_text))
@@ -249,6 +250,75 @@ fn budget_json(s: &SloStatus) -> Value {
             })
         }
     }
+}
+
+/// Longest window `/api/v1/probes/{id}/latency` merges (sketches are kept
+/// as long as minute aggregates, but a request should stay cheap).
+const MAX_LATENCY_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+#[derive(serde::Deserialize)]
+struct LatencyQuery {
+    window: Option<String>,
+}
+
+fn percentiles(s: &crate::latency_sketch::LatencySketch) -> Value {
+    let ms = |q: f64| s.quantile(q).map(|us| (us / 10.0).round() / 100.0);
+    json!({
+        "count": s.count(),
+        "p50_ms": ms(0.5),
+        "p90_ms": ms(0.9),
+        "p95_ms": ms(0.95),
+        "p99_ms": ms(0.99),
+        "max_ms": s.max_us() as f64 / 1000.0,
+    })
+}
+
+/// Latency percentiles of one probe over `window` (default 1h, at most 7d),
+/// from the per-minute sketches: overall and per region, within 1 %.
+async fn latency(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<LatencyQuery>,
+) -> Result<Response, ApiError> {
+    let raw = q.window.unwrap_or_else(|| "1h".into());
+    let window = match humantime::parse_duration(&raw) {
+        Ok(w) if w >= Duration::from_secs(60) && w <= MAX_LATENCY_WINDOW => w,
+        Ok(_) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                &format!("window `{raw}` must be between 1m and 7d"),
+            ));
+        }
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                &format!("window `{raw}` is not a duration (e.g. 15m, 1h, 1d): {e}"),
+            ));
+        }
+    };
+    if st.catalog.borrow().catalog.probe(&id).is_none() {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            &format!("no probe `{id}` in the catalog"),
+        ));
+    }
+    let since = crate::store::minute_of(now_ms() - window.as_millis() as i64);
+    let regions = st.store.latency_sketches(&id, since).await?;
+    let mut all = crate::latency_sketch::LatencySketch::default();
+    for s in regions.values() {
+        all.merge(s);
+    }
+    Ok(Json(json!({
+        "probe_id": id,
+        "window": crate::slo::short(window),
+        "all": percentiles(&all),
+        "regions": regions.iter().map(|(r, s)| {
+            let mut v = percentiles(s);
+            v["region"] = json!(r);
+            v
+        }).collect::<Vec<_>>(),
+    }))
+    .into_response())
 }
 
 fn agent_json(a: &AgentRow, fleet: &crate::fleet::FleetConfig, now: i64) -> Value {

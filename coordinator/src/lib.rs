@@ -12,6 +12,7 @@ pub mod certs;
 pub mod config;
 pub mod fleet;
 pub mod ingest;
+pub mod latency_sketch;
 pub mod openslo;
 pub mod rollup;
 pub mod slo;

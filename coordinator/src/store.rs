@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 
 /// The schema this code writes. Bump it together with a migration step in
 /// [`Store::migrate`] when tables change.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// File name inside the data directory.
 pub const DB_FILE: &str = "authpulse.db";
@@ -74,6 +74,17 @@ const CREATE_MINUTE_COUNTS: &str = "CREATE TABLE IF NOT EXISTS minute_counts (
         PRIMARY KEY (probe_id, minute, threshold_us, region)
     ) WITHOUT ROWID";
 
+/// Latency sketches per probe, region and minute (schema 5): encoded
+/// [`crate::latency_sketch::LatencySketch`]es of the runs' total time, merged
+/// on every batch; percentiles over any window merge the minutes.
+const CREATE_MINUTE_SKETCHES: &str = "CREATE TABLE IF NOT EXISTS minute_sketches (
+        probe_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        sketch BLOB NOT NULL,
+        PRIMARY KEY (probe_id, minute, region)
+    ) WITHOUT ROWID";
+
 /// The latency thresholds `minute_counts` is maintained for (schema 4), so a
 /// restart knows which ones are complete and which need a backfill.
 const CREATE_MINUTE_THRESHOLDS: &str = "CREATE TABLE IF NOT EXISTS minute_thresholds (
@@ -112,6 +123,7 @@ pub const DEFAULT_MINUTE_RETENTION: Duration = Duration::from_secs(32 * 86_400);
 
 const SCHEMA: &[&str] = &[
     CREATE_ALERTS,
+    CREATE_MINUTE_SKETCHES,
     CREATE_MINUTE_COUNTS,
     CREATE_MINUTE_THRESHOLDS,
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -509,6 +521,14 @@ impl Store {
                     supported: SCHEMA_VERSION,
                 });
             }
+            Some(4) => {
+                // 4 -> 5 only added `minute_sketches` (created above);
+                // percentiles start with the results stored from now on.
+                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Some(v @ (1..=3)) => {
                 let steps: &[&[&str]] = match v {
                     1 => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
@@ -553,6 +573,8 @@ impl Store {
         // Series ids are probe ids, or `probe/step` for the journey steps
         // an SLO names.
         let mut minutes: BTreeMap<(Cow<'_, str>, &str, i64, u64), (i64, i64)> = BTreeMap::new();
+        let mut sketches: BTreeMap<(&str, &str, i64), crate::latency_sketch::LatencySketch> =
+            BTreeMap::new();
         for r in results {
             let seq = i64::try_from(r.seq)
                 .ok()
@@ -596,6 +618,7 @@ impl Store {
             let ok = r.outcome == authpulse_proto::v1::Outcome::Success as i32;
             let minute = minute_of(r.started_unix_ms);
             let key = (r.probe_id.as_str(), r.region.as_str(), minute);
+            sketches.entry(key).or_default().add(t.total_us);
             let e = minutes
                 .entry((Cow::Borrowed(key.0), key.1, key.2, 0))
                 .or_default();
@@ -650,6 +673,32 @@ impl Store {
             .bind(clamp(*th))
             .bind(*good)
             .bind(*total)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((probe, region, minute), sketch) in &sketches {
+            let mut merged = sketch.clone();
+            let existing: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT sketch FROM minute_sketches WHERE probe_id = ? AND minute = ? AND region = ?",
+            )
+            .bind(*probe)
+            .bind(*minute)
+            .bind(*region)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(old) =
+                existing.and_then(|b| crate::latency_sketch::LatencySketch::decode(&b))
+            {
+                merged.merge(&old);
+            }
+            sqlx::query(
+                "INSERT INTO minute_sketches (probe_id, region, minute, sketch) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (probe_id, minute, region) DO UPDATE SET sketch = excluded.sketch",
+            )
+            .bind(*probe)
+            .bind(*region)
+            .bind(*minute)
+            .bind(merged.encode())
             .execute(&mut *tx)
             .await?;
         }
@@ -944,6 +993,10 @@ impl Store {
             .execute(&self.write)
             .await?
             .rows_affected();
+        sqlx::query("DELETE FROM minute_sketches WHERE minute < ?")
+            .bind(cutoff)
+            .execute(&self.write)
+            .await?;
         self.rollup.lock().await.prune(cutoff);
         Ok(n)
     }
@@ -1096,6 +1149,30 @@ impl Store {
                     o.1 += t;
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// The latency sketch of `probe_id` per region over minutes `>= since_minute`.
+    pub async fn latency_sketches(
+        &self,
+        probe_id: &str,
+        since_minute: i64,
+    ) -> Result<BTreeMap<String, crate::latency_sketch::LatencySketch>> {
+        let rows = sqlx::query(
+            "SELECT region, sketch FROM minute_sketches WHERE probe_id = ? AND minute >= ?",
+        )
+        .bind(probe_id)
+        .bind(since_minute)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out: BTreeMap<String, crate::latency_sketch::LatencySketch> = BTreeMap::new();
+        for row in &rows {
+            let blob: Vec<u8> = row.try_get("sketch")?;
+            let Some(s) = crate::latency_sketch::LatencySketch::decode(&blob) else {
+                continue;
+            };
+            out.entry(row.try_get("region")?).or_default().merge(&s);
         }
         Ok(out)
     }

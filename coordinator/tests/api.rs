@@ -302,3 +302,90 @@ async fn probes_and_agents_from_a_real_stream() {
     );
     h.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn latency_percentiles_merge_minutes_and_regions_and_bad_windows_are_refused() {
+    let h = start_default().await;
+    let probe = h.running.catalog().probes[0].id.clone();
+    let now = now_ms();
+    // eu-west: 1..=100 ms over ten minutes; us-east: 1..=50 s worth of slow runs.
+    let eu: Vec<_> = (1..=100u64)
+        .map(|i| {
+            result_at(
+                "a-eu",
+                "eu-west",
+                i,
+                &probe,
+                true,
+                now - (i as i64 % 10) * 60_000 - 1000,
+                i * 1000,
+            )
+        })
+        .collect();
+    let us: Vec<_> = (1..=50u64)
+        .map(|i| {
+            result_at(
+                "a-us",
+                "us-east",
+                i,
+                &probe,
+                true,
+                now - 2000,
+                1_000_000 + i * 1000,
+            )
+        })
+        .collect();
+    // In two batches each, so minutes are merged in the store too.
+    for (agent, rs) in [("a-eu", &eu), ("a-us", &us)] {
+        let (first, second) = rs.split_at(rs.len() / 2);
+        h.running
+            .store()
+            .insert_batch(agent, first)
+            .await
+            .expect("insert");
+        h.running
+            .store()
+            .insert_batch(agent, second)
+            .await
+            .expect("insert");
+    }
+    let addr = h.running.http_addr();
+    let v = http_json(addr, &format!("/api/v1/probes/{probe}/latency?window=30m")).await;
+    assert_eq!(v["window"], "30m");
+    let eu = v["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .find(|r| r["region"] == "eu-west")
+        .expect("eu");
+    assert_eq!(eu["count"], 100);
+    let p50 = eu["p50_ms"].as_f64().expect("p50");
+    assert!(
+        (p50 - 50.0).abs() <= 0.5 + 1e-9,
+        "p50 {p50} within 1 % of 50 ms"
+    );
+    let p99 = eu["p99_ms"].as_f64().expect("p99");
+    assert!((p99 - 99.0).abs() <= 0.99 + 1e-9, "p99 {p99}");
+    assert_eq!(eu["max_ms"], 100.0);
+    assert_eq!(v["all"]["count"], 150);
+    assert_eq!(v["all"]["max_ms"], 1050.0);
+    // Two thirds of all runs are eu-west's fast ones.
+    assert!(v["all"]["p50_ms"].as_f64().expect("p50") < 100.0);
+
+    let (code, body) = http_get(
+        addr,
+        &format!("/api/v1/probes/{probe}/latency?window=forever"),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a duration"), "{body}");
+    let (code, body) = http_get(addr, &format!("/api/v1/probes/{probe}/latency?window=30d")).await;
+    assert_eq!(code, 400);
+    assert!(body.contains("between 1m and 7d"), "{body}");
+    let (code, body) = http_get(addr, "/api/v1/probes/nope/latency").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("no probe `nope`"), "{body}");
+    // Still serving after the refusals.
+    let (code, _) = http_get(addr, "/healthz").await;
+    assert_eq!(code, 200);
+}
