@@ -25,6 +25,8 @@ pub const SENT: &str = "authpulse_agent_results_sent_total";
 pub const ACKED: &str = "authpulse_agent_results_acked_total";
 pub const LOST: &str = "authpulse_agent_results_lost_total";
 pub const CONNECT_ERRORS: &str = "authpulse_agent_coordinator_connect_errors_total";
+/// Synthetic users left by earlier `scim` runs and deleted, by probe.
+pub const SCIM_ORPHANS_DELETED: &str = "authpulse_agent_scim_orphans_deleted_total";
 
 /// Latency buckets for probe runs: identity calls span ~1 ms to the timeout.
 pub const BUCKETS: &[f64] = &[
@@ -96,6 +98,10 @@ pub fn describe() {
         "Results lost because the spool could not be written (disk full, I/O error)."
     );
     metrics::describe_counter!(CONNECT_ERRORS, "Failed attempts to reach the coordinator.");
+    metrics::describe_counter!(
+        SCIM_ORPHANS_DELETED,
+        "Orphaned synthetic users (left by earlier scim runs) deleted, by probe."
+    );
 }
 
 #[derive(Clone)]

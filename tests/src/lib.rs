@@ -3,12 +3,18 @@
 //! for what real peers can't do on demand (slow answers, resets, 5xx), a TLS
 //! fixture, paths to the built binaries, and condition waits instead of sleeps.
 pub mod capture;
+pub mod decision_server;
+pub mod dns_server;
 pub mod fault;
 pub mod fleet;
+pub mod line_server;
+pub mod moto;
 pub mod mtls;
 pub mod peers;
 pub mod process;
 pub mod proxy;
+pub mod scim_peer;
+pub mod slapd;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -48,6 +48,13 @@ impl OidcPeer {
 
     /// Starts oidc-provider on `port` (0 = any), waiting for its "listening on" line.
     pub async fn start_on(port: u16) -> OidcPeer {
+        OidcPeer::start_with_env(port, &[]).await
+    }
+
+    /// Like [`OidcPeer::start_on`] with extra environment variables for the
+    /// peer (e.g. `OIDC_PEER_PKJWT_PUBLIC_KEYS`, see server.mjs). `restart`
+    /// does not keep them.
+    pub async fn start_with_env(port: u16, env: &[(&str, &str)]) -> OidcPeer {
         let dir = peer_dir();
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -60,6 +67,7 @@ impl OidcPeer {
             .arg("--port")
             .arg(port.to_string())
             .current_dir(&dir)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)

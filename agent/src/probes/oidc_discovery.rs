@@ -3,9 +3,22 @@
 //! means tokens can't be validated) and the required endpoints are present
 //! and are URLs, then fetches the JWKS and counts keys usable for verifying
 //! signatures. Two steps, `discovery` and `jwks`, on one session.
+//!
+//! Drift (on by default): each run compares the issuer, the endpoint URLs
+//! (every `*_endpoint` / `*_uri` member) and the signing key ids with what
+//! this probe saw last run. A changed or removed URL fails the `discovery`
+//! step with `protocol` ("token_endpoint changed from X to Y") unless
+//! `allow_endpoint_changes` allows it; a new key set is information, not a
+//! failure (the `jwks` detail says "signing keys rotated: +kidA -kidB" and
+//! the output `keys_rotated` is true). The first run, and the first run
+//! after the configured issuer or discovery URL changed, only record. The
+//! baseline moves to what was seen every run, so one change fails one run.
+use std::collections::{BTreeMap, BTreeSet};
+
 use authpulse_proto::catalog::OidcDiscoverySpec;
 use authpulse_proto::v1::FailureClass;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
+use serde_json::{Map, Value as Json};
 
 use super::{Failure, Probe, ProbeOutcome, RunContext, StepOutcome, ms, snippet};
 use crate::http::{Request, Timings};
@@ -13,10 +26,21 @@ use crate::http::{Request, Timings};
 impl Probe for OidcDiscoverySpec {
     async fn run(&self, ctx: &mut RunContext<'_>) -> ProbeOutcome {
         let mut steps = Vec::new();
-        let (discovery, jwks_uri) = discovery(self, ctx).await;
+        let (mut discovery, found) = discovery(self, ctx).await;
+        if let Some((_, doc)) = &found
+            && self.drift
+        {
+            endpoint_drift(self, ctx, &mut discovery, doc);
+        }
         steps.push(discovery);
-        if let Some(jwks_uri) = jwks_uri {
-            steps.push(jwks(self, ctx, jwks_uri).await);
+        if let Some((jwks_uri, _)) = found {
+            let (mut step, key_ids) = jwks(self, ctx, jwks_uri).await;
+            if let Some(key_ids) = key_ids
+                && self.drift
+            {
+                key_drift(self, ctx, &mut step, key_ids);
+            }
+            steps.push(step);
         }
         if let (None, Some(max)) = (
             steps.iter().find_map(|s| s.failure.as_ref()),
@@ -64,11 +88,12 @@ fn discovery_url(spec: &OidcDiscoverySpec) -> String {
     })
 }
 
-/// Step 1: the metadata document. Returns the JWKS URL when step 2 should run.
+/// Step 1: the metadata document. Returns the JWKS URL (when step 2 should
+/// run) and the document.
 async fn discovery(
     spec: &OidcDiscoverySpec,
     ctx: &mut RunContext<'_>,
-) -> (StepOutcome, Option<url::Url>) {
+) -> (StepOutcome, Option<(url::Url, Map<String, Json>)>) {
     let raw = discovery_url(spec);
     let url = match url::Url::parse(&raw) {
         Ok(u) => u,
@@ -112,8 +137,8 @@ async fn discovery(
             format!("{raw} answered {}: {}", resp.status, snippet(&resp.body)),
         );
     }
-    let doc: serde_json::Value = match serde_json::from_slice(&resp.body) {
-        Ok(serde_json::Value::Object(m)) => serde_json::Value::Object(m),
+    let doc: Map<String, Json> = match serde_json::from_slice(&resp.body) {
+        Ok(Json::Object(m)) => m,
         Ok(_) => {
             return fail(
                 FailureClass::Protocol,
@@ -184,7 +209,7 @@ async fn discovery(
         .and_then(|v| v.as_str())
         .map(url::Url::parse);
     let jwks_uri = match jwks_uri {
-        Some(Ok(u)) => Some(u),
+        Some(Ok(u)) => u,
         Some(Err(e)) => {
             return fail(
                 FailureClass::Protocol,
@@ -202,29 +227,43 @@ async fn discovery(
         "issuer ok, {} endpoints present",
         spec.required_endpoints.len()
     );
-    (step("discovery", None, timings, detail), jwks_uri)
+    (
+        step("discovery", None, timings, detail),
+        Some((jwks_uri, doc)),
+    )
 }
 
 /// Step 2: the key set, counting keys a relying party could verify with.
-async fn jwks(spec: &OidcDiscoverySpec, ctx: &mut RunContext<'_>, url: url::Url) -> StepOutcome {
+/// Also returns the ids of those keys (for drift) when the step passed.
+async fn jwks(
+    spec: &OidcDiscoverySpec,
+    ctx: &mut RunContext<'_>,
+    url: url::Url,
+) -> (StepOutcome, Option<BTreeSet<String>>) {
     let resp = match ctx.session.send(Request::get(url.clone(), &spec.tls)).await {
         Ok(r) => r,
         Err(e) => {
-            return step(
-                "jwks",
-                Some(Failure::new(e.class, e.message.clone())),
-                e.timings,
-                String::new(),
+            return (
+                step(
+                    "jwks",
+                    Some(Failure::new(e.class, e.message.clone())),
+                    e.timings,
+                    String::new(),
+                ),
+                None,
             );
         }
     };
     let timings = resp.timings;
     let fail = |class, msg: String| {
-        step(
-            "jwks",
-            Some(Failure::new(class, msg)),
-            timings,
-            String::new(),
+        (
+            step(
+                "jwks",
+                Some(Failure::new(class, msg)),
+                timings,
+                String::new(),
+            ),
+            None,
         )
     };
     if !resp.status.is_success() {
@@ -247,10 +286,14 @@ async fn jwks(spec: &OidcDiscoverySpec, ctx: &mut RunContext<'_>, url: url::Url)
         return fail(FailureClass::Protocol, "JWKS has no `keys` array".into());
     };
     let mut usable = Vec::new();
+    let mut key_ids = BTreeSet::new();
     let mut skipped = 0usize;
     for key in keys {
         match serde_json::from_value::<Jwk>(key.clone()) {
-            Ok(jwk) if signing_key(&jwk) => usable.push(describe(&jwk)),
+            Ok(jwk) if signing_key(&jwk) => {
+                usable.push(describe(&jwk));
+                key_ids.insert(key_id(&jwk));
+            }
             _ => skipped += 1,
         }
     }
@@ -265,11 +308,14 @@ async fn jwks(spec: &OidcDiscoverySpec, ctx: &mut RunContext<'_>, url: url::Url)
             ),
         );
     }
-    step(
-        "jwks",
-        None,
-        timings,
-        format!("{} signing key(s): {}", usable.len(), usable.join(", ")),
+    (
+        step(
+            "jwks",
+            None,
+            timings,
+            format!("{} signing key(s): {}", usable.len(), usable.join(", ")),
+        ),
+        Some(key_ids),
     )
 }
 
@@ -296,5 +342,122 @@ fn describe(jwk: &Jwk) -> String {
     match &jwk.common.key_id {
         Some(kid) => format!("{alg} kid={kid}"),
         None => alg,
+    }
+}
+
+/// A key's identity for drift: its `kid`, else its RFC 7638 thumbprint.
+fn key_id(jwk: &Jwk) -> String {
+    match &jwk.common.key_id {
+        Some(kid) => kid.clone(),
+        None => match jwk.thumbprint(ThumbprintHash::SHA256) {
+            Ok(t) => format!("thumbprint:{t}"),
+            Err(_) => describe(jwk),
+        },
+    }
+}
+
+/// What the drift baseline belongs to: a changed configuration starts over.
+fn drift_config(spec: &OidcDiscoverySpec) -> String {
+    format!("{} {}", spec.issuer, discovery_url(spec))
+}
+
+/// The issuer and every URL-valued `*_endpoint` / `*_uri` member.
+fn tracked_urls(doc: &Map<String, Json>) -> BTreeMap<String, String> {
+    doc.iter()
+        .filter(|(k, _)| *k == "issuer" || k.ends_with("_endpoint") || k.ends_with("_uri"))
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .collect()
+}
+
+/// Compares the document's URLs with the last run's; a changed or removed
+/// one fails the step unless allowed. Records what it saw.
+fn endpoint_drift(
+    spec: &OidcDiscoverySpec,
+    ctx: &mut RunContext<'_>,
+    step: &mut StepOutcome,
+    doc: &Map<String, Json>,
+) {
+    let config = drift_config(spec);
+    let now = tracked_urls(doc);
+    let before = ctx.recall("drift.endpoints");
+    ctx.remember(
+        "drift.endpoints",
+        serde_json::json!({ "config": config, "urls": now }),
+    );
+    let before: BTreeMap<String, String> = match before {
+        Some(b) if b.get("config").and_then(Json::as_str) == Some(config.as_str()) => {
+            serde_json::from_value(b["urls"].clone()).unwrap_or_default()
+        }
+        _ => {
+            ctx.output("endpoints_changed", false);
+            return;
+        }
+    };
+    let mut failing = Vec::new();
+    let mut noted = Vec::new();
+    let fields: BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    for field in fields {
+        let change = match (before.get(field), now.get(field)) {
+            (Some(a), Some(b)) if a != b => format!("{field} changed from {a} to {b}"),
+            (Some(a), None) => format!("{field} removed (was {a})"),
+            (None, Some(b)) => {
+                noted.push(format!("{field} added: {b}"));
+                continue;
+            }
+            _ => continue,
+        };
+        if spec.allow_endpoint_changes.allows(field) {
+            noted.push(format!("{change} (allowed)"));
+        } else {
+            failing.push(change);
+        }
+    }
+    ctx.output(
+        "endpoints_changed",
+        !failing.is_empty() || !noted.is_empty(),
+    );
+    if !noted.is_empty() {
+        step.detail = format!("{}; {}", step.detail, noted.join("; "));
+    }
+    if !failing.is_empty() {
+        step.failure = Some(Failure::new(FailureClass::Protocol, failing.join("; ")));
+    }
+}
+
+/// Compares the signing key ids with the last run's: a rotation is
+/// reported in the detail and as `keys_rotated`, never as a failure.
+fn key_drift(
+    spec: &OidcDiscoverySpec,
+    ctx: &mut RunContext<'_>,
+    step: &mut StepOutcome,
+    now: BTreeSet<String>,
+) {
+    let config = drift_config(spec);
+    let before = ctx.recall("drift.keys");
+    ctx.remember(
+        "drift.keys",
+        serde_json::json!({ "config": config, "kids": now }),
+    );
+    let before: BTreeSet<String> = match before {
+        Some(b) if b.get("config").and_then(Json::as_str) == Some(config.as_str()) => {
+            serde_json::from_value(b["kids"].clone()).unwrap_or_default()
+        }
+        _ => {
+            ctx.output("keys_rotated", false);
+            return;
+        }
+    };
+    let changes: Vec<String> = now
+        .difference(&before)
+        .map(|k| format!("+{k}"))
+        .chain(before.difference(&now).map(|k| format!("-{k}")))
+        .collect();
+    ctx.output("keys_rotated", !changes.is_empty());
+    if !changes.is_empty() {
+        step.detail = format!(
+            "{}; signing keys rotated: {}",
+            step.detail,
+            changes.join(" ")
+        );
     }
 }

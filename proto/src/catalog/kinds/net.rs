@@ -1,16 +1,36 @@
 //! `tcp`, `tls` and `dns`: the plumbing checks an IdP outage often starts with.
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
-use super::Validate;
+use super::{Issues, Validate, check_regex, is_templated, key};
 
+/// Connect to `host:port`, optionally write `send` and wait for a reply
+/// matching `expect`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpSpec {
-    /// `host:port`.
+    /// `host:port` (`[v6]:port` for an IPv6 literal).
     pub address: String,
+    /// Text written once connected (e.g. `"PING\r\n"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// Regex the bytes read back (a banner, or the reply to `send`) must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
 }
 
-impl Validate for TcpSpec {}
+impl Validate for TcpSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Issues::new();
+        check_address(&mut out, &self.address);
+        if let Some(re) = &self.expect {
+            check_regex(&mut out, vec![key("expect")], re);
+        }
+        out
+    }
+}
 
 /// A TLS handshake and certificate checks (named `TlsCheckSpec` because
 /// [`super::TlsSpec`] is the TLS client settings other kinds embed).
@@ -19,14 +39,186 @@ impl Validate for TcpSpec {}
 pub struct TlsCheckSpec {
     /// `host:port`.
     pub address: String,
+    /// SNI and the name the certificate must be valid for; default: the host of `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Fewer days than this before `notAfter` fails the check.
+    #[serde(default = "default_min_days")]
+    pub min_days_remaining: u32,
+    /// Names (DNS or IP) the certificate's SANs must contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_sans: Vec<String>,
+    /// Extra PEM CA bundle trusted in addition to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Skip chain/name verification; expiry and SANs are still checked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
-impl Validate for TlsCheckSpec {}
+fn default_min_days() -> u32 {
+    14
+}
+
+impl Validate for TlsCheckSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Issues::new();
+        check_address(&mut out, &self.address);
+        if let Some(name) = &self.server_name
+            && !is_templated(name)
+            && (name.is_empty() || name.contains(['/', ' ', ':']))
+        {
+            out.push((
+                vec![key("server_name")],
+                format!("`{name}` is not a valid server name"),
+            ));
+        }
+        out
+    }
+}
+
+/// DNS record types the `dns` kind can query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DnsRecordType {
+    #[default]
+    A,
+    Aaaa,
+    Cname,
+    Mx,
+    Txt,
+    Ns,
+    Srv,
+    Ptr,
+    Soa,
+    Caa,
+}
+
+impl DnsRecordType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsRecordType::A => "A",
+            DnsRecordType::Aaaa => "AAAA",
+            DnsRecordType::Cname => "CNAME",
+            DnsRecordType::Mx => "MX",
+            DnsRecordType::Txt => "TXT",
+            DnsRecordType::Ns => "NS",
+            DnsRecordType::Srv => "SRV",
+            DnsRecordType::Ptr => "PTR",
+            DnsRecordType::Soa => "SOA",
+            DnsRecordType::Caa => "CAA",
+        }
+    }
+}
+
+/// Transport for queries to an explicit `server`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProtocol {
+    #[default]
+    Udp,
+    Tcp,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSpec {
     pub name: String,
+    #[serde(default)]
+    pub record_type: DnsRecordType,
+    /// Answers that must be present (in the kind's text form: an address,
+    /// a name, `10 mail.example.com` for MX, `prio weight port target` for SRV).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<String>,
+    /// With `expect`: the answers must be exactly these, nothing more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
+    /// Ask this resolver (`ip` or `ip:port`, port 53 by default) instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Transport to `server`.
+    #[serde(default, skip_serializing_if = "is_udp")]
+    pub protocol: DnsProtocol,
 }
 
-impl Validate for DnsSpec {}
+fn is_udp(p: &DnsProtocol) -> bool {
+    *p == DnsProtocol::Udp
+}
+
+impl DnsSpec {
+    /// `server` as a socket address (port 53 when not given).
+    pub fn server_addr(&self) -> Option<Result<SocketAddr, String>> {
+        let raw = self.server.as_deref()?;
+        Some(parse_server(raw))
+    }
+}
+
+fn parse_server(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = raw.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    raw.trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("`{raw}` is not an IP address or ip:port"))
+}
+
+impl Validate for DnsSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Issues::new();
+        if !is_templated(&self.name)
+            && (self.name.trim().is_empty() || self.name.contains([' ', '/']))
+        {
+            out.push((
+                vec![key("name")],
+                format!("`{}` is not a DNS name", self.name),
+            ));
+        }
+        if let Some(Err(e)) = self.server_addr() {
+            out.push((vec![key("server")], e));
+        }
+        if self.exact && self.expect.is_empty() {
+            out.push((
+                vec![key("exact")],
+                "`exact: true` needs a list of answers in `expect`".into(),
+            ));
+        }
+        if self.protocol == DnsProtocol::Tcp && self.server.is_none() {
+            out.push((
+                vec![key("protocol")],
+                "`protocol` applies to an explicit `server` only".into(),
+            ));
+        }
+        out
+    }
+}
+
+/// `host:port` split into its parts (brackets removed from an IPv6 host).
+pub fn split_host_port(raw: &str) -> Result<(String, u16), String> {
+    let (host, port) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{raw}`: expected host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{raw}`: the host is empty"));
+    }
+    if host.contains(':') && !raw.starts_with('[') {
+        return Err(format!("`{raw}`: write an IPv6 address as [addr]:port"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{raw}`: `{port}` is not a port number"))?;
+    if port == 0 {
+        return Err(format!("`{raw}`: port 0"));
+    }
+    Ok((host.to_string(), port))
+}
+
+fn check_address(out: &mut Issues, raw: &str) {
+    if is_templated(raw) {
+        return;
+    }
+    if let Err(e) = split_host_port(raw) {
+        out.push((vec![key("address")], e));
+    }
+}

@@ -1,79 +1,773 @@
 //! OAuth 2.0 / OpenID Connect kinds: token grants (`client_credentials`,
 //! `password`, `refresh`, `authorization_code`), token use (`introspect`,
 //! `userinfo`, `revoke`) and `jwt_validate`.
+//!
+//! The client fields (`client_id`, `client_secret`, `client_auth`,
+//! `private_key`, `private_key_alg`, `key_id`) are repeated flat in every
+//! kind that talks to the token, introspection or revocation endpoint:
+//! serde can't combine `flatten` with `deny_unknown_fields`, and flat keys
+//! read better in a catalog.
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use super::super::Value;
-use super::Validate;
+use super::super::source_map::Seg;
+use super::super::{TlsSpec, Value};
+use super::{Issues, Validate, check_tls, check_url, is_templated, key};
 
+/// How a client authenticates at the token, introspection and revocation
+/// endpoints (RFC 6749 §2.3, OIDC Core §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the form-encoded id and secret.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A client assertion JWT signed with `private_key` (RFC 7523).
+    PrivateKeyJwt,
+    /// A public client: only `client_id` is sent.
+    None,
+}
+
+/// Signature algorithms a JWT may use unless a probe narrows the list.
+/// Never `none`, never HMAC: we verify against an issuer's public JWKS.
+pub const DEFAULT_JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// Algorithms a verifier may allow: asymmetric only.
+const ASYMMETRIC_ALGORITHMS: &[&str] = DEFAULT_JWT_ALGORITHMS;
+
+fn default_algorithms() -> Vec<String> {
+    DEFAULT_JWT_ALGORITHMS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn is_default_clock_skew(d: &Duration) -> bool {
+    *d == default_clock_skew()
+}
+fn is_default_algorithms(a: &[String]) -> bool {
+    a == default_algorithms().as_slice()
+}
+fn default_true() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// `client_credentials`: a token for the client itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCredentialsSpec {
-    pub issuer: String,
+    /// Issuer for discovery (`<issuer>/.well-known/openid-configuration`)
+    /// and for the `iss` check of a JWT access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Skips discovery for the token request when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
     pub client_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
+    /// Default: `private_key_jwt` with `private_key`, `client_secret_basic`
+    /// with `client_secret`, else `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthMethod>,
+    /// PEM private key (PKCS#8, or PKCS#1 RSA / SEC1 EC) for `private_key_jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Value>,
+    /// `RS256` or `ES256` (default: from the key type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_alg: Option<String>,
+    /// `kid` header of the client assertion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    /// RFC 8707 resource indicator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// `audience` request parameter (Auth0, Okta custom servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// `aud` a JWT access token must carry (default: `resource`, else `audience`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_audience: Option<String>,
+    /// Fail when the access token is not a JWT.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_jwt: bool,
+    /// JWKS for a JWT access token (default: the issuer's `jwks_uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(
+        default = "default_algorithms",
+        skip_serializing_if = "is_default_algorithms"
+    )]
+    pub algorithms: Vec<String>,
+    #[serde(
+        default = "default_clock_skew",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_clock_skew"
+    )]
+    pub clock_skew: Duration,
+    /// Claims a JWT access token must have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_claims: Vec<String>,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for ClientCredentialsSpec {}
 
+impl Validate for ClientCredentialsSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        endpoint_source(
+            &mut out,
+            &self.issuer,
+            &[("token_endpoint", &self.token_endpoint)],
+        );
+        opt_url(&mut out, "jwks_uri", &self.jwks_uri);
+        client_fields(
+            &mut out,
+            &self.client_auth,
+            &self.client_secret,
+            &self.private_key,
+            &self.private_key_alg,
+        );
+        algorithms(&mut out, &self.algorithms);
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `password`: the resource owner password credentials grant (ROPC).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordSpec {
-    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
     pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_alg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     pub username: String,
     pub password: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    /// JWKS for the ID token (default: the issuer's `jwks_uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(
+        default = "default_algorithms",
+        skip_serializing_if = "is_default_algorithms"
+    )]
+    pub algorithms: Vec<String>,
+    #[serde(
+        default = "default_clock_skew",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_clock_skew"
+    )]
+    pub clock_skew: Duration,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for PasswordSpec {}
 
+impl Validate for PasswordSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        endpoint_source(
+            &mut out,
+            &self.issuer,
+            &[("token_endpoint", &self.token_endpoint)],
+        );
+        opt_url(&mut out, "jwks_uri", &self.jwks_uri);
+        client_fields(
+            &mut out,
+            &self.client_auth,
+            &self.client_secret,
+            &self.private_key,
+            &self.private_key_alg,
+        );
+        algorithms(&mut out, &self.algorithms);
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `refresh`: redeems a refresh token, usually one an earlier journey step
+/// published (`refresh_token: "{{ steps.login.refresh_token }}"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshSpec {
-    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
     pub client_id: String,
-    pub refresh_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_alg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// A template or a secret reference.
+    pub refresh_token: Value,
+    /// Narrower scope to ask for (default: as originally granted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(
+        default = "default_algorithms",
+        skip_serializing_if = "is_default_algorithms"
+    )]
+    pub algorithms: Vec<String>,
+    #[serde(
+        default = "default_clock_skew",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_clock_skew"
+    )]
+    pub clock_skew: Duration,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for RefreshSpec {}
 
+impl Validate for RefreshSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        endpoint_source(
+            &mut out,
+            &self.issuer,
+            &[("token_endpoint", &self.token_endpoint)],
+        );
+        opt_url(&mut out, "jwks_uri", &self.jwks_uri);
+        client_fields(
+            &mut out,
+            &self.client_auth,
+            &self.client_secret,
+            &self.private_key,
+            &self.private_key_alg,
+        );
+        algorithms(&mut out, &self.algorithms);
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `authorization_code`: a browserless login (authorize → login form →
+/// optional TOTP → consent → callback) with PKCE, then the code exchange
+/// and ID token validation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationCodeSpec {
-    pub issuer: String,
+    /// Issuer for discovery and for the ID token's `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Overrides discovery for the authorization request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    /// JWKS for the ID token (default: the issuer's `jwks_uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
     pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_alg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Where the IdP sends the browser back; never fetched.
     pub redirect_uri: String,
     pub username: String,
     pub password: Value,
+    #[serde(default = "default_openid", skip_serializing_if = "is_openid")]
+    pub scope: Vec<String>,
+    /// `prompt` of the authorization request (`consent` is needed for
+    /// `offline_access` at some IdPs, `login` forces a fresh login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Extra authorization request parameters (`acr_values`, `audience`, …).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub authorize_params: std::collections::BTreeMap<String, String>,
+    /// CSS selector of the login form (default: the first form with a
+    /// password input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_selector: Option<String>,
+    /// `name` of the username input (default: an input named username,
+    /// login, email, …, else the first text or email input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_field: Option<String>,
+    /// `name` of the password input (default: the password input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_field: Option<String>,
+    /// Base32 TOTP secret: when a one-time-code form appears after the
+    /// password, a code is generated at run time and posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<Value>,
+    /// `name` of the one-time-code input (default: otp, totp, code, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_field: Option<String>,
+    #[serde(
+        default = "default_totp_digits",
+        skip_serializing_if = "is_default_totp_digits"
+    )]
+    pub totp_digits: u8,
+    #[serde(
+        default = "default_totp_period",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_totp_period"
+    )]
+    pub totp_period: Duration,
+    #[serde(
+        default = "default_algorithms",
+        skip_serializing_if = "is_default_algorithms"
+    )]
+    pub algorithms: Vec<String>,
+    #[serde(
+        default = "default_clock_skew",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_clock_skew"
+    )]
+    pub clock_skew: Duration,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for AuthorizationCodeSpec {}
 
+fn default_openid() -> Vec<String> {
+    vec!["openid".to_string()]
+}
+fn is_openid(s: &[String]) -> bool {
+    s == default_openid().as_slice()
+}
+fn default_totp_digits() -> u8 {
+    6
+}
+fn is_default_totp_digits(d: &u8) -> bool {
+    *d == default_totp_digits()
+}
+fn default_totp_period() -> Duration {
+    Duration::from_secs(30)
+}
+fn is_default_totp_period(d: &Duration) -> bool {
+    *d == default_totp_period()
+}
+
+impl Validate for AuthorizationCodeSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        endpoint_source(
+            &mut out,
+            &self.issuer,
+            &[
+                ("authorization_endpoint", &self.authorization_endpoint),
+                ("token_endpoint", &self.token_endpoint),
+            ],
+        );
+        opt_url(&mut out, "jwks_uri", &self.jwks_uri);
+        // Any absolute URL: custom schemes (`myapp://cb`) are common for
+        // native clients, and the probe never fetches it.
+        if !is_templated(&self.redirect_uri)
+            && let Err(e) = url::Url::parse(&self.redirect_uri)
+        {
+            out.push((
+                vec![key("redirect_uri")],
+                format!("`{}` is not an absolute URL: {e}", self.redirect_uri),
+            ));
+        }
+        client_fields(
+            &mut out,
+            &self.client_auth,
+            &self.client_secret,
+            &self.private_key,
+            &self.private_key_alg,
+        );
+        algorithms(&mut out, &self.algorithms);
+        if !(6..=8).contains(&self.totp_digits) {
+            out.push((vec![key("totp_digits")], "must be 6, 7 or 8".into()));
+        }
+        if self.totp_period.as_secs() == 0 {
+            out.push((vec![key("totp_period")], "must be at least 1s".into()));
+        }
+        for (name, v) in [
+            ("form_selector", &self.form_selector),
+            ("username_field", &self.username_field),
+            ("password_field", &self.password_field),
+            ("totp_field", &self.totp_field),
+        ] {
+            if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                out.push((vec![key(name)], "must not be empty".into()));
+            }
+        }
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `introspect`: RFC 7662 token introspection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectSpec {
-    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<String>,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_alg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The token to introspect, usually `{{ steps.x.access_token }}`.
     pub token: String,
+    /// `access_token` or `refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type_hint: Option<String>,
+    /// `false` asserts the token is no longer active (after logout, revocation).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub expect_active: bool,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for IntrospectSpec {}
 
+impl Validate for IntrospectSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        endpoint_source(
+            &mut out,
+            &self.issuer,
+            &[("introspection_endpoint", &self.introspection_endpoint)],
+        );
+        client_fields(
+            &mut out,
+            &self.client_auth,
+            &self.client_secret,
+            &self.private_key,
+            &self.private_key_alg,
+        );
+        token_type_hint(&mut out, &self.token_type_hint);
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `userinfo`: the OIDC UserInfo endpoint with a bearer token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserinfoSpec {
-    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_endpoint: Option<String>,
+    /// An access token, usually `{{ steps.x.access_token }}`.
     pub token: String,
+    /// Claims the answer must contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_claims: Vec<String>,
+    /// The `sub` the answer must have (e.g. `{{ steps.login.claims.sub }}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_sub: Option<String>,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for UserinfoSpec {}
 
+impl Validate for UserinfoSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        endpoint_source(
+            &mut out,
+            &self.issuer,
+            &[("userinfo_endpoint", &self.userinfo_endpoint)],
+        );
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `revoke`: RFC 7009 revocation, then (by default) introspection to prove
+/// the token is really dead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeSpec {
-    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<String>,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_alg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type_hint: Option<String>,
+    /// Introspect afterwards and require `active: false`.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub verify: bool,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for RevokeSpec {}
 
+impl Validate for RevokeSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        endpoint_source(
+            &mut out,
+            &self.issuer,
+            &[("revocation_endpoint", &self.revocation_endpoint)],
+        );
+        if self.verify {
+            endpoint_source(
+                &mut out,
+                &self.issuer,
+                &[("introspection_endpoint", &self.introspection_endpoint)],
+            );
+        }
+        client_fields(
+            &mut out,
+            &self.client_auth,
+            &self.client_secret,
+            &self.private_key,
+            &self.private_key_alg,
+        );
+        token_type_hint(&mut out, &self.token_type_hint);
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `jwt_validate`: verifies any JWT (signature via the issuer's JWKS, alg
+/// allow-list, iss/aud/exp/nbf with clock skew, required claims).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtValidateSpec {
+    /// The JWT, usually `{{ steps.x.id_token }}`.
     pub token: String,
-    pub issuer: String,
+    /// Expected `iss`; also finds the JWKS through discovery unless `jwks_uri` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// A value `aud` must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(
+        default = "default_algorithms",
+        skip_serializing_if = "is_default_algorithms"
+    )]
+    pub algorithms: Vec<String>,
+    #[serde(
+        default = "default_clock_skew",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_clock_skew"
+    )]
+    pub clock_skew: Duration,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_claims: Vec<String>,
+    /// Fail (`assertion`) when the token expires sooner than this.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_remaining_lifetime: Option<Duration>,
+    /// Expected `nonce` claim (ID tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Access token the `at_hash` claim must match (ID tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
-impl Validate for JwtValidateSpec {}
+
+impl Validate for JwtValidateSpec {
+    fn validate(&self) -> Issues {
+        let mut out = Vec::new();
+        match (&self.issuer, &self.jwks_uri) {
+            (None, None) => out.push((
+                vec![key("issuer")],
+                "set `issuer` (the JWKS is found by discovery) or `jwks_uri`".into(),
+            )),
+            _ => {
+                opt_url(&mut out, "issuer", &self.issuer);
+                opt_url(&mut out, "jwks_uri", &self.jwks_uri);
+            }
+        }
+        algorithms(&mut out, &self.algorithms);
+        check_tls(&mut out, &self.tls);
+        out
+    }
+}
+
+/// `oidc_discovery.allow_endpoint_changes`: `true` (any), `false` (none) or
+/// the metadata fields whose URL may change without failing the probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AllowedChanges {
+    All(bool),
+    Fields(Vec<String>),
+}
+
+impl Default for AllowedChanges {
+    fn default() -> AllowedChanges {
+        AllowedChanges::All(false)
+    }
+}
+
+impl AllowedChanges {
+    pub fn allows(&self, field: &str) -> bool {
+        match self {
+            AllowedChanges::All(b) => *b,
+            AllowedChanges::Fields(f) => f.iter().any(|x| x == field),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        matches!(self, AllowedChanges::All(false))
+    }
+}
+
+/// Either an issuer (for discovery) or every explicit endpoint is needed;
+/// given values must be URLs.
+fn endpoint_source(
+    out: &mut Issues,
+    issuer: &Option<String>,
+    endpoints: &[(&str, &Option<String>)],
+) {
+    opt_url(out, "issuer", issuer);
+    for (name, value) in endpoints {
+        opt_url(out, name, value);
+        if issuer.is_none() && value.is_none() {
+            out.push((
+                vec![key(name)],
+                format!("set `issuer` (the endpoint is found by discovery) or `{name}`"),
+            ));
+        }
+    }
+}
+
+fn opt_url(out: &mut Issues, name: &str, value: &Option<String>) {
+    if let Some(v) = value {
+        check_url(out, vec![key(name)], v);
+    }
+}
+
+fn client_fields(
+    out: &mut Issues,
+    method: &Option<ClientAuthMethod>,
+    secret: &Option<Value>,
+    private_key: &Option<Value>,
+    alg: &Option<String>,
+) {
+    match method {
+        Some(ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost)
+            if secret.is_none() =>
+        {
+            out.push((
+                vec![key("client_secret")],
+                "required by this `client_auth`".into(),
+            ));
+        }
+        Some(ClientAuthMethod::PrivateKeyJwt) if private_key.is_none() => {
+            out.push((
+                vec![key("private_key")],
+                "required by `client_auth: private_key_jwt`".into(),
+            ));
+        }
+        _ => {}
+    }
+    if secret.is_some() && private_key.is_some() && method.is_none() {
+        out.push((
+            vec![key("client_auth")],
+            "both `client_secret` and `private_key` are set: say which one to use".into(),
+        ));
+    }
+    if let Some(a) = alg
+        && !matches!(
+            a.as_str(),
+            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384"
+        )
+    {
+        out.push((
+            vec![key("private_key_alg")],
+            format!("`{a}` is not an RSA or EC signature algorithm (e.g. RS256, ES256)"),
+        ));
+    }
+}
+
+fn algorithms(out: &mut Issues, algs: &[String]) {
+    if algs.is_empty() {
+        out.push((
+            vec![key("algorithms")],
+            "empty list: no token could pass".into(),
+        ));
+    }
+    for (i, a) in algs.iter().enumerate() {
+        let why = if a.eq_ignore_ascii_case("none") {
+            Some("`none` means unsigned: never allowed".to_string())
+        } else if a.to_ascii_uppercase().starts_with("HS") {
+            Some(format!(
+                "`{a}` is a shared-secret algorithm; tokens are verified against the issuer's public JWKS"
+            ))
+        } else if !ASYMMETRIC_ALGORITHMS.contains(&a.as_str()) {
+            Some(format!(
+                "unknown algorithm `{a}` (use one of {})",
+                ASYMMETRIC_ALGORITHMS.join(", ")
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.push((vec![key("algorithms"), Seg::Index(i)], why));
+        }
+    }
+}
+
+fn token_type_hint(out: &mut Issues, hint: &Option<String>) {
+    if let Some(h) = hint
+        && !is_templated(h)
+        && !matches!(h.as_str(), "access_token" | "refresh_token")
+    {
+        out.push((
+            vec![key("token_type_hint")],
+            format!("`{h}`: use access_token or refresh_token"),
+        ));
+    }
+}
