@@ -140,7 +140,10 @@ async fn main() {
             d.as_secs_f64() / curl_cpu.as_secs_f64()
         }
     };
-    println!("probe CPU per run against oidc-provider on 127.0.0.1 ({n} client_credentials runs, {} logins)", n / 4 + 1);
+    println!(
+        "probe CPU per run against oidc-provider on 127.0.0.1 ({n} client_credentials runs, {} logins)",
+        n / 4 + 1
+    );
     println!(
         "client_credentials: {:.3} ms CPU/run, {:.2} ms wall/run ({:.2}x curl's token request CPU)",
         ms(cc_cpu),
