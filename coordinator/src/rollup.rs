@@ -189,6 +189,15 @@ impl Rollup {
     }
 }
 
+impl std::fmt::Debug for Rollup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollup")
+            .field("series", &self.series.len())
+            .field("newest", &self.newest)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,14 +277,5 @@ mod tests {
             .filter(|(m, _, _)| *m >= (now - 2 * DAY).div_euclid(DAY) * DAY)
             .fold((0, 0), |a, (_, g, t)| (a.0 + g, a.1 + t));
         assert_eq!(pruned[&key][0], want, "whole days before the cut are gone");
-    }
-}
-
-impl std::fmt::Debug for Rollup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rollup")
-            .field("series", &self.series.len())
-            .field("newest", &self.newest)
-            .finish()
     }
 }

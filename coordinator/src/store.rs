@@ -336,6 +336,9 @@ pub fn minute_of(ms: i64) -> i64 {
 /// [`Store::minute_sums`], one per requested start minute.
 pub type MinuteSums = HashMap<(String, u64, String), Vec<(u64, u64)>>;
 
+/// (series, region, minute, threshold µs) of a batch's minute deltas.
+type MinuteKey<'a> = (Cow<'a, str>, &'a str, i64, u64);
+
 /// One `minute_counts` row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MinuteRow {
@@ -572,7 +575,7 @@ impl Store {
         // (probe, region, minute, threshold) -> (good, total) of this batch.
         // Series ids are probe ids, or `probe/step` for the journey steps
         // an SLO names.
-        let mut minutes: BTreeMap<(Cow<'_, str>, &str, i64, u64), (i64, i64)> = BTreeMap::new();
+        let mut minutes: BTreeMap<MinuteKey<'_>, (i64, i64)> = BTreeMap::new();
         let mut sketches: BTreeMap<(&str, &str, i64), crate::latency_sketch::LatencySketch> =
             BTreeMap::new();
         for r in results {

@@ -60,12 +60,11 @@ struct Def {
     quorum: Option<usize>,
 }
 
+type Units = (u64, u64);
+type PerRegion = BTreeMap<&'static str, Units>;
+
 /// Brute force: group raw rows by slice and region, judge, count.
-fn reference(
-    rows: &[Row],
-    d: &Def,
-    since_ms: i64,
-) -> ((u64, u64), BTreeMap<&'static str, (u64, u64)>) {
+fn reference(rows: &[Row], d: &Def, since_ms: i64) -> (Units, PerRegion) {
     let k = d.slices.map(|(k, _)| k).unwrap_or(1);
     let first_slice = (since_ms.div_euclid(MIN)).div_euclid(k);
     let mut slices: BTreeMap<i64, BTreeMap<&'static str, (u64, u64)>> = BTreeMap::new();
