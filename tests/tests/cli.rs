@@ -263,3 +263,29 @@ fn import_openslo_prints_slos_that_validate_against_the_catalog() {
     assert!(out.is_empty());
     assert!(err.contains("unknown probe `corp-logout`"), "{err}");
 }
+
+/// Every probe example in the README (a block that is a `probes:` list or
+/// list entries with an `id` and a `kind`) is a valid catalog.
+#[test]
+fn readme_probe_examples_are_valid() {
+    let readme =
+        std::fs::read_to_string(authpulse_tests::repo_root().join("README.md")).expect("README");
+    let dir = TempDir::new("ap-readme");
+    let mut checked = 0;
+    for (i, block) in readme.split("```yaml\n").skip(1).enumerate() {
+        let block = block.split("```").next().unwrap_or("");
+        let first = block.lines().next().unwrap_or("");
+        let text = if first.starts_with("probes:") {
+            block.to_string()
+        } else if first.starts_with("  - id: ") && block.contains("kind:") {
+            format!("probes:\n{block}")
+        } else {
+            continue;
+        };
+        let path = write(&dir, &format!("block-{i}.yaml"), &text);
+        let (code, out, err) = authpulse(&["validate", &path]);
+        assert_eq!(code, 0, "README yaml block {i} is invalid:\n{text}\n{out}{err}");
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} README examples found");
+}
