@@ -1,8 +1,18 @@
 //! What every authpulse binary does at its edge: JSON logs on stderr with an
 //! `AUTHPULSE_LOG` filter, and waiting for the signals that stop it.
+/// Third-party targets that log credentials at debug/trace (aws-sigv4
+/// prints the signing identity, access key id included): capped at `info`
+/// whatever `AUTHPULSE_LOG` asks for, since secrets must never reach a log.
+const CREDENTIAL_LOGGERS: &[&str] = &["aws_sigv4=info", "aws_smithy_runtime_api=info"];
+
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTHPULSE_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("AUTHPULSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for directive in CREDENTIAL_LOGGERS {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

@@ -55,6 +55,15 @@ impl Process {
         }
     }
 
+    /// The stdout lines received so far and not yet consumed.
+    pub fn drain_stdout(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.try_recv() {
+            out.push(line);
+        }
+        out
+    }
+
     /// Waits for a stdout line starting with `prefix` and returns the rest.
     pub async fn line_after(&mut self, prefix: &str) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

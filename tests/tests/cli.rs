@@ -284,7 +284,10 @@ fn readme_probe_examples_are_valid() {
         };
         let path = write(&dir, &format!("block-{i}.yaml"), &text);
         let (code, out, err) = authpulse(&["validate", &path]);
-        assert_eq!(code, 0, "README yaml block {i} is invalid:\n{text}\n{out}{err}");
+        assert_eq!(
+            code, 0,
+            "README yaml block {i} is invalid:\n{text}\n{out}{err}"
+        );
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} README examples found");

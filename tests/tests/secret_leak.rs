@@ -1,0 +1,474 @@
+//! Secrets never leave the agent: every probe kind that takes a credential
+//! runs against its real peer with known secret values (some accepted, some
+//! deliberately wrong so error paths run too), the agent logging at `trace`,
+//! results flowing to a coordinator. Then every output is searched for every
+//! secret value: both processes' logs (stdout and stderr), the API's JSON,
+//! both `/metrics`, the coordinator's database files and the agent's spool.
+//! JWTs issued at run time must not appear either. (`tcp`, `tls` and `dns`
+//! take no credentials, so they are not in this catalog.)
+use std::time::Duration;
+
+use authpulse_tests::decision_server::{DecisionServer, SPICEDB_KEY};
+use authpulse_tests::fleet::free_port;
+use authpulse_tests::moto::Moto;
+use authpulse_tests::peers::OidcPeer;
+use authpulse_tests::process::Process;
+use authpulse_tests::scim_peer::ScimPeer;
+use authpulse_tests::slapd::{self, Slapd};
+use authpulse_tests::{TempDir, wait_for};
+use serde_json::Value;
+
+const CC_SECRET: &str = "canary-cc-5f3e1d";
+const ALICE_PW: &str = "canary-alice-a7c2b9";
+const WRONG_LOGIN_PW: &str = "canary-wrong-login-8c1e";
+const LDAP_WRONG_PW: &str = "canary-ldap-wrong-3b9d";
+const SCIM_TOKEN: &str = "canary-scim-token-9e1d";
+const HTTP_HEADER: &str = "canary-http-header-41aa";
+const COGNITO_PW: &str = "Canary-cog-pw-77!";
+
+fn catalog(
+    issuer: &str,
+    ldap: &str,
+    moto: &str,
+    pool: &str,
+    pool_client: &str,
+    scim: &str,
+    engine: &str,
+) -> String {
+    format!(
+        r#"probes:
+  - id: cc
+    kind: client_credentials
+    interval: 3s
+    timeout: 3s
+    issuer: {issuer}
+    client_id: probe-cc
+    client_secret: {{ secret: cc_secret }}
+    scope: [api:read]
+  - id: login
+    kind: authorization_code
+    interval: 4s
+    timeout: 4s
+    issuer: {issuer}
+    client_id: probe-web
+    client_secret: {{ secret: web_secret }}
+    redirect_uri: https://probe.invalid/cb
+    username: alice
+    password: {{ secret: alice_pw }}
+  - id: login-wrong
+    kind: authorization_code
+    interval: 4s
+    timeout: 4s
+    issuer: {issuer}
+    client_id: probe-web
+    client_secret: {{ secret: web_secret }}
+    redirect_uri: https://probe.invalid/cb
+    username: alice
+    password: {{ secret: wrong_login_pw }}
+  - id: tokens
+    kind: journey
+    interval: 4s
+    timeout: 4s
+    steps:
+      - name: login
+        kind: password
+        issuer: {issuer}
+        client_id: probe-ropc
+        client_secret: {{ secret: ropc_secret }}
+        username: alice
+        password: {{ secret: alice_pw }}
+        scope: [openid, offline_access, profile]
+      - name: idtoken
+        kind: jwt_validate
+        token: "{{{{ steps.login.id_token }}}}"
+        issuer: {issuer}
+        audience: probe-ropc
+      - name: refreshed
+        kind: refresh
+        issuer: {issuer}
+        client_id: probe-ropc
+        client_secret: {{ secret: ropc_secret }}
+        refresh_token: "{{{{ steps.login.refresh_token }}}}"
+      - name: me
+        kind: userinfo
+        issuer: {issuer}
+        token: "{{{{ steps.refreshed.access_token }}}}"
+      - name: check
+        kind: introspect
+        issuer: {issuer}
+        client_id: probe-ropc
+        client_secret: {{ secret: ropc_secret }}
+        token: "{{{{ steps.refreshed.access_token }}}}"
+      - name: logout
+        kind: revoke
+        issuer: {issuer}
+        client_id: probe-ropc
+        client_secret: {{ secret: ropc_secret }}
+        token: "{{{{ steps.refreshed.access_token }}}}"
+        always: true
+      - name: echo
+        kind: http
+        url: "{engine}/echo"
+        headers: {{ Authorization: "Bearer {{{{ steps.login.access_token }}}}" }}
+        expect: {{ status: [405] }}
+  - id: ldap-ok
+    kind: ldap
+    interval: 3s
+    timeout: 3s
+    url: {ldap}
+    bind_dn: "{user_dn}"
+    password: {{ secret: ldap_pw }}
+  - id: ldap-wrong
+    kind: ldap
+    interval: 3s
+    timeout: 3s
+    url: {ldap}
+    bind_dn: "{user_dn}"
+    password: {{ secret: ldap_wrong_pw }}
+  - id: sts
+    kind: aws_sts
+    interval: 3s
+    timeout: 3s
+    region: eu-west-1
+    endpoint: {moto}
+    access_key_id: {{ secret: aws_key }}
+    secret_access_key: {{ secret: aws_secret }}
+  - id: iam
+    kind: aws_iam_permission
+    interval: 3s
+    timeout: 3s
+    endpoint: {moto}
+    access_key_id: {{ secret: aws_key }}
+    secret_access_key: {{ secret: aws_secret }}
+    action: "iam:ListUsers"
+    expect: allow
+  - id: cognito
+    kind: aws_cognito
+    interval: 3s
+    timeout: 3s
+    endpoint: {moto}
+    user_pool_id: {pool}
+    client_id: {pool_client}
+    username: probe
+    password: {{ secret: cognito_pw }}
+  - id: scim
+    kind: scim
+    interval: 4s
+    timeout: 4s
+    base_url: {scim}
+    token: {{ secret: scim_token }}
+  - id: spicedb
+    kind: permission
+    interval: 3s
+    timeout: 3s
+    engine: spicedb
+    url: {engine}
+    token: {{ secret: spicedb_key }}
+    resource: document:plan
+    permission: view
+    subject: user:alice
+    expect: deny
+  - id: header
+    kind: http
+    interval: 3s
+    timeout: 3s
+    url: "{engine}/private"
+    headers: {{ X-Api-Key: {{ secret: http_header }} }}
+    expect: {{ status: [200] }}
+"#,
+        user_dn = slapd::USER_DN,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_appears_in_any_output() {
+    let dir = TempDir::new("ap-leak");
+    let peer = OidcPeer::start_with_env(
+        0,
+        &[
+            ("OIDC_PEER_CC_SECRET", CC_SECRET),
+            ("OIDC_PEER_USER_PASSWORD", ALICE_PW),
+        ],
+    )
+    .await;
+    let ldap = Slapd::start().await;
+    let moto = Moto::start().await;
+    let aws = moto
+        .setup(&format!(
+            r#"
+iam = client("iam")
+iam.create_user(UserName="probe")
+k = iam.create_access_key(UserName="probe")["AccessKey"]
+iam.put_user_policy(UserName="probe", PolicyName="probe", PolicyDocument=json.dumps({{
+    "Version": "2012-10-17",
+    "Statement": [{{"Effect": "Allow", "Resource": "*",
+                   "Action": ["sts:GetCallerIdentity", "iam:ListUsers"]}}]}}))
+c = client("cognito-idp", region="eu-west-1")
+pool = c.create_user_pool(PoolName="probes")["UserPool"]["Id"]
+cl = c.create_user_pool_client(UserPoolId=pool, ClientName="app",
+                               ExplicitAuthFlows=["USER_PASSWORD_AUTH"])["UserPoolClient"]
+c.admin_create_user(UserPoolId=pool, Username="probe", TemporaryPassword="Temp-pw-123!",
+                    MessageAction="SUPPRESS")
+c.admin_set_user_password(UserPoolId=pool, Username="probe", Password="{COGNITO_PW}",
+                          Permanent=True)
+print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
+                  "pool": pool, "client": cl["ClientId"]}}))
+"#
+        ))
+        .await;
+    moto.enforce_auth().await;
+    let s = |k: &str| aws[k].as_str().expect(k).to_string();
+    let (aws_key, aws_secret) = (s("key"), s("secret"));
+    let scim = ScimPeer::start(SCIM_TOKEN).await;
+    let engine = DecisionServer::start(&[("alice", "read", "doc:plan")]).await;
+
+    let secrets_dir = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets_dir).expect("secrets dir");
+    let secrets: Vec<(&str, String)> = vec![
+        ("cc_secret", CC_SECRET.into()),
+        ("web_secret", "probe-web-secret".into()),
+        ("ropc_secret", "probe-ropc-secret".into()),
+        ("alice_pw", ALICE_PW.into()),
+        ("wrong_login_pw", WRONG_LOGIN_PW.into()),
+        ("ldap_pw", slapd::USER_PW.into()),
+        ("ldap_wrong_pw", LDAP_WRONG_PW.into()),
+        ("aws_key", aws_key.clone()),
+        ("aws_secret", aws_secret.clone()),
+        ("cognito_pw", COGNITO_PW.into()),
+        ("scim_token", SCIM_TOKEN.into()),
+        ("spicedb_key", SPICEDB_KEY.into()),
+        ("http_header", HTTP_HEADER.into()),
+    ];
+    for (name, value) in &secrets {
+        std::fs::write(secrets_dir.join(name), value).expect("secret file");
+    }
+    let catalog_path = dir.path().join("catalog.yaml");
+    std::fs::write(
+        &catalog_path,
+        catalog(
+            &peer.issuer,
+            &ldap.url,
+            &moto.url,
+            &s("pool"),
+            &s("client"),
+            &scim.base_url,
+            &engine.url(),
+        ),
+    )
+    .expect("catalog");
+    let ids = [
+        "cc",
+        "login",
+        "login-wrong",
+        "tokens",
+        "ldap-ok",
+        "ldap-wrong",
+        "sts",
+        "iam",
+        "cognito",
+        "scim",
+        "spicedb",
+        "header",
+    ];
+
+    let grpc = free_port();
+    let coord_dir = dir.path().join("coordinator-data");
+    let coord_cfg = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &coord_cfg,
+        format!(
+            "grpc_listen: 127.0.0.1:{grpc}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n",
+            coord_dir.display(),
+            catalog_path.display()
+        ),
+    )
+    .expect("config");
+    let mut coordinator = Process::start(
+        "authpulse-coordinator",
+        &["--config", coord_cfg.to_str().expect("utf8")],
+        &[("AUTHPULSE_LOG", "trace")],
+        dir.path(),
+    )
+    .await;
+    let api = format!(
+        "http://{}",
+        coordinator.line_after("listening on http://").await
+    );
+    let agent_dir = dir.path().join("agent-data");
+    let agent_cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "agent_id: leak-test\nregion: local\ncoordinator: http://127.0.0.1:{grpc}\ninsecure: true\nlisten: 127.0.0.1:0\ndata_dir: {}\nsecrets_dir: {}\n",
+            agent_dir.display(),
+            secrets_dir.display()
+        ),
+    )
+    .expect("agent config");
+    let mut agent = Process::start(
+        "authpulse-agent",
+        &["--config", agent_cfg.to_str().expect("utf8")],
+        &[("AUTHPULSE_LOG", "trace")],
+        dir.path(),
+    )
+    .await;
+    let agent_http = format!("http://{}", agent.line_after("listening on http://").await);
+
+    // Every probe has run and its result reached the coordinator, twice
+    // (so the second runs use the caches: JWKS, discovery).
+    let client = reqwest::Client::new();
+    let probes: Value = wait_for(
+        Duration::from_secs(90),
+        "two results of every probe",
+        || {
+            let client = client.clone();
+            let api = api.clone();
+            async move {
+                let v: Value = client
+                    .get(format!("{api}/api/v1/probes"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let seen = v["probes"].as_array()?;
+                let all = ids.iter().all(|id| {
+                    seen.iter()
+                        .any(|p| p["probe_id"] == *id && p["started_at"].as_str().is_some())
+                });
+                let stored = client
+                    .get(format!("{api}/api/v1/agents"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json::<Value>()
+                    .await
+                    .ok()?["agents"][0]["stored_total"]
+                    .as_u64()?;
+                (all && stored >= 2 * ids.len() as u64).then_some(v)
+            }
+        },
+    )
+    .await;
+    // The run really exercised success and failure paths.
+    let outcome = |id: &str| {
+        probes["probes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["probe_id"] == id))
+            .map(|p| (p["outcome"].clone(), p["failure_class"].clone()))
+            .unwrap_or_default()
+    };
+    for id in [
+        "cc", "login", "tokens", "ldap-ok", "sts", "iam", "cognito", "scim", "spicedb",
+    ] {
+        assert_eq!(outcome(id).0, "success", "{id}: {probes:#}");
+    }
+    assert_eq!(outcome("login-wrong").1, "auth_rejected", "{probes:#}");
+    assert_eq!(outcome("ldap-wrong").1, "auth_rejected", "{probes:#}");
+    assert_eq!(outcome("header").1, "http_status", "{probes:#}");
+
+    // Everything that left the agent, or that a person or tool can read.
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(path)
+                .send()
+                .await
+                .expect("GET")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    let mut outputs: Vec<(String, Vec<u8>)> = vec![
+        (
+            "api probes".into(),
+            get(format!("{api}/api/v1/probes")).await.into_bytes(),
+        ),
+        (
+            "api slos".into(),
+            get(format!("{api}/api/v1/slos")).await.into_bytes(),
+        ),
+        (
+            "api agents".into(),
+            get(format!("{api}/api/v1/agents")).await.into_bytes(),
+        ),
+        (
+            "coordinator metrics".into(),
+            get(format!("{api}/metrics")).await.into_bytes(),
+        ),
+        (
+            "agent metrics".into(),
+            get(format!("{agent_http}/metrics")).await.into_bytes(),
+        ),
+    ];
+    agent.terminate().await;
+    coordinator.terminate().await;
+    outputs.push((
+        "agent stdout".into(),
+        agent.drain_stdout().join("\n").into_bytes(),
+    ));
+    outputs.push((
+        "coordinator stdout".into(),
+        coordinator.drain_stdout().join("\n").into_bytes(),
+    ));
+    outputs.push(("agent log".into(), agent.log_text().into_bytes()));
+    outputs.push((
+        "coordinator log".into(),
+        coordinator.log_text().into_bytes(),
+    ));
+    assert!(
+        agent.log_text().contains("TRACE"),
+        "the agent logged at trace level"
+    );
+    for root in [&coord_dir, &agent_dir] {
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    outputs.push((p.display().to_string(), std::fs::read(&p).expect("file")));
+                }
+            }
+        }
+    }
+    assert!(
+        outputs.iter().any(|(n, _)| n.ends_with("authpulse.db")),
+        "the database was searched"
+    );
+    let mut leaks = Vec::new();
+    for (where_, bytes) in &outputs {
+        for (name, value) in &secrets {
+            if let Some(i) = bytes
+                .windows(value.len())
+                .position(|w| w == value.as_bytes())
+            {
+                // Context, with the value itself masked, to find the culprit.
+                let from = i.saturating_sub(120);
+                let to = (i + value.len() + 60).min(bytes.len());
+                let around =
+                    String::from_utf8_lossy(&bytes[from..to]).replace(value.as_str(), "<SECRET>");
+                leaks.push(format!("secret `{name}` in {where_}: …{around}…"));
+            }
+        }
+        // A JWT (header.payload) issued during the run.
+        let text = String::from_utf8_lossy(bytes);
+        if let Some(i) = text.find("eyJ")
+            && text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .count()
+                > 40
+        {
+            leaks.push(format!(
+                "a JWT in {where_}: {}…",
+                &text[i..(i + 40).min(text.len())]
+            ));
+        }
+    }
+    assert!(leaks.is_empty(), "leaks:\n{}", leaks.join("\n"));
+}
