@@ -71,10 +71,14 @@ pub struct ApiState {
     pub catalog: watch::Receiver<Arc<CatalogSnapshot>>,
     pub metrics: PrometheusHandle,
     pub fleet: crate::fleet::FleetConfig,
+    pub audit: crate::audit::AuditLog,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .merge(crate::gates::routes())
+        .merge(crate::statuspage::routes())
+        .merge(crate::dashboard::routes())
         .route("/api/v1/slos", get(slos))
         .route("/api/v1/probes", get(probes))
         .route("/api/v1/probes/{id}/latency", get(latency))

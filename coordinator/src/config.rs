@@ -48,6 +48,10 @@ pub struct CoordinatorConfig {
     /// Where burn-rate alerts are sent (see `alerting`).
     #[serde(default)]
     pub alerting: crate::alerting::AlertingConfig,
+    /// The append-only, hash-chained audit log (JSON lines); default
+    /// `<data_dir>/audit.jsonl`.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// PEM files for the agent gRPC port. Relative paths are relative to the
@@ -88,6 +92,7 @@ impl Default for CoordinatorConfig {
             insecure: false,
             fleet: crate::fleet::FleetConfig::default(),
             alerting: crate::alerting::AlertingConfig::default(),
+            audit_log: None,
         }
     }
 }

@@ -7,15 +7,19 @@
 pub mod agent_tls;
 pub mod alerting;
 pub mod api;
+pub mod audit;
 pub mod catalog_watch;
 pub mod certs;
 pub mod config;
+pub mod dashboard;
 pub mod fleet;
+pub mod gates;
 pub mod ingest;
 pub mod latency_sketch;
 pub mod openslo;
 pub mod rollup;
 pub mod slo;
+pub mod statuspage;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -186,11 +190,18 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         }
     }));
 
+    let audit_path = config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
+    let audit = audit::AuditLog::open(&audit_path)
+        .with_context(|| format!("audit log {}", audit_path.display()))?;
     let router = api::router(api::ApiState {
         store: store.clone(),
         catalog: catalog_rx.clone(),
         metrics,
         fleet: config.fleet.clone(),
+        audit: audit.clone(),
     });
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {

@@ -51,6 +51,7 @@ async fn health_readiness_metrics_and_404() {
         catalog: rx,
         metrics: authpulse_coordinator::metrics_handle(),
         fleet: Default::default(),
+        audit: Default::default(),
     };
 
     let (status, body, _) = oneshot(&state, "/healthz").await;
