@@ -11,7 +11,7 @@ use authpulse_proto::v1::{FailureClass, Outcome};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
@@ -72,10 +72,21 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     pub fleet: crate::fleet::FleetConfig,
     pub audit: crate::audit::AuditLog,
+    /// Who may call what (see [`crate::api_access`]).
+    pub access: Arc<crate::api_access::ApiAccess>,
+    /// For `POST /api/v1/admin/reload`; `None` where there is no catalog file.
+    pub reloader: Option<Arc<crate::catalog_watch::CatalogReloader>>,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let access = state.access.clone();
     Router::new()
+        .route("/api/v1/admin/reload", post(admin_reload))
+        .route(
+            "/api/v1/alerts/{slo}/{severity}/silence",
+            post(admin_silence),
+        )
+        .route("/api/v1/alerts/{slo}/{severity}/ack", post(admin_ack))
         .merge(crate::gates::routes())
         .merge(crate::statuspage::routes())
         .merge(crate::dashboard::routes())
@@ -92,6 +103,162 @@ pub fn router(state: ApiState) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .with_state(state)
+        // Outermost: every route, the fallbacks included, passes the policy.
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::api_access::enforce,
+        ))
+}
+
+fn caller(c: &Option<axum::Extension<crate::api_access::Caller>>) -> String {
+    c.as_ref()
+        .and_then(|axum::Extension(c)| c.0.clone())
+        .unwrap_or_else(|| "anonymous (open API)".into())
+}
+
+/// Re-reads the catalog files, like SIGHUP; an invalid catalog is refused
+/// with its errors (422) and the running one stays.
+async fn admin_reload(
+    State(st): State<ApiState>,
+    who: Option<axum::Extension<crate::api_access::Caller>>,
+) -> Response {
+    let who = caller(&who);
+    let Some(reloader) = &st.reloader else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no catalog files to reload",
+        );
+    };
+    let before = st.catalog.borrow().version;
+    match reloader.reload().await {
+        Ok(()) => {
+            let after = st.catalog.borrow().version;
+            st.audit.append(
+                "admin",
+                json!({ "action": "reload", "by": who, "result": "ok", "version": after }),
+            );
+            Json(json!({ "result": "reloaded", "version": after, "changed": after != before }))
+                .into_response()
+        }
+        Err(errs) => {
+            st.audit.append(
+                "admin",
+                json!({ "action": "reload", "by": who, "result": "refused", "problems": errs.0.len() }),
+            );
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": "the catalog is invalid; the running catalog stays",
+                    "problems": errs.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SilenceBody {
+    /// e.g. `2h` (silence only).
+    duration: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Checks `{slo}/{severity}` against the catalog.
+fn alert_target(st: &ApiState, slo: &str, severity: &str) -> Result<(), Response> {
+    if !matches!(severity, "page" | "ticket") {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("severity `{severity}` must be `page` or `ticket`"),
+        ));
+    }
+    if !st.catalog.borrow().catalog.slos.iter().any(|s| s.id == slo) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("no SLO `{slo}` in the catalog"),
+        ));
+    }
+    Ok(())
+}
+
+/// Holds back fire and re-send notifications of one alert for `duration`
+/// (1m to 7d). Escalation pages are never silenced.
+async fn admin_silence(
+    State(st): State<ApiState>,
+    Path((slo, severity)): Path<(String, String)>,
+    who: Option<axum::Extension<crate::api_access::Caller>>,
+    body: Option<Json<SilenceBody>>,
+) -> Result<Response, ApiError> {
+    if let Err(r) = alert_target(&st, &slo, &severity) {
+        return Ok(r);
+    }
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let Some(raw) = body.duration else {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            "give `duration`, e.g. {\"duration\": \"2h\"}",
+        ));
+    };
+    let d = match humantime::parse_duration(&raw) {
+        Ok(d) if d >= Duration::from_secs(60) && d <= Duration::from_secs(7 * 86_400) => d,
+        _ => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                &format!("duration `{raw}` must be between 1m and 7d"),
+            ));
+        }
+    };
+    let now = now_ms();
+    let until = now + d.as_millis() as i64;
+    let who = caller(&who);
+    st.store
+        .put_silence(&crate::store::Silence {
+            slo: slo.clone(),
+            severity: severity.clone(),
+            until_ms: Some(until),
+            created_by: who.clone(),
+            reason: body.reason.clone(),
+            created_ms: now,
+        })
+        .await?;
+    st.audit.append(
+        "admin",
+        json!({ "action": "silence", "by": who, "slo": slo, "severity": severity,
+                "until": rfc3339_ms(until), "reason": body.reason }),
+    );
+    Ok(Json(json!({ "result": "silenced", "slo": slo, "severity": severity, "until": rfc3339_ms(until) }))
+        .into_response())
+}
+
+/// Acknowledges one alert: re-sends stop until it resolves.
+async fn admin_ack(
+    State(st): State<ApiState>,
+    Path((slo, severity)): Path<(String, String)>,
+    who: Option<axum::Extension<crate::api_access::Caller>>,
+    body: Option<Json<SilenceBody>>,
+) -> Result<Response, ApiError> {
+    if let Err(r) = alert_target(&st, &slo, &severity) {
+        return Ok(r);
+    }
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let who = caller(&who);
+    st.store
+        .put_silence(&crate::store::Silence {
+            slo: slo.clone(),
+            severity: severity.clone(),
+            until_ms: None,
+            created_by: who.clone(),
+            reason: body.reason.clone(),
+            created_ms: now_ms(),
+        })
+        .await?;
+    st.audit.append(
+        "admin",
+        json!({ "action": "ack", "by": who, "slo": slo, "severity": severity, "reason": body.reason }),
+    );
+    Ok(Json(json!({ "result": "acknowledged", "slo": slo, "severity": severity })).into_response())
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -382,10 +549,24 @@ async fn alerts(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
             .into_iter()
             .map(|(f, _)| f),
     );
+    let silences = st.store.silences(now_ms()).await?;
     let alerts: Vec<Value> = firing
         .iter()
         .map(|f| {
+            let held = silences
+                .iter()
+                .filter(|s| s.slo == f.alert.slo && s.severity == f.alert.severity.as_str())
+                .map(|s| {
+                    json!({
+                        "kind": if s.until_ms.is_some() { "silence" } else { "ack" },
+                        "until": s.until_ms.map(rfc3339_ms),
+                        "by": s.created_by,
+                        "reason": s.reason,
+                    })
+                })
+                .collect::<Vec<_>>();
             json!({
+                "held": held,
                 "slo": f.alert.slo,
                 "severity": f.alert.severity.as_str(),
                 "rule": f.alert.rule,

@@ -52,6 +52,9 @@ pub struct CoordinatorConfig {
     /// `<data_dir>/audit.jsonl`.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// HTTP API access: bearer tokens and their scopes (see `api_access`).
+    #[serde(default)]
+    pub api: crate::api_access::ApiConfig,
 }
 
 /// PEM files for the agent gRPC port. Relative paths are relative to the
@@ -93,6 +96,7 @@ impl Default for CoordinatorConfig {
             fleet: crate::fleet::FleetConfig::default(),
             alerting: crate::alerting::AlertingConfig::default(),
             audit_log: None,
+            api: crate::api_access::ApiConfig::default(),
         }
     }
 }

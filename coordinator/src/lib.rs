@@ -7,6 +7,7 @@
 pub mod agent_tls;
 pub mod alerting;
 pub mod api;
+pub mod api_access;
 pub mod audit;
 pub mod catalog_watch;
 pub mod certs;
@@ -93,6 +94,17 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
             None
         }
     };
+
+    // Checked first: a coordinator that would serve an open API on the
+    // network must not start at all.
+    let access = Arc::new(
+        api_access::ApiAccess::from_config(
+            &config.api,
+            config.http_listen,
+            config.api.insecure_open,
+        )
+        .context("HTTP API access")?,
+    );
 
     // Before reading: a change from here on must trigger a reload.
     let loaded_signature = catalog_watch::signature(&config.catalog);
@@ -196,12 +208,20 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
     let audit = audit::AuditLog::open(&audit_path)
         .with_context(|| format!("audit log {}", audit_path.display()))?;
+    let reloader = Arc::new(catalog_watch::CatalogReloader::new(
+        config.catalog.clone(),
+        store.clone(),
+        config.raw_retention,
+        catalog_tx,
+    ));
     let router = api::router(api::ApiState {
         store: store.clone(),
         catalog: catalog_rx.clone(),
         metrics,
         fleet: config.fleet.clone(),
         audit: audit.clone(),
+        access: access.clone(),
+        reloader: (!config.catalog.is_empty()).then(|| reloader.clone()),
     });
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -244,12 +264,6 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         shutdown.clone(),
     )));
 
-    let reloader = Arc::new(catalog_watch::CatalogReloader::new(
-        config.catalog,
-        store.clone(),
-        config.raw_retention,
-        catalog_tx,
-    ));
     tasks.push(tokio::spawn(
         reloader.clone().watch(loaded_signature, shutdown.clone()),
     ));

@@ -46,6 +46,11 @@ struct Args {
     /// logged as a warning). For a trusted network only.
     #[arg(long)]
     insecure: bool,
+    /// Serve the protected HTTP endpoints (SLOs, gates, admin) without API
+    /// tokens on a non-loopback address. Without tokens and without this
+    /// flag, such a coordinator refuses to start.
+    #[arg(long)]
+    insecure_open_api: bool,
 }
 
 fn init_logging() {
@@ -66,7 +71,10 @@ async fn main() -> ExitCode {
     init_logging();
 
     let config = match CoordinatorConfig::load(args.config.as_deref(), args.insecure) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.api.insecure_open |= args.insecure_open_api;
+            c
+        }
         Err(e) => {
             eprintln!("authpulse-coordinator: {e}");
             return ExitCode::from(2);

@@ -52,6 +52,8 @@ async fn health_readiness_metrics_and_404() {
         metrics: authpulse_coordinator::metrics_handle(),
         fleet: Default::default(),
         audit: Default::default(),
+        access: Arc::new(authpulse_coordinator::api_access::ApiAccess::open()),
+        reloader: None,
     };
 
     let (status, body, _) = oneshot(&state, "/healthz").await;

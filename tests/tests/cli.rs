@@ -292,3 +292,29 @@ fn readme_probe_examples_are_valid() {
     }
     assert!(checked >= 10, "only {checked} README examples found");
 }
+
+#[test]
+fn an_open_api_on_a_network_address_refuses_to_start() {
+    let dir = TempDir::new("ap-cli-open-api");
+    let cat = write(&dir, "c.yaml", "probes: []\n");
+    // No API tokens and a non-loopback HTTP address: refused before binding
+    // anything, naming the way out.
+    let cfg = write(
+        &dir,
+        "coordinator.yaml",
+        &format!(
+            "grpc_listen: 127.0.0.1:0\nhttp_listen: 0.0.0.0:0\ndata_dir: {}\ncatalog: [{cat}]\ninsecure: true\n",
+            dir.path().join("data").display()
+        ),
+    );
+    let out = Command::new(bin("authpulse-coordinator"))
+        .args(["--config", &cfg])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no API tokens are configured") && err.contains("--insecure-open-api"),
+        "{err}"
+    );
+}

@@ -493,6 +493,18 @@ impl Alerter {
         Ok(())
     }
 
+    /// (SLO, severity) pairs whose notifications are held back: silenced or
+    /// acknowledged by an admin. A store error holds nothing back.
+    async fn held(&self, now_ms: i64) -> BTreeSet<(String, String)> {
+        match self.store.silences(now_ms).await {
+            Ok(s) => s.into_iter().map(|s| (s.slo, s.severity)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read silences; notifying");
+                BTreeSet::new()
+            }
+        }
+    }
+
     /// One evaluation: steps the state machine, persists, notifies.
     pub async fn evaluate(
         &mut self,
@@ -501,6 +513,7 @@ impl Alerter {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let events = self.book.step(active_alerts(catalog, statuses), now_ms);
+        let held = self.held(now_ms).await;
         for event in events {
             let f = event.firing();
             match &event {
@@ -519,10 +532,20 @@ impl Alerter {
                     self.store
                         .delete_alert(&f.alert.slo, f.alert.severity)
                         .await?;
+                    self.store
+                        .clear_ack(&f.alert.slo, f.alert.severity.as_str())
+                        .await?;
                     set_gauge(&f.alert, 0.0);
                 }
             }
-            self.notifiers.send(&event);
+            if !held.contains(&(f.alert.slo.clone(), f.alert.severity.as_str().to_string()))
+                || matches!(event, Event::Resolve { .. })
+            {
+                self.notifiers.send(&event);
+            } else {
+                tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
+                    "notification held back: alert silenced or acknowledged");
+            }
         }
         self.step_escalations(catalog, now_ms).await
     }

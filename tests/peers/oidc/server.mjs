@@ -22,6 +22,7 @@
 // Features: devInteractions behind a login guard (users alice, and bob with a TOTP
 // code: see guardLogin below; the login becomes the sub),
 // introspection, revocation, clientCredentials, userinfo, resourceIndicators
+// (JWT access tokens of probe-cc carry groups ["deployers"], of probe-cc-post ["viewers"])
 // (resource urn:authpulse:api -> JWT access token, aud urn:authpulse:api, scope api:read;
 // any other resource is invalid_target; no resource -> opaque token as before).
 // Grant type "password" (ROPC, which oidc-provider does not ship): one account,
@@ -125,7 +126,16 @@ await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
 const actualPort = server.address().port;
 const issuer = `http://127.0.0.1:${actualPort}`;
 
+// Group claims in JWT access tokens, for the coordinator's OIDC API access
+// test: client-credentials tokens of probe-cc are "deployers", of
+// probe-cc-post "viewers".
+const groupsByClient = { 'probe-cc': ['deployers'], 'probe-cc-post': ['viewers'] };
+
 const configuration = {
+  async extraTokenClaims(ctx, token) {
+    const groups = groupsByClient[token.clientId];
+    return groups ? { groups } : undefined;
+  },
   clients: [
     {
       client_id: 'probe-cc',
