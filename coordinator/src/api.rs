@@ -167,18 +167,18 @@ struct SilenceBody {
 }
 
 /// Checks `{slo}/{severity}` against the catalog.
-fn alert_target(st: &ApiState, slo: &str, severity: &str) -> Result<(), Response> {
+fn alert_target(st: &ApiState, slo: &str, severity: &str) -> Result<(), Box<Response>> {
     if !matches!(severity, "page" | "ticket") {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             &format!("severity `{severity}` must be `page` or `ticket`"),
-        ));
+        )));
     }
     if !st.catalog.borrow().catalog.slos.iter().any(|s| s.id == slo) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             &format!("no SLO `{slo}` in the catalog"),
-        ));
+        )));
     }
     Ok(())
 }
@@ -192,7 +192,7 @@ async fn admin_silence(
     body: Option<Json<SilenceBody>>,
 ) -> Result<Response, ApiError> {
     if let Err(r) = alert_target(&st, &slo, &severity) {
-        return Ok(r);
+        return Ok(*r);
     }
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let Some(raw) = body.duration else {
@@ -240,7 +240,7 @@ async fn admin_ack(
     body: Option<Json<SilenceBody>>,
 ) -> Result<Response, ApiError> {
     if let Err(r) = alert_target(&st, &slo, &severity) {
-        return Ok(r);
+        return Ok(*r);
     }
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let who = caller(&who);

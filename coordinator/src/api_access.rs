@@ -364,7 +364,7 @@ impl ApiAccess {
         method: &Method,
         path: &str,
         authorization: Option<&str>,
-    ) -> Result<Option<String>, Response> {
+    ) -> Result<Option<String>, Box<Response>> {
         let Needs::Scope(scope) = needs(method, path, self.metrics_public) else {
             return Ok(None);
         };
@@ -438,7 +438,7 @@ impl ApiAccess {
     }
 }
 
-fn refuse(status: StatusCode, scope: Scope, message: &str) -> Response {
+fn refuse(status: StatusCode, scope: Scope, message: &str) -> Box<Response> {
     if status == StatusCode::UNAUTHORIZED {
         metrics::counter!("authpulse_coordinator_api_refused_total", "reason" => "unauthenticated")
             .increment(1);
@@ -451,7 +451,7 @@ fn refuse(status: StatusCode, scope: Scope, message: &str) -> Response {
             header::HeaderValue::from_static("Bearer realm=\"authpulse\""),
         );
     }
-    r
+    Box::new(r)
 }
 
 /// The caller a request was authorised as (`None` when open or public).
@@ -476,7 +476,7 @@ pub async fn enforce(
             req.extensions_mut().insert(Caller(caller));
             next.run(req).await
         }
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 
