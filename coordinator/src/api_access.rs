@@ -270,7 +270,12 @@ pub fn needs(method: &Method, path: &str, metrics_public: bool) -> Needs {
         };
     }
     if let Some(rest) = path.strip_prefix("/api/v1/") {
-        if rest.starts_with("gates") {
+        // The gate listing is for people and the dashboard; one gate's
+        // decision is what pipelines call.
+        if rest == "gates" {
+            return Needs::Scope(Scope::Read);
+        }
+        if rest.starts_with("gates/") {
             return Needs::Scope(Scope::Gate);
         }
         if rest.starts_with("admin") || (rest.starts_with("alerts/") && method != Method::GET) {

@@ -1,21 +1,714 @@
-//! Stub: the hash-chained audit log (filled in by the issue-6 work). The
-//! coordinator opens one at start and appends gate decisions, catalog
-//! reloads, agent registrations and rejections, and admin actions.
-use std::path::Path;
+//! The append-only, hash-chained audit log: one JSON object per line with
+//! `seq`, `time`, `kind`, `fields`, `prev` (the previous entry's hash) and
+//! `hash` = SHA-256 over the entry's canonical JSON (every key sorted, no
+//! whitespace, `hash` left out, `prev` included). Editing, removing,
+//! inserting or reordering any line breaks the chain at that line, which
+//! [`verify`] (`authpulse audit verify FILE`) names. Removing lines from the
+//! *end* leaves a shorter valid chain; the gauge
+//! `authpulse_coordinator_audit_seq` lets Prometheus remember the head.
+//!
+//! Writing: one background thread owns the file and appends in the order
+//! entries arrive, then `fdatasync`s once per batch (group commit).
+//! [`AuditLog::append`] only queues (callers are never blocked by disk);
+//! [`AuditLog::append_durable`] waits until its entry is on disk, which gate
+//! decisions use so a decision is never served without its record. A crash
+//! can lose entries queued in the last milliseconds, never rewrite older
+//! ones. On open the chain continues from the last line after checking it:
+//! a torn last line (a crash mid-write) is cut off and recorded as an
+//! `audit_torn_tail` entry; a tail that fails its hash check refuses to open
+//! (move the file aside to start a new chain). An advisory lock keeps a
+//! second process from forking the chain.
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use authpulse_proto::catalog::Catalog;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How long `open` waits for another holder of the lock (a coordinator in
+/// this process that is still shutting down) before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 #[error("audit log: {0}")]
 pub struct AuditError(pub String);
 
-/// Cheap to clone; appends are serialized internally.
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> AuditError {
+    AuditError(format!("{what} {}: {e}", path.display()))
+}
+
+/// Cheap to clone; appends are serialized by the writer thread. The default
+/// value is a disabled log that drops entries (for tests of other parts).
 #[derive(Clone, Debug, Default)]
-pub struct AuditLog {}
+pub struct AuditLog {
+    tx: Option<Arc<mpsc::Sender<Job>>>,
+}
+
+#[derive(Debug)]
+struct Job {
+    kind: String,
+    fields: Value,
+    done: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
+}
 
 impl AuditLog {
-    pub fn open(_path: &Path) -> Result<AuditLog, AuditError> {
-        Ok(AuditLog {})
+    /// Opens (or creates, mode 0600) the log at `path` and starts its
+    /// writer. Fails if the file can't be opened or locked, or if its last
+    /// entry doesn't verify.
+    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create", e))?;
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(path)
+            .map_err(|e| io_err(path, "cannot open", e))?;
+        lock(&file, path)?;
+        let tail = read_tail(&mut file, path)?;
+        let mut head = Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        };
+        if let Some(last) = tail.lines.last() {
+            let before = tail.lines.len().checked_sub(2).map(|i| &tail.lines[i]);
+            head = check_tail(path, last, before)?;
+        }
+        let mut torn = None;
+        if !tail.torn.is_empty() {
+            // A complete entry that only lacks its newline is kept; anything
+            // else is a write cut short by a crash.
+            match parse_entry(&tail.torn) {
+                Ok(e) if e.seq == head.seq + 1 && e.prev == head.hash => {
+                    file.write_all(b"\n")
+                        .map_err(|e| io_err(path, "cannot write", e))?;
+                    head = Head {
+                        seq: e.seq,
+                        hash: e.hash,
+                    };
+                }
+                _ => {
+                    file.set_len(tail.torn_at)
+                        .map_err(|e| io_err(path, "cannot cut the torn last line of", e))?;
+                    tracing::warn!(path = %path.display(), bytes = tail.torn.len(),
+                        "audit log: cut off a torn last line (crash during a write); recorded in the log");
+                    torn = Some(json!({
+                        "offset": tail.torn_at,
+                        "bytes": tail.torn.len(),
+                        "sha256": hex::encode(Sha256::digest(&tail.torn)),
+                    }));
+                }
+            }
+        }
+        let len = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| io_err(path, "cannot seek", e))?;
+        metrics::describe_gauge!(
+            "authpulse_coordinator_audit_seq",
+            "Sequence number of the newest audit log entry (a drop means entries were removed)"
+        );
+        metrics::describe_counter!(
+            "authpulse_coordinator_audit_errors_total",
+            "Audit log entries that could not be written"
+        );
+        metrics::gauge!("authpulse_coordinator_audit_seq").set(head.seq as f64);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            path: path.to_path_buf(),
+            file,
+            len,
+            head,
+            broken: false,
+        };
+        std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError(format!("cannot start the writer thread: {e}")))?;
+        let log = AuditLog {
+            tx: Some(Arc::new(tx)),
+        };
+        if let Some(fields) = torn {
+            log.append("audit_torn_tail", fields);
+        }
+        Ok(log)
     }
 
-    /// Appends one entry; errors are logged, never fatal to the caller.
-    pub fn append(&self, _kind: &str, _fields: serde_json::Value) {}
+    /// Whether entries go anywhere (false for the default, disabled log).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Appends one entry; returns at once (the writer thread writes and
+    /// syncs it). Errors are logged, never fatal to the caller.
+    pub fn append(&self, kind: &str, fields: serde_json::Value) {
+        self.send(kind, fields, None);
+    }
+
+    /// Appends one entry and waits until it is on disk (fdatasync); returns
+    /// its `seq`, or `None` for a disabled log.
+    pub async fn append_durable(
+        &self,
+        kind: &str,
+        fields: serde_json::Value,
+    ) -> Result<Option<u64>, AuditError> {
+        if self.tx.is_none() {
+            return Ok(None);
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(kind, fields, Some(done));
+        match wait.await {
+            Ok(Ok(seq)) => Ok(Some(seq)),
+            Ok(Err(e)) => Err(AuditError(e)),
+            Err(_) => Err(AuditError("the writer stopped".into())),
+        }
+    }
+
+    fn send(
+        &self,
+        kind: &str,
+        fields: Value,
+        done: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
+    ) {
+        let Some(tx) = &self.tx else { return };
+        let job = Job {
+            kind: kind.to_string(),
+            fields,
+            done,
+        };
+        if tx.send(job).is_err() {
+            metrics::counter!("authpulse_coordinator_audit_errors_total").increment(1);
+            tracing::error!(kind, "audit log writer is gone; entry dropped");
+        }
+    }
+}
+
+/// The newest entry: what the next one chains to.
+#[derive(Clone, Debug)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    /// Length of the file up to the last entry known written.
+    len: u64,
+    head: Head,
+    /// A failed write could not be undone: appending more would corrupt
+    /// the chain, so everything after is refused.
+    broken: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        // Blocks for the first job, then takes whatever else is queued so
+        // one fdatasync covers the batch.
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let result = self.write_batch(&batch);
+            if let Err(e) = &result {
+                metrics::counter!("authpulse_coordinator_audit_errors_total")
+                    .increment(batch.len() as u64);
+                tracing::error!(path = %self.path.display(), error = %e, entries = batch.len(),
+                    "audit log write failed; entries dropped");
+            }
+            for (i, job) in batch.into_iter().enumerate() {
+                if let Some(done) = job.done {
+                    let _ = done.send(match &result {
+                        Ok(first_seq) => Ok(first_seq + i as u64),
+                        Err(e) => Err(e.clone()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes the batch as one `write`, syncs, and returns the first seq.
+    fn write_batch(&mut self, batch: &[Job]) -> Result<u64, String> {
+        if self.broken {
+            return Err("an earlier write failed and could not be undone".into());
+        }
+        let first = self.head.seq + 1;
+        let mut head = self.head.clone();
+        let mut buf = Vec::new();
+        for job in batch {
+            let (line, hash) = entry_line(
+                head.seq + 1,
+                &now_rfc3339(),
+                &job.kind,
+                &job.fields,
+                &head.hash,
+            );
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            head = Head {
+                seq: head.seq + 1,
+                hash,
+            };
+        }
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Undo a partial line so the chain stays intact for the next batch.
+            if self.file.set_len(self.len).is_err() {
+                self.broken = true;
+            }
+            return Err(e.to_string());
+        }
+        self.len += buf.len() as u64;
+        self.head = head;
+        metrics::gauge!("authpulse_coordinator_audit_seq").set(self.head.seq as f64);
+        Ok(first)
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn lock(file: &File, path: &Path) -> Result<(), AuditError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AuditError(format!(
+                    "{} is in use by another process (two coordinators must not share an audit log)",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(path, "cannot lock", e)),
+        }
+    }
+}
+
+/// The canonical JSON the hash covers: object keys sorted at every level,
+/// no whitespace, strings and numbers as serde_json writes them.
+pub fn canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// SHA-256 (hex) over the canonical form of `entry` without its `hash`.
+pub fn entry_hash(entry: &Map<String, Value>) -> String {
+    let mut body = entry.clone();
+    body.remove("hash");
+    hex::encode(Sha256::digest(canonical(&Value::Object(body)).as_bytes()))
+}
+
+/// One line (without newline) and its hash. Keys are written in reading
+/// order (seq, time, kind, fields, prev, hash); the hash doesn't depend on
+/// that order.
+fn entry_line(seq: u64, time: &str, kind: &str, fields: &Value, prev: &str) -> (String, String) {
+    let mut entry = Map::new();
+    entry.insert("seq".into(), json!(seq));
+    entry.insert("time".into(), json!(time));
+    entry.insert("kind".into(), json!(kind));
+    entry.insert("fields".into(), fields.clone());
+    entry.insert("prev".into(), json!(prev));
+    let hash = entry_hash(&entry);
+    let line = format!(
+        "{{\"seq\":{seq},\"time\":{},\"kind\":{},\"fields\":{},\"prev\":{},\"hash\":{}}}",
+        json!(time),
+        json!(kind),
+        canonical(fields),
+        json!(prev),
+        json!(hash)
+    );
+    (line, hash)
+}
+
+/// The chain-relevant parts of a parsed entry.
+struct Parsed {
+    seq: u64,
+    prev: String,
+    hash: String,
+}
+
+/// Why a line is not a valid entry, with its `seq` when that could be read.
+#[derive(Debug)]
+struct Invalid {
+    seq: Option<u64>,
+    problem: String,
+}
+
+impl Invalid {
+    fn new(problem: impl Into<String>) -> Invalid {
+        Invalid {
+            seq: None,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "seq {seq}: {}", self.problem),
+            None => f.write_str(&self.problem),
+        }
+    }
+}
+
+/// Parses one line and checks its own hash.
+fn parse_entry(line: &[u8]) -> Result<Parsed, Invalid> {
+    let text = std::str::from_utf8(line).map_err(|_| Invalid::new("not UTF-8 text"))?;
+    if text.trim().is_empty() {
+        return Err(Invalid::new("empty line"));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        Invalid::new(format!(
+            "not a complete JSON entry (truncated or corrupted): {e}"
+        ))
+    })?;
+    let Value::Object(map) = v else {
+        return Err(Invalid::new("not a JSON object"));
+    };
+    let seq = map
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Invalid::new("not an audit entry: no numeric `seq`"))?;
+    let invalid = |problem: String| Invalid {
+        seq: Some(seq),
+        problem,
+    };
+    for k in ["time", "kind"] {
+        if !map.get(k).is_some_and(Value::is_string) {
+            return Err(invalid(format!("not an audit entry: no `{k}`")));
+        }
+    }
+    if !map.contains_key("fields") {
+        return Err(invalid("not an audit entry: no `fields`".into()));
+    }
+    let text_of = |k: &str| -> Result<String, Invalid> {
+        map.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| invalid(format!("not an audit entry: no `{k}`")))
+    };
+    let prev = text_of("prev")?;
+    let hash = text_of("hash")?;
+    if entry_hash(&map) != hash {
+        return Err(invalid(
+            "hash mismatch: the entry was modified after it was written".into(),
+        ));
+    }
+    Ok(Parsed { seq, prev, hash })
+}
+
+/// The last complete lines of the file (at least two when there are) and
+/// the bytes after the last newline.
+struct Tail {
+    lines: Vec<Vec<u8>>,
+    torn: Vec<u8>,
+    /// Offset where `torn` starts.
+    torn_at: u64,
+}
+
+fn read_tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
+    let len = file
+        .seek(SeekFrom::End(0))
+        .map_err(|e| io_err(path, "cannot seek", e))?;
+    let mut window: u64 = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| io_err(path, "cannot seek", e))?;
+        let mut buf = Vec::new();
+        Read::by_ref(file)
+            .take(len - start)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(path, "cannot read", e))?;
+        // Two complete lines need three newlines unless the window reaches
+        // the start of the file.
+        let newlines = buf.iter().filter(|b| **b == b'\n').count();
+        if start > 0 && newlines < 3 {
+            window *= 2;
+            continue;
+        }
+        let from = if start == 0 {
+            0
+        } else {
+            buf.iter().position(|b| *b == b'\n').map_or(0, |p| p + 1)
+        };
+        let body = &buf[from..];
+        let end = body.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let lines = body[..end]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        return Ok(Tail {
+            lines,
+            torn: body[end..].to_vec(),
+            torn_at: start + (from + end) as u64,
+        });
+    }
+}
+
+/// Checks the last entry (and that it chains to the one before) and
+/// returns it as the head.
+fn check_tail(path: &Path, last: &[u8], before: Option<&Vec<u8>>) -> Result<Head, AuditError> {
+    let refuse = |problem: String| {
+        let where_ = match verify(path) {
+            Err(VerifyError::Bad(b)) => format!(" (first bad entry: {b})"),
+            _ => String::new(),
+        };
+        AuditError(format!(
+            "{}: the last entry does not verify: {problem}{where_}; the log was modified. \
+             Keep it as evidence and move it aside to start a new chain",
+            path.display()
+        ))
+    };
+    let e = parse_entry(last).map_err(|i| refuse(i.to_string()))?;
+    if let Some(before) = before {
+        let b = parse_entry(before).map_err(|i| refuse(i.to_string()))?;
+        if e.prev != b.hash || e.seq != b.seq + 1 {
+            return Err(refuse(format!(
+                "seq {} does not chain to the entry before it (seq {})",
+                e.seq, b.seq
+            )));
+        }
+    } else if e.prev != GENESIS || e.seq != 1 {
+        return Err(refuse(format!(
+            "the only entry has seq {} and does not start the chain",
+            e.seq
+        )));
+    }
+    Ok(Head {
+        seq: e.seq,
+        hash: e.hash,
+    })
+}
+
+/// A verified log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    /// Hash of the newest entry ([`GENESIS`] for an empty log).
+    pub head: String,
+}
+
+/// The first entry that breaks the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadEntry {
+    /// 1-based line number.
+    pub line: u64,
+    /// The entry's `seq` when it could be read.
+    pub seq: Option<u64>,
+    pub problem: String,
+}
+
+impl std::fmt::Display for BadEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "line {} (seq {seq}): {}", self.line, self.problem),
+            None => write!(f, "line {}: {}", self.line, self.problem),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Bad(BadEntry),
+}
+
+/// Reads the whole log and checks every entry's hash, that seqs count up
+/// from 1 without gaps, and that each `prev` is the hash of the line
+/// before. Stops at the first bad entry.
+pub fn verify(path: &Path) -> Result<Verified, VerifyError> {
+    let io = |source| VerifyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::new(File::open(path).map_err(io)?);
+    let mut line_no = 0u64;
+    let mut head = Head {
+        seq: 0,
+        hash: GENESIS.to_string(),
+    };
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let complete = buf.last() == Some(&b'\n');
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let expected = head.seq + 1;
+        let bad = |seq: Option<u64>, problem: String| {
+            VerifyError::Bad(BadEntry {
+                line: line_no,
+                seq,
+                problem,
+            })
+        };
+        let e = match parse_entry(line) {
+            Ok(e) => e,
+            Err(Invalid { seq, problem }) => {
+                let problem = if complete {
+                    problem
+                } else {
+                    format!("truncated last line: {problem}")
+                };
+                return Err(bad(seq, format!("{problem} (expected seq {expected})")));
+            }
+        };
+        if e.seq != expected {
+            let why = if e.seq > expected {
+                format!("expected seq {expected}: entries before it are missing or out of order")
+            } else {
+                format!("expected seq {expected}: entries are out of order or duplicated")
+            };
+            return Err(bad(Some(e.seq), why));
+        }
+        if e.prev != head.hash {
+            return Err(bad(
+                Some(e.seq),
+                if line_no == 1 {
+                    "does not start the chain (prev is not the genesis hash)".into()
+                } else {
+                    format!(
+                        "prev hash does not match line {} (seq {}): the chain is broken",
+                        line_no - 1,
+                        head.seq
+                    )
+                },
+            ));
+        }
+        head = Head {
+            seq: e.seq,
+            hash: e.hash,
+        };
+    }
+    Ok(Verified {
+        entries: head.seq,
+        head: head.hash,
+    })
+}
+
+/// What a catalog reload changed, for the `catalog_reload` entry: per
+/// section the ids added, removed and changed (same id, different content).
+pub fn catalog_diff(old: &Catalog, new: &Catalog) -> serde_json::Value {
+    fn section<T>(
+        old: &[T],
+        new: &[T],
+        id: impl Fn(&T) -> &str,
+        body: impl Fn(&T) -> String,
+    ) -> Value {
+        let mut added = Vec::new();
+        let mut changed = Vec::new();
+        for n in new {
+            match old.iter().find(|o| id(o) == id(n)) {
+                None => added.push(id(n).to_string()),
+                Some(o) if body(o) != body(n) => changed.push(id(n).to_string()),
+                Some(_) => {}
+            }
+        }
+        let removed: Vec<String> = old
+            .iter()
+            .filter(|o| !new.iter().any(|n| id(n) == id(o)))
+            .map(|o| id(o).to_string())
+            .collect();
+        json!({ "added": added, "removed": removed, "changed": changed })
+    }
+    fn ser<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap_or_default()
+    }
+    json!({
+        "probes": section(&old.probes, &new.probes, |p| p.id.as_str(), |p| p.to_json()),
+        "slos": section(&old.slos, &new.slos, |s| s.id.as_str(), ser),
+        "gates": section(&old.gates, &new.gates, |g| g.id.as_str(), ser),
+        "components": section(&old.components, &new.components, |c| c.id.as_str(), ser),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_sorts_keys_at_every_level() {
+        let v = json!({"b": 1, "a": {"z": [1, {"y": 2, "x": "s"}], "c": null}});
+        assert_eq!(
+            canonical(&v),
+            r#"{"a":{"c":null,"z":[1,{"x":"s","y":2}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn a_written_line_verifies_and_chains() {
+        let (line, hash) = entry_line(
+            1,
+            "2026-01-01T00:00:00.000Z",
+            "test",
+            &json!({"b": 2, "a": 1.5}),
+            GENESIS,
+        );
+        let e = parse_entry(line.as_bytes()).expect("verifies");
+        assert_eq!(
+            (e.seq, e.prev.as_str(), e.hash.as_str()),
+            (1, GENESIS, hash.as_str())
+        );
+        let edited = line.replace("1.5", "2.5");
+        assert!(parse_entry(edited.as_bytes()).is_err());
+    }
 }

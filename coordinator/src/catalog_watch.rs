@@ -25,6 +25,8 @@ pub struct CatalogReloader {
     pub catalog_tx: watch::Sender<Arc<CatalogSnapshot>>,
     /// Serializes reloads so versions stay ordered.
     lock: tokio::sync::Mutex<()>,
+    /// Every applied or refused reload is recorded, with a diff summary.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// What the files looked like at the last check: (modified, length) each,
@@ -54,6 +56,7 @@ impl CatalogReloader {
             raw_retention,
             catalog_tx,
             lock: tokio::sync::Mutex::new(()),
+            audit: crate::audit::AuditLog::default(),
         }
     }
 
@@ -66,6 +69,13 @@ impl CatalogReloader {
                 metrics::counter!("authpulse_coordinator_catalog_reloads_total", "result" => "invalid")
                     .increment(1);
                 tracing::error!(problems = errs.0.len(), errors = %errs, "catalog reload refused; keeping the running catalog");
+                self.audit.append(
+                    "catalog_reload",
+                    serde_json::json!({
+                        "result": "refused",
+                        "problems": errs.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                    }),
+                );
                 return Err(errs);
             }
         };
@@ -95,6 +105,15 @@ impl CatalogReloader {
             probes = catalog.probes.len(),
             slos = catalog.slos.len(),
             "catalog reloaded; pushing assignments"
+        );
+        self.audit.append(
+            "catalog_reload",
+            serde_json::json!({
+                "result": "applied",
+                "version": version,
+                "previous": current.version,
+                "diff": crate::audit::catalog_diff(&current.catalog, &catalog),
+            }),
         );
         self.catalog_tx.send_replace(Arc::new(CatalogSnapshot {
             catalog: Arc::new(catalog),

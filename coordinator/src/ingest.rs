@@ -225,6 +225,8 @@ struct Inner {
     tasks: TaskTracker,
     /// Told the probe ids of newly stored escalation results, right after commit.
     escalations: Option<mpsc::UnboundedSender<BTreeSet<String>>>,
+    /// Agent registrations and rejected streams are recorded here.
+    audit: crate::audit::AuditLog,
 }
 
 impl Inner {
@@ -316,6 +318,7 @@ impl IngestService {
                 shutdown,
                 tasks: TaskTracker::new(),
                 escalations: None,
+                audit: crate::audit::AuditLog::default(),
             }),
         }
     }
@@ -326,6 +329,16 @@ impl IngestService {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.escalations = Some(tx),
             None => tracing::error!("escalation signal set after the service was shared; ignored"),
+        }
+        self
+    }
+
+    /// Where agent registrations and rejections are recorded; call before
+    /// the service is cloned or served.
+    pub fn with_audit(mut self, audit: crate::audit::AuditLog) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.audit = audit,
+            None => tracing::error!("audit log set after the service was shared; ignored"),
         }
         self
     }
@@ -423,6 +436,15 @@ async fn run_session(
             code,
         } => {
             tracing::warn!(peer, reason, label, "rejected agent stream");
+            inner.audit.append(
+                "agent_rejected",
+                serde_json::json!({
+                    "peer": peer,
+                    "reason": reason,
+                    "label": label,
+                    "certificate": identity.as_ref().map(|i| format!("{}/{}", i.region, i.agent_id)),
+                }),
+            );
             metrics::counter!("authpulse_coordinator_rejected_streams_total", "reason" => label)
                 .increment(1);
             let _ = send(
@@ -555,6 +577,16 @@ async fn serve(
         stored_floor: 0,
         tx,
     };
+    inner.audit.append(
+        "agent_registered",
+        serde_json::json!({
+            "agent_id": hello.agent_id,
+            "region": hello.region,
+            "version": hello.version,
+            "peer": peer,
+            "session": id,
+        }),
+    );
     tracing::info!(
         agent_id = %hello.agent_id, region = %hello.region, version = %hello.version, peer, session = id,
         "agent connected"

@@ -162,9 +162,16 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     // Ingest tells the alerter about escalation results right after commit,
     // so they page without waiting for the next evaluation.
     let (escalation_tx, escalation_rx) = tokio::sync::mpsc::unbounded_channel();
+    let audit_path = config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
+    let audit = audit::AuditLog::open(&audit_path)
+        .with_context(|| format!("audit log {}", audit_path.display()))?;
     let ingest = ingest::IngestService::new(store.clone(), catalog_rx.clone(), shutdown.clone())
         .with_fleet(config.fleet.clone())
-        .with_escalations(escalation_tx);
+        .with_escalations(escalation_tx)
+        .with_audit(audit.clone());
     let sessions = ingest.tasks();
     let mut tasks = Vec::new();
 
@@ -202,18 +209,14 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         }
     }));
 
-    let audit_path = config
-        .audit_log
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
-    let audit = audit::AuditLog::open(&audit_path)
-        .with_context(|| format!("audit log {}", audit_path.display()))?;
-    let reloader = Arc::new(catalog_watch::CatalogReloader::new(
+    let mut reloader = catalog_watch::CatalogReloader::new(
         config.catalog.clone(),
         store.clone(),
         config.raw_retention,
         catalog_tx,
-    ));
+    );
+    reloader.audit = audit.clone();
+    let reloader = Arc::new(reloader);
     let router = api::router(api::ApiState {
         store: store.clone(),
         catalog: catalog_rx.clone(),

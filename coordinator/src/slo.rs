@@ -622,7 +622,7 @@ pub async fn evaluate_one(
     let one = Catalog {
         probes: catalog.probes.clone(),
         slos: vec![slo.clone()],
-        gates: Vec::new(),
+        ..Catalog::default()
     };
     let mut v = evaluate(store, &one, now_ms).await?;
     Ok(v.remove(0))

@@ -74,6 +74,21 @@ const CREATE_MINUTE_COUNTS: &str = "CREATE TABLE IF NOT EXISTS minute_counts (
         PRIMARY KEY (probe_id, minute, threshold_us, region)
     ) WITHOUT ROWID";
 
+/// Silences and acknowledgements of alerts (admin actions): while one holds,
+/// fire and re-send notifications for that SLO and severity are held back
+/// (resolves still go out). A silence ends at `until_ms`; an
+/// acknowledgement (`until_ms` NULL) ends when the alert resolves.
+const CREATE_ALERT_SILENCES: &str = "CREATE TABLE IF NOT EXISTS alert_silences (
+        slo TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        until_ms INTEGER,
+        created_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (slo, severity, kind)
+    ) WITHOUT ROWID";
+
 /// Latency sketches per probe, region and minute (schema 5): encoded
 /// [`crate::latency_sketch::LatencySketch`]es of the runs' total time, merged
 /// on every batch; percentiles over any window merge the minutes.
@@ -121,8 +136,47 @@ const MIGRATE_3_TO_4: &[&str] = &[
 /// otherwise: the longest SLO window the catalog allows plus a day.
 pub const DEFAULT_MINUTE_RETENTION: Duration = Duration::from_secs(32 * 86_400);
 
+/// The status page's component statuses (statuspage.rs): the last status
+/// shown per component, so a component without trustworthy data keeps it
+/// and `updated_at` is when it last changed. Created on open like every
+/// table (no schema version change).
+const CREATE_STATUS_COMPONENTS: &str = "CREATE TABLE IF NOT EXISTS status_components (
+        id TEXT PRIMARY KEY NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    )";
+
+/// Incidents opened and resolved from alerts (statuspage.rs); at most one
+/// open (unresolved) incident per SLO, enforced by `incidents_open_slo`.
+const CREATE_INCIDENTS: &str = "CREATE TABLE IF NOT EXISTS incidents (
+        id TEXT PRIMARY KEY NOT NULL,
+        slo TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        impact TEXT NOT NULL,
+        severities_json TEXT NOT NULL,
+        components_json TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        monitoring_ms INTEGER,
+        resolved_ms INTEGER
+    )";
+
+/// The updates of each incident, the entries of `/history.atom`.
+const CREATE_INCIDENT_UPDATES: &str = "CREATE TABLE IF NOT EXISTS incident_updates (
+        id TEXT PRIMARY KEY NOT NULL,
+        incident_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        affected_json TEXT NOT NULL
+    )";
+
 const SCHEMA: &[&str] = &[
     CREATE_ALERTS,
+    CREATE_ALERT_SILENCES,
     CREATE_MINUTE_SKETCHES,
     CREATE_MINUTE_COUNTS,
     CREATE_MINUTE_THRESHOLDS,
@@ -182,6 +236,12 @@ const SCHEMA: &[&str] = &[
     )",
     // Small key/value facts about the installation (the catalog version).
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
+    CREATE_STATUS_COMPONENTS,
+    CREATE_INCIDENTS,
+    "CREATE UNIQUE INDEX IF NOT EXISTS incidents_open_slo ON incidents (slo) WHERE resolved_ms IS NULL",
+    "CREATE INDEX IF NOT EXISTS incidents_created ON incidents (created_ms)",
+    CREATE_INCIDENT_UPDATES,
+    "CREATE INDEX IF NOT EXISTS incident_updates_incident ON incident_updates (incident_id, created_ms)",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -338,6 +398,18 @@ pub type MinuteSums = HashMap<(String, u64, String), Vec<(u64, u64)>>;
 
 /// (series, region, minute, threshold µs) of a batch's minute deltas.
 type MinuteKey<'a> = (Cow<'a, str>, &'a str, i64, u64);
+
+/// A silence (`until_ms` set) or acknowledgement of one alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Silence {
+    pub slo: String,
+    /// `page`, `ticket`.
+    pub severity: String,
+    pub until_ms: Option<i64>,
+    pub created_by: String,
+    pub reason: String,
+    pub created_ms: i64,
+}
 
 /// One `minute_counts` row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -882,6 +954,28 @@ impl Store {
         rows.iter().map(result_from_row).collect()
     }
 
+    /// The newest `per_series` results of every (probe, region) started at
+    /// or after `since_ms`, oldest first within each, ordered by probe then
+    /// region (the dashboard's grid of recent runs).
+    pub async fn recent_results(
+        &self,
+        since_ms: i64,
+        per_series: u32,
+    ) -> Result<Vec<StoredResult>> {
+        let rows = sqlx::query(
+            "SELECT * FROM (
+                SELECT r.*, ROW_NUMBER() OVER (
+                    PARTITION BY probe_id, region ORDER BY started_ms DESC, seq DESC) AS rn
+                FROM results r WHERE started_ms >= ?1)
+             WHERE rn <= ?2 ORDER BY probe_id, region, started_ms, seq",
+        )
+        .bind(since_ms)
+        .bind(i64::from(per_series))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(result_from_row).collect()
+    }
+
     /// `(good, total)` over results of `probe_ids` (all regions) started at or
     /// after `since_ms`. Good = success, and with a threshold also
     /// `total_us <= threshold`.
@@ -1391,6 +1485,59 @@ impl Store {
         Ok(())
     }
 
+    /// Records a silence (`until_ms` set) or an acknowledgement (`None`).
+    pub async fn put_silence(&self, s: &Silence) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_silences (slo, severity, kind, until_ms, created_by, reason, created_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (slo, severity, kind) DO UPDATE SET until_ms = excluded.until_ms,
+                created_by = excluded.created_by, reason = excluded.reason, created_ms = excluded.created_ms",
+        )
+        .bind(&s.slo)
+        .bind(&s.severity)
+        .bind(if s.until_ms.is_some() { "silence" } else { "ack" })
+        .bind(s.until_ms)
+        .bind(&s.created_by)
+        .bind(&s.reason)
+        .bind(s.created_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Silences still in force at `now_ms` and every acknowledgement.
+    pub async fn silences(&self, now_ms: i64) -> Result<Vec<Silence>> {
+        let rows = sqlx::query(
+            "SELECT slo, severity, until_ms, created_by, reason, created_ms FROM alert_silences
+             WHERE until_ms IS NULL OR until_ms > ?",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Silence {
+                    slo: r.try_get("slo")?,
+                    severity: r.try_get("severity")?,
+                    until_ms: r.try_get("until_ms")?,
+                    created_by: r.try_get("created_by")?,
+                    reason: r.try_get("reason")?,
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// An alert resolved: its acknowledgement ends with it.
+    pub async fn clear_ack(&self, slo: &str, severity: &str) -> Result<()> {
+        sqlx::query("DELETE FROM alert_silences WHERE slo = ? AND severity = ? AND kind = 'ack'")
+            .bind(slo)
+            .bind(severity)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     /// Closes both pools (waits for running queries).
     pub async fn close(&self) {
         self.read.close().await;
@@ -1469,6 +1616,242 @@ impl Store {
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+}
+
+/// The status page's state (see [`crate::statuspage`]): component statuses,
+/// incidents with their updates, the page id.
+impl Store {
+    /// The last status shown per component.
+    pub async fn status_components(&self) -> Result<Vec<crate::statuspage::ComponentState>> {
+        let rows = sqlx::query("SELECT id, status, created_ms, updated_ms FROM status_components")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::statuspage::ComponentState {
+                    id: r.try_get("id")?,
+                    status: r.try_get("status")?,
+                    created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Inserts or replaces component statuses, all in one transaction.
+    pub async fn save_status_components(
+        &self,
+        states: &[crate::statuspage::ComponentState],
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for s in states {
+            sqlx::query(
+                "INSERT INTO status_components (id, status, created_ms, updated_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                   created_ms = excluded.created_ms, updated_ms = excluded.updated_ms",
+            )
+            .bind(&s.id)
+            .bind(&s.status)
+            .bind(s.created_ms)
+            .bind(s.updated_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new incident with its first update (one transaction). Fails
+    /// if its SLO already has an unresolved incident.
+    pub async fn open_incident(
+        &self,
+        incident: &crate::statuspage::Incident,
+        first: &crate::statuspage::IncidentUpdate,
+    ) -> Result<()> {
+        self.write_incident(incident, first, true).await
+    }
+
+    /// Stores an incident's new state with the update that explains it (one
+    /// transaction); resolving is an update with status `resolved` and
+    /// `resolved_ms` set.
+    pub async fn update_incident(
+        &self,
+        incident: &crate::statuspage::Incident,
+        update: &crate::statuspage::IncidentUpdate,
+    ) -> Result<()> {
+        self.write_incident(incident, update, false).await
+    }
+
+    async fn write_incident(
+        &self,
+        i: &crate::statuspage::Incident,
+        u: &crate::statuspage::IncidentUpdate,
+        new: bool,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let sql = if new {
+            "INSERT INTO incidents (id, slo, name, status, impact, severities_json, components_json,
+                started_ms, created_ms, updated_ms, monitoring_ms, resolved_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        } else {
+            "UPDATE incidents SET slo = ?2, name = ?3, status = ?4, impact = ?5,
+                severities_json = ?6, components_json = ?7, started_ms = ?8, created_ms = ?9,
+                updated_ms = ?10, monitoring_ms = ?11, resolved_ms = ?12
+             WHERE id = ?1"
+        };
+        sqlx::query(sql)
+            .bind(&i.id)
+            .bind(&i.slo)
+            .bind(&i.name)
+            .bind(&i.status)
+            .bind(&i.impact)
+            .bind(serde_json::to_string(&i.severities)?)
+            .bind(serde_json::to_string(&i.components)?)
+            .bind(i.started_ms)
+            .bind(i.created_ms)
+            .bind(i.updated_ms)
+            .bind(i.monitoring_ms)
+            .bind(i.resolved_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO incident_updates (id, incident_id, status, body, created_ms, affected_json)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&u.id)
+        .bind(&i.id)
+        .bind(&u.status)
+        .bind(&u.body)
+        .bind(u.created_ms)
+        .bind(serde_json::to_string(&u.affected)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The unresolved incidents, oldest first, with their updates.
+    pub async fn open_incidents(&self) -> Result<Vec<crate::statuspage::Incident>> {
+        let rows = sqlx::query(
+            "SELECT * FROM incidents WHERE resolved_ms IS NULL ORDER BY created_ms, id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        self.incidents_from_rows(&rows).await
+    }
+
+    /// The `limit` most recently created incidents, newest first, with
+    /// their updates.
+    pub async fn recent_incidents(&self, limit: u32) -> Result<Vec<crate::statuspage::Incident>> {
+        let rows = sqlx::query("SELECT * FROM incidents ORDER BY created_ms DESC, id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        self.incidents_from_rows(&rows).await
+    }
+
+    /// When any incident last changed (opened, updated, resolved).
+    pub async fn incidents_updated_ms(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(updated_ms) FROM incidents")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    /// One incident by id, with its updates.
+    pub async fn incident(&self, id: &str) -> Result<Option<crate::statuspage::Incident>> {
+        let rows = sqlx::query("SELECT * FROM incidents WHERE id = ?")
+            .bind(id)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(self.incidents_from_rows(&rows).await?.pop())
+    }
+
+    /// Incidents from `incidents` rows, each with its updates newest first.
+    async fn incidents_from_rows(
+        &self,
+        rows: &[SqliteRow],
+    ) -> Result<Vec<crate::statuspage::Incident>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let severities: String = r.try_get("severities_json")?;
+            let components: String = r.try_get("components_json")?;
+            out.push(crate::statuspage::Incident {
+                id: r.try_get("id")?,
+                slo: r.try_get("slo")?,
+                name: r.try_get("name")?,
+                status: r.try_get("status")?,
+                impact: r.try_get("impact")?,
+                severities: serde_json::from_str(&severities)?,
+                components: serde_json::from_str(&components)?,
+                started_ms: r.try_get("started_ms")?,
+                created_ms: r.try_get("created_ms")?,
+                updated_ms: r.try_get("updated_ms")?,
+                monitoring_ms: r.try_get("monitoring_ms")?,
+                resolved_ms: r.try_get("resolved_ms")?,
+                updates: Vec::new(),
+            });
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<&str> = out.iter().map(|i| i.id.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT id, incident_id, status, body, created_ms, affected_json FROM incident_updates
+             WHERE incident_id IN (SELECT value FROM json_each(?))
+             ORDER BY created_ms DESC, rowid DESC",
+        )
+        .bind(serde_json::to_string(&ids)?)
+        .fetch_all(&self.read)
+        .await?;
+        let mut updates: HashMap<String, Vec<crate::statuspage::IncidentUpdate>> = HashMap::new();
+        for r in &rows {
+            let affected: String = r.try_get("affected_json")?;
+            let u = crate::statuspage::IncidentUpdate {
+                id: r.try_get("id")?,
+                incident_id: r.try_get("incident_id")?,
+                status: r.try_get("status")?,
+                body: r.try_get("body")?,
+                created_ms: r.try_get("created_ms")?,
+                affected: serde_json::from_str(&affected)?,
+            };
+            updates.entry(u.incident_id.clone()).or_default().push(u);
+        }
+        for i in &mut out {
+            i.updates = updates.remove(&i.id).unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    /// This installation's status page id (12 hex characters), made up on
+    /// first use and kept in `meta`, so feed and incident ids stay stable.
+    pub async fn statuspage_id(&self) -> Result<String> {
+        use sha2::Digest;
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'statuspage_id'")
+                .fetch_optional(&self.read)
+                .await?;
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        let seed = format!(
+            "{}:{}:{}",
+            self.path.display(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            std::process::id()
+        );
+        let fresh = hex::encode(sha2::Sha256::digest(seed.as_bytes()));
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('statuspage_id', ?) ON CONFLICT (key) DO NOTHING")
+            .bind(&fresh[..12])
+            .execute(&self.write)
+            .await?;
+        let id: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'statuspage_id'")
+            .fetch_one(&self.write)
+            .await?;
+        Ok(id)
     }
 }
 

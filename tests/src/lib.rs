@@ -6,6 +6,7 @@ pub mod capture;
 pub mod decision_server;
 pub mod dns_server;
 pub mod fault;
+pub mod feed_check;
 pub mod fleet;
 pub mod line_server;
 pub mod moto;

@@ -11,8 +11,8 @@ use serde_json::{Map, Value as Json};
 use super::source_map::{Seg, SourceMap, render_path};
 use super::validate::{ItemRef, Section, validate};
 use super::{
-    COMMON_KEYS, Catalog, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon, ProbeDef, STEP_KEYS,
-    SloDef, SourceLoc, StepDef,
+    COMMON_KEYS, Catalog, ComponentDef, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon,
+    ProbeDef, STEP_KEYS, SloDef, SourceLoc, StepDef,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +84,7 @@ struct FileItems {
     probes: Vec<(usize, ProbeDef)>,
     slos: Vec<(usize, SloDef)>,
     gates: Vec<(usize, GateDef)>,
+    components: Vec<(usize, ComponentDef)>,
 }
 
 /// Load, merge and validate catalog files. Ids must be unique across files.
@@ -160,6 +161,7 @@ fn parse_file(
         probes: Vec::new(),
         slos: Vec::new(),
         gates: Vec::new(),
+        components: Vec::new(),
     };
     let root = config::Config::builder()
         .add_source(config::File::from_str(text, cfg_format))
@@ -171,7 +173,7 @@ fn parse_file(
         Ok(_) => {
             errors.push(file_error(
                 path,
-                "the top level must be a mapping with `probes`, `slos`, `gates`",
+                "the top level must be a mapping with `probes`, `slos`, `gates`, `components`",
             ));
             return items;
         }
@@ -203,8 +205,11 @@ fn parse_file(
             "probes" => Section::Probes,
             "slos" => Section::Slos,
             "gates" => Section::Gates,
+            "components" => Section::Components,
             _ => {
-                let msg = format!("unknown key `{key}`, expected one of `probes`, `slos`, `gates`");
+                let msg = format!(
+                    "unknown key `{key}`, expected one of `probes`, `slos`, `gates`, `components`"
+                );
                 err_at(errors, &items.map, None, vec![Seg::Key(key)], msg);
                 continue;
             }
@@ -242,6 +247,10 @@ fn parse_file(
                 Section::Gates => typed::<GateDef>(entry).map(|mut g| {
                     g.source = Some(loc);
                     items.gates.push((i, g));
+                }),
+                Section::Components => typed::<ComponentDef>(entry).map(|mut c| {
+                    c.source = Some(loc);
+                    items.components.push((i, c));
                 }),
             };
             if let Err((rel, msg)) = parsed {
@@ -496,6 +505,10 @@ fn finish(files: Vec<FileItems>, mut errors: Vec<CatalogError>) -> Result<Catalo
             catalog.gates.push(g.clone());
             origins.push((Section::Gates, fi, *i));
         }
+        for (i, c) in &file.components {
+            catalog.components.push(c.clone());
+            origins.push((Section::Components, fi, *i));
+        }
     }
     let origin = |r: ItemRef| {
         origins
@@ -532,5 +545,6 @@ fn item_id(catalog: &Catalog, item: ItemRef) -> Option<String> {
         Section::Probes => catalog.probes.get(item.index).map(|p| p.id.clone()),
         Section::Slos => catalog.slos.get(item.index).map(|s| s.id.clone()),
         Section::Gates => catalog.gates.get(item.index).map(|g| g.id.clone()),
+        Section::Components => catalog.components.get(item.index).map(|c| c.id.clone()),
     }
 }

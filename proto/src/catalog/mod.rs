@@ -1,4 +1,4 @@
-//! The catalog: probes, SLOs and gates as typed, validated values. It is the
+//! The catalog: probes, SLOs, gates and components as typed, validated values. It is the
 //! user-facing contract (YAML/TOML files in git) and, for probes, also travels
 //! on the wire as JSON inside an assignment, parsed by the same code on both
 //! sides so that the agent can never run something the coordinator rejected.
@@ -25,6 +25,8 @@ pub struct Catalog {
     pub probes: Vec<ProbeDef>,
     pub slos: Vec<SloDef>,
     pub gates: Vec<GateDef>,
+    /// Status-page components; empty = one component per SLO.
+    pub components: Vec<ComponentDef>,
 }
 
 impl Catalog {
@@ -476,13 +478,35 @@ pub enum Budgeting {
     },
 }
 
+/// A status-page component (a Statuspage "component"): a capability users
+/// see, e.g. "Login", whose status follows the SLOs it names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub slos: Vec<String>,
+    #[serde(skip)]
+    pub source: Option<SourceLoc>,
+}
+
+/// A deploy gate: pipelines ask the coordinator whether it is safe to
+/// proceed; it blocks when any `block_when` condition holds for any of its
+/// SLOs, or (with `on_stale: fail`, the default) when an SLO's data is
+/// missing or older than `stale_after`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateDef {
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub slos: Vec<String>,
     #[serde(default)]
     pub block_when: Vec<BlockWhen>,
+    /// An SLO whose newest result is older than this (or that has no data,
+    /// or too little: `insufficient_data`) is stale.
     #[serde(with = "humantime_serde", default = "default_stale_after")]
     pub stale_after: Duration,
     #[serde(default)]
@@ -495,13 +519,34 @@ fn default_stale_after() -> Duration {
     Duration::from_secs(300)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One gate condition: a bare name (`page_alert`) or a one-key mapping
+/// with its parameter (`{ budget_below: 0.2 }`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockWhen {
+    /// A page-level burn-rate alert condition holds (1h/5m or 6h/30m).
     PageAlert,
+    /// A ticket-level burn-rate alert condition holds (1d/2h or 3d/6h).
     TicketAlert,
+    /// The error budget is used up (remaining ≤ 0).
     BudgetExhausted,
+    /// An escalation result (a denied action was allowed) within the last
+    /// 5 minutes: the hold of the escalation page.
     Escalation,
+    /// Remaining error budget below this ratio (0.2 = 20 % left).
+    BudgetBelow(f64),
+    /// An escalation result within this long.
+    EscalationWithin(#[serde(with = "humantime_serde")] Duration),
+    /// The SLI over the last `window` below `value` (a ratio, 0.99).
+    SliBelow(SliBelow),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliBelow {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub value: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! Checks types can't express: id syntax and uniqueness, cross references
-//! (SLO → probe, gate → SLO), timing sanity, URLs, regexes and JSONPaths.
+//! (SLO → probe, gate → SLO, component → SLO), timing sanity, URLs, regexes and JSONPaths.
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ pub enum Section {
     Probes,
     Slos,
     Gates,
+    Components,
 }
 
 impl Section {
@@ -22,6 +23,7 @@ impl Section {
             Section::Probes => "probes",
             Section::Slos => "slos",
             Section::Gates => "gates",
+            Section::Components => "components",
         }
     }
 }
@@ -291,21 +293,46 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
         }
     }
 
-    let mut seen_gate: HashMap<&str, usize> = HashMap::new();
-    for (i, gate) in catalog.gates.iter().enumerate() {
-        let s = Section::Gates;
-        if !valid_id(&gate.id) {
-            push(s, i, vec![key("id")], format!("invalid id `{}`", gate.id));
-        }
-        if seen_gate.insert(&gate.id, i).is_some() {
+    // Status-page components: their ids are public URLs' path segments.
+    let mut seen_component: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in catalog.components.iter().enumerate() {
+        let s = Section::Components;
+        if !valid_id(&c.id) {
             push(
                 s,
                 i,
                 vec![key("id")],
-                format!("duplicate gate id `{}`", gate.id),
+                format!(
+                    "invalid id `{}`: use [a-z0-9-], at most 63 characters",
+                    c.id
+                ),
             );
         }
-        for (si, slo) in gate.slos.iter().enumerate() {
+        if seen_component.insert(&c.id, i).is_some() {
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!("duplicate component id `{}`", c.id),
+            );
+        }
+        if c.name.trim().is_empty() {
+            push(
+                s,
+                i,
+                vec![key("name")],
+                "a component needs a name (shown on the status page)".into(),
+            );
+        }
+        if c.slos.is_empty() {
+            push(
+                s,
+                i,
+                vec![key("slos")],
+                "a component needs at least one SLO".into(),
+            );
+        }
+        for (si, slo) in c.slos.iter().enumerate() {
             if !catalog.slos.iter().any(|x| &x.id == slo) {
                 push(
                     s,
@@ -314,6 +341,139 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
                     format!("unknown SLO `{slo}`"),
                 );
             }
+        }
+    }
+
+    let mut seen_gate: HashMap<&str, usize> = HashMap::new();
+    for (i, gate) in catalog.gates.iter().enumerate() {
+        let s = Section::Gates;
+        if seen_gate.insert(&gate.id, i).is_some() {
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!("duplicate gate id `{}`", gate.id),
+            );
+        }
+        for (path, msg) in validate_gate(catalog, gate) {
+            push(s, i, path, msg);
+        }
+    }
+    out
+}
+
+/// Longest `sli_below` window: minute aggregates are always kept this long
+/// (the longest burn window), whatever the SLO windows.
+const MAX_SLI_BELOW_WINDOW: Duration = Duration::from_secs(3 * 86_400);
+
+/// A gate's own checks: id, SLO references, conditions and their numbers,
+/// and a `stale_after` longer than the intervals of the probes it watches.
+fn validate_gate(catalog: &Catalog, gate: &super::GateDef) -> Issues {
+    let mut out: Issues = Vec::new();
+    if !valid_id(&gate.id) {
+        out.push((
+            vec![key("id")],
+            format!(
+                "invalid id `{}`: use [a-z0-9-], at most 63 characters",
+                gate.id
+            ),
+        ));
+    }
+    if gate.slos.is_empty() {
+        out.push((vec![key("slos")], "a gate needs at least one SLO".into()));
+    }
+    for (si, slo) in gate.slos.iter().enumerate() {
+        if !catalog.slos.iter().any(|x| &x.id == slo) {
+            out.push((
+                vec![key("slos"), Seg::Index(si)],
+                format!("unknown SLO `{slo}`"),
+            ));
+        }
+    }
+    if gate.block_when.is_empty() {
+        out.push((
+            vec![key("block_when")],
+            "a gate needs at least one condition, e.g. `block_when: [page_alert, budget_exhausted]`"
+                .into(),
+        ));
+    }
+    for (ci, cond) in gate.block_when.iter().enumerate() {
+        let at = |k: &str| vec![key("block_when"), Seg::Index(ci), key(k)];
+        match cond {
+            super::BlockWhen::BudgetBelow(x) if !(0.0..=1.0).contains(x) => out.push((
+                at("budget_below"),
+                format!("{x} must be a ratio of the budget in [0, 1], e.g. 0.2 for 20 % left"),
+            )),
+            super::BlockWhen::EscalationWithin(d) if d.is_zero() => out.push((
+                at("escalation_within"),
+                "must be greater than 0, e.g. 30m".into(),
+            )),
+            super::BlockWhen::SliBelow(s) => {
+                let w = s.window;
+                if w < Duration::from_secs(60)
+                    || w > MAX_SLI_BELOW_WINDOW
+                    || w.as_secs() % 60 != 0
+                    || w.subsec_nanos() != 0
+                {
+                    let mut p = at("sli_below");
+                    p.push(key("window"));
+                    out.push((
+                        p,
+                        format!(
+                            "window {} must be whole minutes between 1m and 3d (SLIs come from \
+                             per-minute aggregates; use budget_below for longer spans)",
+                            fmt(w)
+                        ),
+                    ));
+                }
+                if !(s.value > 0.0 && s.value <= 1.0) {
+                    let hint = if s.value > 1.0 && s.value <= 100.0 {
+                        format!(" (did you mean {}?)", s.value / 100.0)
+                    } else {
+                        String::new()
+                    };
+                    let mut p = at("sli_below");
+                    p.push(key("value"));
+                    out.push((
+                        p,
+                        format!(
+                            "{} must be a ratio in (0, 1], e.g. 0.99 for 99 %{hint}",
+                            s.value
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if gate.stale_after < MIN_INTERVAL {
+        out.push((
+            vec![key("stale_after")],
+            format!("stale_after {} is below 1s", fmt(gate.stale_after)),
+        ));
+    } else {
+        // A gate that goes stale between two runs of its probes would fail
+        // (or pass) on nothing but timing.
+        let slowest = gate
+            .slos
+            .iter()
+            .filter_map(|id| catalog.slos.iter().find(|s| &s.id == id))
+            .flat_map(|s| s.probes.iter())
+            .filter_map(|p| catalog.probe(p.split_once('/').map_or(p.as_str(), |(id, _)| id)))
+            .max_by_key(|p| p.interval);
+        if let Some(p) = slowest
+            && gate.stale_after <= p.interval
+        {
+            out.push((
+                vec![key("stale_after")],
+                format!(
+                    "stale_after {} is not longer than the interval {} of probe `{}`: the gate \
+                     would see stale data between runs",
+                    fmt(gate.stale_after),
+                    fmt(p.interval),
+                    p.id
+                ),
+            ));
         }
     }
     out
