@@ -81,6 +81,10 @@ enum Command {
         region: String,
         #[arg(long, env = "AUTHPULSE_SECRETS_DIR")]
         secrets_dir: Option<PathBuf>,
+        /// Serve SLOs, gates and admin endpoints without API tokens on a
+        /// non-loopback --listen address (refused otherwise).
+        #[arg(long)]
+        insecure_open_api: bool,
     },
     /// Ask a coordinator whether deploy gate ID passes; prints the decision and reasons.
     #[command(after_help = GATE_EXAMPLE)]
@@ -288,7 +292,18 @@ fn main() -> ExitCode {
                 listen,
                 region,
                 secrets_dir,
-            } => standalone(catalog, data_dir, listen, region, secrets_dir).await,
+                insecure_open_api,
+            } => {
+                standalone(
+                    catalog,
+                    data_dir,
+                    listen,
+                    region,
+                    secrets_dir,
+                    insecure_open_api,
+                )
+                .await
+            }
             Command::Gate {
                 id,
                 coordinator,
@@ -487,6 +502,7 @@ async fn standalone(
     listen: SocketAddr,
     region: String,
     secrets_dir: Option<PathBuf>,
+    insecure_open_api: bool,
 ) -> anyhow::Result<ExitCode> {
     authpulse_agent::process::init_logging();
     let agent_data_dir = data_dir.join("agent");
@@ -497,6 +513,10 @@ async fn standalone(
         catalog,
         // The agent is in this process and talks over loopback only.
         insecure: true,
+        api: authpulse_coordinator::api_access::ApiConfig {
+            insecure_open: insecure_open_api,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let coordinator = authpulse_coordinator::start(config).await?;
