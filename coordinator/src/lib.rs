@@ -61,7 +61,14 @@ pub struct CatalogSnapshot {
 /// reload changed anything (source locations excluded).
 pub(crate) fn canonical(catalog: &Catalog) -> String {
     let probes: Vec<String> = catalog.probes.iter().map(|p| p.to_json()).collect();
-    serde_json::to_string(&(probes, &catalog.slos, &catalog.gates)).unwrap_or_default()
+    // Components only when there are some, so catalogs without them keep
+    // the version they had before components existed.
+    if catalog.components.is_empty() {
+        serde_json::to_string(&(probes, &catalog.slos, &catalog.gates)).unwrap_or_default()
+    } else {
+        serde_json::to_string(&(probes, &catalog.slos, &catalog.gates, &catalog.components))
+            .unwrap_or_default()
+    }
 }
 
 /// A started coordinator. Dropping it without [`shutdown`](Self::shutdown)
@@ -337,6 +344,11 @@ async fn evaluate_slos(
                 slo::export_gauges(&statuses);
                 if let Err(e) = alerter.evaluate(&snapshot.catalog, &statuses, now).await {
                     tracing::warn!(error = %e, "storing alert state failed");
+                }
+                // Incidents follow alerts within one evaluation, not only
+                // when someone reads the status page.
+                if let Err(e) = statuspage::sync(&store, &snapshot.catalog, &statuses, now).await {
+                    tracing::warn!(error = %e, "status page sync failed");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "SLO evaluation failed"),
