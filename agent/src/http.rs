@@ -275,6 +275,12 @@ impl<'n> Session<'n> {
         self.deadline
     }
 
+    /// The agent's resolver (system configuration, no cache), for probes
+    /// that resolve names themselves (`tcp`, `tls`).
+    pub fn resolver(&self) -> &TokioResolver {
+        &self.net.resolver
+    }
+
     /// The `Cookie` header this session would send to `url`, if any.
     pub fn cookies_for(&self, url: &Url) -> Option<HeaderValue> {
         use reqwest::cookie::CookieStore;

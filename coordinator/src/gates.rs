@@ -462,35 +462,23 @@ fn check(
 /// Start of the newest result of `probes` since `since_ms` whose class
 /// (or a step's) is `escalation`.
 ///
-/// The store has no query for failure classes, so this reads the results
-/// table over its own short-lived read-only connection (SQLite in WAL mode
-/// serves it alongside the store's pools).
+/// A step reference (`journey/step`) is looked up by its journey's id.
 async fn last_escalation(
     store: &Store,
     probes: &[String],
     since_ms: i64,
 ) -> Result<Option<i64>, StoreError> {
-    use sqlx::Connection;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(store.path())
-        .read_only(true)
-        .busy_timeout(Duration::from_secs(5));
-    let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&options).await?;
-    let escalation = FailureClass::Escalation as i32;
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(started_ms) FROM results
-         WHERE probe_id IN (SELECT value FROM json_each(?1)) AND started_ms >= ?2
-           AND (failure_class = ?3 OR EXISTS (
-             SELECT 1 FROM json_each(results.steps_json) s
-             WHERE json_extract(s.value, '$.failure_class') = ?3))",
-    )
-    .bind(serde_json::to_string(probes)?)
-    .bind(since_ms)
-    .bind(escalation)
-    .fetch_one(&mut conn)
-    .await?;
-    let _ = conn.close().await;
-    Ok(found)
+    let ids: Vec<String> = probes
+        .iter()
+        .map(|p| {
+            p.split_once('/')
+                .map_or(p.as_str(), |(id, _)| id)
+                .to_string()
+        })
+        .collect();
+    store
+        .last_failure_class_since(&ids, FailureClass::Escalation as i32, since_ms)
+        .await
 }
 
 /// A JSON answer that no cache keeps (a decision is only true now).

@@ -1485,6 +1485,28 @@ impl Store {
         Ok(())
     }
 
+    /// When a result of `probe_ids` (or one of its steps) last had failure
+    /// class `class`, at or after `since_ms`.
+    pub async fn last_failure_class_since(
+        &self,
+        probe_ids: &[String],
+        class: i32,
+        since_ms: i64,
+    ) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(started_ms) FROM results
+             WHERE probe_id IN (SELECT value FROM json_each(?1)) AND started_ms >= ?2
+               AND (failure_class = ?3 OR EXISTS (
+                 SELECT 1 FROM json_each(results.steps_json) s
+                 WHERE json_extract(s.value, '$.failure_class') = ?3))",
+        )
+        .bind(serde_json::to_string(probe_ids)?)
+        .bind(since_ms)
+        .bind(class)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
     /// Records a silence (`until_ms` set) or an acknowledgement (`None`).
     pub async fn put_silence(&self, s: &Silence) -> Result<()> {
         sqlx::query(

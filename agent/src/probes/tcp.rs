@@ -42,17 +42,18 @@ impl Probe for TcpSpec {
                 return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
             }
         };
-        let (stream, peer) = match connect(&host, port, ctx.deadline()).await {
-            Ok(c) => {
-                let detail = format!("connected to {} in {}", c.peer, ms(c.timings.total));
-                steps.push(step("connect", None, c.timings, detail));
-                (c.stream, c.peer)
-            }
-            Err((f, timings)) => {
-                steps.push(step("connect", Some(f), timings, String::new()));
-                return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
-            }
-        };
+        let (stream, peer) =
+            match connect(ctx.session.resolver(), &host, port, ctx.deadline()).await {
+                Ok(c) => {
+                    let detail = format!("connected to {} in {}", c.peer, ms(c.timings.total));
+                    steps.push(step("connect", None, c.timings, detail));
+                    (c.stream, c.peer)
+                }
+                Err((f, timings)) => {
+                    steps.push(step("connect", Some(f), timings, String::new()));
+                    return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
+                }
+            };
         ctx.output("peer", peer.to_string());
         if self.send.is_some() || expect.is_some() {
             let (outcome, received) =
@@ -182,13 +183,14 @@ pub(crate) struct Connected {
 /// first address that accepts, both bounded by `deadline`. Failures carry
 /// the timings of the phases that completed.
 pub(crate) async fn connect(
+    resolver: &TokioResolver,
     host: &str,
     port: u16,
     deadline: Instant,
 ) -> Result<Connected, (Failure, Timings)> {
     let started = Instant::now();
     let mut timings = Timings::default();
-    let addrs = match resolve(host, deadline, &mut timings).await {
+    let addrs = match resolve(resolver, host, deadline, &mut timings).await {
         Ok(a) => a,
         Err(f) => {
             timings.total = started.elapsed();
@@ -236,9 +238,10 @@ pub(crate) async fn connect(
     ))
 }
 
-/// The addresses of `host` from the system resolver configuration, through
-/// hickory without a cache (every run measures a real lookup, like `http`).
+/// The addresses of `host` through the agent's hickory resolver (system
+/// configuration, no cache: every run measures a real lookup, like `http`).
 async fn resolve(
+    resolver: &TokioResolver,
     host: &str,
     deadline: Instant,
     timings: &mut Timings,
@@ -247,8 +250,6 @@ async fn resolve(
         return Ok(vec![ip]);
     }
     let started = Instant::now();
-    let resolver = system_resolver()
-        .map_err(|e| Failure::new(FailureClass::Dns, format!("resolver setup: {e}")))?;
     let lookup = tokio::time::timeout_at(deadline, resolver.lookup_ip(host)).await;
     timings.dns = Some(started.elapsed());
     match lookup {

@@ -57,17 +57,18 @@ impl Probe for TlsCheckSpec {
             }
         };
 
-        let conn = match super::tcp::connect(&host, port, ctx.deadline()).await {
-            Ok(c) => {
-                let detail = format!("connected to {} in {}", c.peer, ms(c.timings.total));
-                steps.push(step("connect", None, c.timings, detail));
-                c
-            }
-            Err((f, timings)) => {
-                steps.push(step("connect", Some(f), timings, String::new()));
-                return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
-            }
-        };
+        let conn =
+            match super::tcp::connect(ctx.session.resolver(), &host, port, ctx.deadline()).await {
+                Ok(c) => {
+                    let detail = format!("connected to {} in {}", c.peer, ms(c.timings.total));
+                    steps.push(step("connect", None, c.timings, detail));
+                    c
+                }
+                Err((f, timings)) => {
+                    steps.push(step("connect", Some(f), timings, String::new()));
+                    return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
+                }
+            };
         let target = format!("{name} at {}", conn.peer);
 
         let started = Instant::now();
