@@ -26,6 +26,9 @@ Example:
     key: /etc/authpulse/coordinator.key
     client_ca: /etc/authpulse/ca.pem
   # insecure: true      # instead of tls: plaintext, agents not authenticated
+  api:                  # HTTP API tokens; without any, a non-loopback http_listen is refused
+    tokens:             # (unless --insecure-open-api)
+      - { name: ci, token_file: /etc/authpulse/tokens/ci, scopes: [gate] }
 
 Make a dev CA and certificates with `authpulse certs init` / `authpulse certs agent`.
 
