@@ -97,8 +97,17 @@ pub struct Response {
     pub timings: Timings,
 }
 
-/// (extra CA file, skip verification).
-type TlsKey = (Option<String>, bool);
+/// (extra CA file, skip verification, ALPN offer).
+type TlsKey = (Option<String>, bool, Alpn);
+
+/// The ALPN protocols a TLS client config offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Alpn {
+    /// `h2`, `http/1.1`: HTTP probes.
+    Http,
+    /// Nothing: protocols without ALPN (LDAP).
+    None,
+}
 
 /// Shared by all runs of an agent: the resolver and the TLS trust roots.
 pub struct NetContext {
@@ -131,9 +140,29 @@ impl NetContext {
         })
     }
 
-    fn tls_config(&self, spec: &TlsSpec) -> Result<Arc<rustls::ClientConfig>, String> {
+    /// The system trust roots (read once, at start) plus `ca_file`; `field`
+    /// names the setting in errors (`tls.ca_file`, `ca_file`).
+    pub fn trust_roots(
+        &self,
+        ca_file: Option<&Path>,
+        field: &str,
+    ) -> Result<rustls::RootCertStore, String> {
+        let mut roots = (*self.roots).clone();
+        if let Some(path) = ca_file {
+            add_pem_roots(&mut roots, path, field)?;
+        }
+        Ok(roots)
+    }
+
+    /// A client config for `spec`, built once per (ca_file, skip-verify,
+    /// ALPN) and shared by every run.
+    pub fn client_config(
+        &self,
+        spec: &TlsSpec,
+        alpn: Alpn,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
         let ca = spec.ca_file.as_ref().map(|p| p.display().to_string());
-        let key = (ca.clone(), spec.insecure_skip_verify);
+        let key = (ca, spec.insecure_skip_verify, alpn);
         if let Ok(cache) = self.tls_configs.lock()
             && let Some(c) = cache.get(&key)
         {
@@ -149,13 +178,12 @@ impl NetContext {
                 .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
                 .with_no_client_auth()
         } else {
-            let mut roots = (*self.roots).clone();
-            if let Some(path) = &spec.ca_file {
-                add_pem_roots(&mut roots, path)?;
-            }
+            let roots = self.trust_roots(spec.ca_file.as_deref(), "tls.ca_file")?;
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if alpn == Alpn::Http {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
         let config = Arc::new(config);
         if let Ok(mut cache) = self.tls_configs.lock() {
             cache.insert(key, config.clone());
@@ -164,21 +192,22 @@ impl NetContext {
     }
 }
 
-fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), String> {
-    let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+fn add_pem_roots(
+    roots: &mut rustls::RootCertStore,
+    path: &Path,
+    field: &str,
+) -> Result<(), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{field} {}: {e}", path.display()))?;
     let mut added = 0;
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        let cert = cert.map_err(|e| format!("{field} {}: {e}", path.display()))?;
         roots
             .add(cert)
-            .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+            .map_err(|e| format!("{field} {}: {e}", path.display()))?;
         added += 1;
     }
     if added == 0 {
-        return Err(format!(
-            "tls.ca_file {}: no PEM certificates",
-            path.display()
-        ));
+        return Err(format!("{field} {}: no PEM certificates", path.display()));
     }
     Ok(())
 }
@@ -273,6 +302,12 @@ impl<'n> Session<'n> {
 
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The agent's shared network context (resolver, trust roots, TLS
+    /// client configs), for probes that speak other protocols than HTTP.
+    pub fn net(&self) -> &'n NetContext {
+        self.net
     }
 
     /// The agent's resolver (system configuration, no cache), for probes
@@ -607,7 +642,7 @@ impl<'n> Session<'n> {
         let (io, h2): (Box<dyn Io>, bool) = if is_tls {
             let config = self
                 .net
-                .tls_config(tls)
+                .client_config(tls, Alpn::Http)
                 .map_err(|m| fail(FailureClass::Config, m, *timings))?;
             let name = tls.server_name.as_deref().unwrap_or(host).to_string();
             let server_name = ServerName::try_from(name.clone()).map_err(|e| {

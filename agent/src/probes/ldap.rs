@@ -9,16 +9,15 @@
 //! Outputs: `dn` (the bound DN), `groups` (the user's `memberOf` values, when
 //! membership was checked), `entries` (DNs the search returned, at most 20).
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 
-use authpulse_proto::catalog::{LdapMembership, LdapScope, LdapSearch, LdapSpec, TlsSpec};
+use authpulse_proto::catalog::{LdapMembership, LdapScope, LdapSearch, LdapSpec};
 use authpulse_proto::v1::FailureClass;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, StdStream};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Failure, Probe, ProbeOutcome, RunContext, StepOutcome, config_failure, ms};
-use crate::http::Timings;
+use crate::http::{Alpn, NetContext, Timings};
 use crate::secrets;
 
 /// At most this many entry DNs are published as the `entries` output.
@@ -50,7 +49,7 @@ impl Probe for LdapSpec {
             return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
         };
 
-        let (ldap, tls_step) = open(self, &target, tcp, deadline).await;
+        let (ldap, tls_step) = open(ctx.session.net(), self, &target, tcp, deadline).await;
         steps.extend(tls_step);
         let Some(mut ldap) = ldap else {
             return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
@@ -211,6 +210,7 @@ async fn connect(target: &Target, deadline: Instant) -> (Option<TcpStream>, Step
 /// step of its own. Returns the operation handle with its connection
 /// driven in the background.
 async fn open(
+    net: &NetContext,
     spec: &LdapSpec,
     target: &Target,
     tcp: TcpStream,
@@ -227,7 +227,8 @@ async fn open(
     };
     settings = settings.set_std_stream(StdStream::Tcp(tcp));
     if tls {
-        match client_config(&spec.tls) {
+        // No ALPN: LDAP has none.
+        match net.client_config(&spec.tls, Alpn::None) {
             Ok(c) => settings = settings.set_config(c),
             Err(m) => {
                 let f = Failure::new(FailureClass::Config, m);
@@ -688,103 +689,6 @@ fn normalize_dn(dn: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// TLS client settings for LDAP: system roots plus `tls.ca_file`, or no
-/// verification at all with `insecure_skip_verify`. No ALPN (LDAP has none).
-fn client_config(spec: &TlsSpec) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    if spec.insecure_skip_verify {
-        return Ok(Arc::new(
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-                .with_no_client_auth(),
-        ));
-    }
-    let mut roots = system_roots().clone();
-    if let Some(path) = &spec.ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!(
-                "tls.ca_file {}: no PEM certificates",
-                path.display()
-            ));
-        }
-    }
-    Ok(Arc::new(
-        builder.with_root_certificates(roots).with_no_client_auth(),
-    ))
-}
-
-/// The system trust store, read once per process.
-fn system_roots() -> &'static rustls::RootCertStore {
-    static ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        roots
-    })
-}
-
-/// `tls.insecure_skip_verify`: any certificate, handshake signatures still checked.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! read and reported with its dates, issuer and names. Steps: `connect`,
 //! `handshake`, `certificate`.
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authpulse_proto::catalog::{TlsCheckSpec, split_host_port};
@@ -16,12 +16,12 @@ use authpulse_proto::v1::FailureClass;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::{Failure, Probe, ProbeOutcome, RunContext, StepOutcome, ms};
-use crate::http::Timings;
+use crate::http::{NetContext, Timings};
 
 impl Probe for TlsCheckSpec {
     async fn run(&self, ctx: &mut RunContext<'_>) -> ProbeOutcome {
@@ -49,7 +49,7 @@ impl Probe for TlsCheckSpec {
                 return ProbeOutcome::from_steps(steps, ctx.started.elapsed());
             }
         };
-        let (config, verdict) = match client_config(self) {
+        let (config, verdict) = match client_config(ctx.session.net(), self) {
             Ok(c) => c,
             Err(e) => {
                 config_fail(&mut steps, e);
@@ -256,39 +256,13 @@ fn rfc3339(unix: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The system trust roots, read once per process (they don't change under a
-/// running agent, and parsing them on every run is wasted work).
-fn system_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            Arc::new(roots)
-        })
-        .clone()
-}
-
 /// A client config whose verifier records the verdict for [`check_certificate`].
-fn client_config(spec: &TlsCheckSpec) -> Result<(Arc<rustls::ClientConfig>, Verdict), String> {
+fn client_config(
+    net: &NetContext,
+    spec: &TlsCheckSpec,
+) -> Result<(Arc<rustls::ClientConfig>, Verdict), String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = (*system_roots()).clone();
-    if let Some(path) = &spec.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("ca_file {}: no PEM certificates", path.display()));
-        }
-    }
+    let roots = net.trust_roots(spec.ca_file.as_deref(), "ca_file")?;
     // Without any trust anchor (no system CAs, no ca_file) nothing can
     // verify; that is recorded as the verdict, not a config error, so that
     // `insecure_skip_verify` still works on such a host.
