@@ -691,9 +691,10 @@ impl<'n> Session<'n> {
                         *timings,
                     )
                 })?;
-            tokio::spawn(async move {
+            // In the probe run's span, so hyper's connection logs name the probe.
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let _ = conn.await;
-            });
+            }));
             Sender::H2(sender)
         } else {
             let (sender, conn) = self
@@ -710,9 +711,10 @@ impl<'n> Session<'n> {
                         *timings,
                     )
                 })?;
-            tokio::spawn(async move {
+            // In the probe run's span, so hyper's connection logs name the probe.
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let _ = conn.await;
-            });
+            }));
             Sender::H1(sender)
         };
         Ok(sender)

@@ -84,6 +84,7 @@ impl Agent {
         let (results_tx, results_rx) = mpsc::channel(1024);
         let shared = Arc::new(scheduler::Shared {
             agent_id: cfg.agent_id.clone(),
+            region: cfg.region.clone(),
             net: http::NetContext::new()?,
             secrets: secrets::SecretStore::new(cfg.secrets_dir.clone()),
             memory: probes::ProbeMemory::default(),

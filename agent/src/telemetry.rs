@@ -1,14 +1,20 @@
 //! The agent's own observability: Prometheus metrics (names below) and the
-//! `/metrics`, `/healthz`, `/readyz` listener.
+//! `/metrics`, `/healthz`, `/readyz` listener, which also serves `GET`/`PUT
+//! /log-level` (the log filter at run time). That listener has no
+//! authentication, so `/log-level` answers loopback peers only: whoever can
+//! run `curl` on the agent's host may change it, nobody else.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
 
 pub const RUNS: &str = "authpulse_agent_probe_runs_total";
 pub const FAILURES: &str = "authpulse_agent_probe_failures_total";
@@ -122,6 +128,7 @@ pub async fn serve(
             get(|State(h): State<Health>| async move { h.metrics.render() }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/log-level", get(get_log_level).put(put_log_level))
         .route(
             "/readyz",
             get(|State(h): State<Health>| async move {
@@ -141,9 +148,111 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "agent HTTP listener stopped");
         }
     });
     Ok(addr)
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// `/log-level` is for the agent's own host: the listener has no
+/// authentication, and a filter change can flood the log.
+fn refuse_remote(peer: SocketAddr) -> Option<Response> {
+    if peer.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    Some(json_error(
+        StatusCode::FORBIDDEN,
+        "/log-level is served to loopback peers only (the agent listener has no authentication)",
+    ))
+}
+
+/// For a process that did not install the reloadable filter (an agent
+/// embedded in tests).
+fn no_log_control() -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this process does not run the reloadable log filter",
+    )
+}
+
+/// `GET /log-level`: `{"filter": "...", "capped": ["aws_sigv4=info", ...]}`.
+async fn get_log_level(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    if let Some(refused) = refuse_remote(peer) {
+        return refused;
+    }
+    match crate::process::log_control() {
+        Some(control) => axum::Json(json!({
+            "filter": control.filter(),
+            "capped": crate::process::LogControl::capped(),
+        }))
+        .into_response(),
+        None => no_log_control(),
+    }
+}
+
+/// `PUT /log-level` with `{"filter": "debug,hyper=info"}`: 200 with the new
+/// and previous filter, 400 with the parse error (the running filter stays).
+async fn put_log_level(ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) -> Response {
+    if let Some(refused) = refuse_remote(peer) {
+        return refused;
+    }
+    let Some(control) = crate::process::log_control() else {
+        return no_log_control();
+    };
+    let filter = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => match v.get("filter").and_then(|f| f.as_str()) {
+            Some(f) => f.to_string(),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "expected a JSON body {\"filter\": \"...\"}",
+                );
+            }
+        },
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
+    };
+    match control.set(&filter) {
+        Ok(previous) => {
+            let now = control.filter();
+            tracing::warn!(filter = %now, previous = %previous, %peer, "log filter changed at run time");
+            axum::Json(json!({
+                "filter": now,
+                "previous": previous,
+                "capped": crate::process::LogControl::capped(),
+            }))
+            .into_response()
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn log_level_refuses_non_loopback_peers() {
+        let remote: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:40000".parse().expect("addr");
+        for peer in [remote, mapped] {
+            let r = get_log_level(ConnectInfo(peer)).await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN);
+            let r = put_log_level(
+                ConnectInfo(peer),
+                Bytes::from_static(br#"{"filter":"trace"}"#),
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        }
+        for local in ["127.0.0.1:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            let peer: SocketAddr = local.parse().expect("addr");
+            assert!(refuse_remote(peer).is_none(), "{local}");
+        }
+    }
 }

@@ -1,13 +1,22 @@
 //! Coordinator ingest throughput: a real coordinator (SQLite in a temp dir,
-//! plaintext gRPC on 127.0.0.1) fed by K agent streams (K = 1, 10, 100) over
-//! the generated tonic client. Each agent says Hello, then sends
-//! `BATCH`-result batches with increasing seqs as fast as acks allow, with at
-//! most `WINDOW` batches in flight, for a fixed time. Reports durable
-//! results/s (acked results over the time to the last ack) and the p99 ack
-//! latency (batch sent -> first ack covering its last seq). Reference: the
-//! raw rate of `Store::insert_batch` of a fresh store with the same batch
-//! size and a single writer. `AUTHPULSE_BENCH_QUICK=1`: K = 1, 10 for 1 s.
-//! Run: `cargo bench -p authpulse-coordinator --bench ingest`.
+//! plaintext gRPC on 127.0.0.1) fed by K agent streams (K = 1, 10, 100,
+//! 1,000, each its own agent id and connection) over the generated tonic
+//! client. Each agent says Hello, then sends `BATCH`-result batches with
+//! increasing seqs as fast as acks allow, with at most `WINDOW` batches in
+//! flight, for a fixed time. Reports durable results/s (acked results over
+//! the time to the last ack) and the p99 ack latency (batch sent -> first ack
+//! covering its last seq). Reference: the raw rate of `Store::insert_batch`
+//! of a fresh store with the same batch size and a single writer.
+//!
+//! The load generator is its own process: this binary re-executed with
+//! `AUTHPULSE_BENCH_INGEST_LOAD="<grpc addr> <K> <seconds>"`, so its CPU is
+//! not the coordinator's. Run that way by hand it drives any plaintext
+//! coordinator (`insecure: true`) and prints one `load ...` line.
+//! K = 1,000 needs 1,000 sockets in each process: the bench checks the
+//! open-files limit first (`tests/bench/run` raises it to the hard limit).
+//!
+//! Run: `cargo bench -p authpulse-coordinator --bench ingest`;
+//! `AUTHPULSE_BENCH_SMOKE=1`: K = 1 and 10 for 1 s.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +30,7 @@ use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_proto::v1::{
     AgentMessage, FailureClass, Hello, Outcome, ProbeResult, ResultBatch, Timings,
 };
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Barrier, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -30,6 +40,7 @@ const REGION: &str = "eu-west";
 const PROBES: [&str; 3] = ["login", "token", "health"];
 /// Longest wait for any single coordinator answer.
 const WAIT: Duration = Duration::from_secs(30);
+const LOAD_ENV: &str = "AUTHPULSE_BENCH_INGEST_LOAD";
 
 const CATALOG: &str = r#"
 probes:
@@ -202,6 +213,7 @@ async fn agent(
     run
 }
 
+/// What the load generator measured.
 struct Row {
     rate: f64,
     p50: Duration,
@@ -209,27 +221,16 @@ struct Row {
     batches: usize,
 }
 
-async fn ingest(k: usize, duration: Duration) -> Row {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog_path = dir.path().join("catalog.yaml");
-    std::fs::write(&catalog_path, CATALOG).expect("write catalog");
-    let config = CoordinatorConfig {
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().join("data"),
-        catalog: vec![catalog_path],
-        insecure: true,
-        ..CoordinatorConfig::default()
-    };
-    let running = start(config).await.expect("coordinator starts");
-    let addr = running.grpc_addr();
+/// Load generator mode: K agents against `addr` for `duration`; prints
+/// `load rate=<results/s> p50_us=<n> p99_us=<n> batches=<n>`.
+async fn load(addr: SocketAddr, k: usize, duration: Duration) {
     // Every agent plus this task: all handshakes done before the clock starts.
     let ready = Arc::new(Barrier::new(k + 1));
     let tasks: Vec<_> = (0..k)
         .map(|i| {
             tokio::spawn(agent(
                 addr,
-                format!("bench-agent-{i:03}"),
+                format!("bench-agent-{i:04}"),
                 duration,
                 ready.clone(),
             ))
@@ -246,7 +247,6 @@ async fn ingest(k: usize, duration: Duration) -> Row {
         last = last.max(run.last_ack);
         latencies.extend(run.latencies);
     }
-    running.shutdown().await;
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -254,39 +254,128 @@ async fn ingest(k: usize, duration: Duration) -> Row {
             .copied()
             .unwrap_or_default()
     };
-    Row {
-        rate: acked as f64 / (last - t0).as_secs_f64().max(1e-9),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        batches: latencies.len(),
+    println!(
+        "load rate={} p50_us={} p99_us={} batches={}",
+        acked as f64 / (last - t0).as_secs_f64().max(1e-9),
+        pct(0.50).as_micros(),
+        pct(0.99).as_micros(),
+        latencies.len()
+    );
+}
+
+fn parse_load(line: &str) -> Option<Row> {
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some(Row {
+        rate: field("rate")?,
+        p50: Duration::from_micros(field("p50_us")? as u64),
+        p99: Duration::from_micros(field("p99_us")? as u64),
+        batches: field("batches")? as usize,
+    })
+}
+
+/// The soft open-files limit of this process, from /proc/self/limits.
+fn open_files_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+async fn ingest(k: usize, duration: Duration) -> Row {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog_path = dir.path().join("catalog.yaml");
+    std::fs::write(&catalog_path, CATALOG).expect("write catalog");
+    let config = CoordinatorConfig {
+        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().join("data"),
+        catalog: vec![catalog_path],
+        insecure: true,
+        ..CoordinatorConfig::default()
+    };
+    let running = start(config).await.expect("coordinator starts");
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("current exe"))
+        .env(
+            LOAD_ENV,
+            format!("{} {k} {}", running.grpc_addr(), duration.as_secs_f64()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the load generator");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut row = None;
+    while let Some(line) = lines.next_line().await.expect("read load generator") {
+        row = row.or_else(|| parse_load(&line));
     }
+    let status = child.wait().await.expect("load generator exits");
+    assert!(status.success(), "load generator for K={k} failed: {status}");
+    running.shutdown().await;
+    row.unwrap_or_else(|| panic!("load generator for K={k} printed no `load` line"))
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1_000.0
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let quick = std::env::var("AUTHPULSE_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let (ks, duration): (&[usize], Duration) = if quick {
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Ok(spec) = std::env::var(LOAD_ENV) {
+        let mut parts = spec.split_whitespace();
+        let (Some(addr), Some(k), Some(secs)) = (
+            parts.next().and_then(|a| a.parse().ok()),
+            parts.next().and_then(|k| k.parse().ok()),
+            parts.next().and_then(|s| s.parse().ok()),
+        ) else {
+            panic!("{LOAD_ENV} must be \"<grpc addr> <agents> <seconds>\", got {spec:?}");
+        };
+        rt.block_on(load(addr, k, Duration::from_secs_f64(secs)));
+        return;
+    }
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let smoke = std::env::var("AUTHPULSE_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let (ks, duration): (&[usize], Duration) = if smoke {
         (&[1, 10], Duration::from_secs(1))
     } else {
-        (&[1, 10, 100], Duration::from_secs(10))
+        (&[1, 10, 100, 1_000], Duration::from_secs(10))
     };
+    let max_k = ks.iter().copied().max().unwrap_or(1) as u64;
+    // Each side holds one socket per agent, plus the database and spare.
+    let needed = max_k + 256;
+    let limit = open_files_limit().unwrap_or(u64::MAX);
+    assert!(
+        limit >= needed,
+        "K={max_k} needs {needed} open files, the limit is {limit}: raise it (ulimit -n {needed}; tests/bench/run does)"
+    );
     println!(
-        "ingest bench: batches of {BATCH} results, window {WINDOW} batches/stream, {:?} per K{}",
-        duration,
-        if quick { " (quick)" } else { "" }
+        "ingest bench: batches of {BATCH} results, window {WINDOW} batches/stream, {duration:?} per K{}",
+        if smoke { " (smoke)" } else { "" }
     );
     let raw = raw_rate(duration).await;
-    println!("raw store insert (single writer, batch {BATCH}): {raw:.0} results/s");
+    println!("ingest raw store insert: {raw:.0} results/s (reference; single writer, batch {BATCH})");
     for &k in ks {
         let row = ingest(k, duration).await;
         println!(
-            "ingest K={k}: {:.0} results/s ({:.2}x of raw store insert rate), p99 ack {:.1} ms (p50 {:.1} ms, {} batches)",
+            "ingest K={k}: {:.0} results/s ({:.2}x raw store insert)",
             row.rate,
-            row.rate / raw,
+            row.rate / raw
+        );
+        println!(
+            "ingest K={k} ack p99: {:.1} ms (p50 {:.1} ms, {} batches)",
             ms(row.p99),
             ms(row.p50),
             row.batches

@@ -81,9 +81,12 @@ async fn main() {
     let now = store::now_ms();
     let now_min = store::minute_of(now);
     let minutes = DAYS * 1440;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", store.path().display()))
-        .await
-        .expect("pool");
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join(store::DB_FILE).display()
+    ))
+    .await
+    .expect("pool");
     let t = Instant::now();
     // One row per probe, minute and threshold: 60 results a minute, a few bad.
     sql(
@@ -145,9 +148,12 @@ async fn main() {
     // one raw result per probe and minute for 28 days.
     let raw_dir = tempfile::tempdir().expect("tempdir");
     let raw = Store::open(raw_dir.path()).await.expect("open");
-    let raw_pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", raw.path().display()))
-        .await
-        .expect("pool");
+    let raw_pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        raw_dir.path().join(store::DB_FILE).display()
+    ))
+    .await
+    .expect("pool");
     let t = Instant::now();
     sql(
         &raw_pool,

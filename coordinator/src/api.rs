@@ -83,6 +83,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/admin/reload", post(admin_reload))
         .route(
+            "/api/v1/admin/log-level",
+            get(admin_log_level).put(admin_set_log_level),
+        )
+        .route(
             "/api/v1/alerts/{slo}/{severity}/silence",
             post(admin_silence),
         )
@@ -153,6 +157,82 @@ async fn admin_reload(
                 })),
             )
                 .into_response()
+        }
+    }
+}
+
+/// For a process that did not install the reloadable log filter (a
+/// coordinator embedded in tests).
+fn no_log_control() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this process does not run the reloadable log filter",
+    )
+}
+
+/// `GET /api/v1/admin/log-level`: the filter in force and the caps that
+/// apply on top of any filter.
+async fn admin_log_level() -> Response {
+    match authpulse_agent::process::log_control() {
+        Some(control) => Json(json!({
+            "filter": control.filter(),
+            "capped": authpulse_agent::process::LogControl::capped(),
+        }))
+        .into_response(),
+        None => no_log_control(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevelBody {
+    filter: String,
+}
+
+/// `PUT /api/v1/admin/log-level` `{"filter": "debug,hyper=info"}`: swaps the
+/// filter at once (400 with the parse error for a bad one; the running
+/// filter stays). Audited either way: who turned on debug logging matters
+/// when the disk fills up.
+async fn admin_set_log_level(
+    State(st): State<ApiState>,
+    who: Option<axum::Extension<crate::api_access::Caller>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = caller(&who);
+    let Some(control) = authpulse_agent::process::log_control() else {
+        return no_log_control();
+    };
+    // Parsed here rather than by the `Json` extractor: any content type
+    // (curl -d sends a form type) and a JSON error body either way.
+    let Ok(body) = serde_json::from_slice::<LogLevelBody>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body {\"filter\": \"...\"}",
+        );
+    };
+    match control.set(&body.filter) {
+        Ok(previous) => {
+            let now = control.filter();
+            st.audit.append(
+                "log_level",
+                json!({ "by": who, "result": "ok", "filter": now, "previous": previous }),
+            );
+            tracing::warn!(filter = %now, %previous, by = %who, "log filter changed at run time");
+            Json(json!({
+                "filter": now,
+                "previous": previous,
+                "capped": authpulse_agent::process::LogControl::capped(),
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            // Cut: a refused body must not bloat the audit log.
+            let asked: String = body.filter.chars().take(256).collect();
+            st.audit.append(
+                "log_level",
+                json!({ "by": who, "result": "refused", "filter": asked, "error": e.to_string() }),
+            );
+            error(StatusCode::BAD_REQUEST, &e.to_string())
         }
     }
 }

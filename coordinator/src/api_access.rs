@@ -516,6 +516,16 @@ mod tests {
             needs(&post, "/api/v1/admin/reload", true),
             Needs::Scope(Scope::Admin)
         );
+        // Reading the log filter is admin too: it is part of running the
+        // process, not of the SLO data `read` tokens are for.
+        assert_eq!(
+            needs(&get, "/api/v1/admin/log-level", true),
+            Needs::Scope(Scope::Admin)
+        );
+        assert_eq!(
+            needs(&Method::PUT, "/api/v1/admin/log-level", true),
+            Needs::Scope(Scope::Admin)
+        );
         assert_eq!(
             needs(&post, "/api/v1/alerts/login/page/silence", true),
             Needs::Scope(Scope::Admin)

@@ -14,6 +14,9 @@ use serde::Deserialize;
 /// Prefix of the environment overrides, without the `__` separator.
 pub const ENV_PREFIX: &str = "AUTHPULSE_COORDINATOR";
 
+/// Overrides `database` (what container platforms usually inject).
+pub const DATABASE_URL_ENV: &str = "AUTHPULSE_DATABASE_URL";
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoordinatorConfig {
@@ -23,9 +26,22 @@ pub struct CoordinatorConfig {
     /// HTTP API, `/metrics`, health. Port 0 picks a free port.
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
-    /// Holds `authpulse.db` (SQLite); created if missing.
+    /// Holds `authpulse.db` (SQLite, unless `database` says otherwise) and
+    /// the audit log; created if missing.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Where results and state live: `sqlite://PATH` (default:
+    /// `<data_dir>/authpulse.db`; one coordinator) or
+    /// `postgres://USER@HOST:PORT/DB[?sslmode=verify-full&sslrootcert=…]`
+    /// (several coordinator replicas may share it). `AUTHPULSE_DATABASE_URL`
+    /// overrides it. Keep the password out of the URL: see
+    /// `database_password_file`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// A file whose content (trailing newline removed) is the PostgreSQL
+    /// password, e.g. a mounted Kubernetes Secret.
+    #[serde(default)]
+    pub database_password_file: Option<PathBuf>,
     /// Catalog files (YAML/TOML), merged. Relative paths are relative to the
     /// working directory of the process.
     #[serde(default)]
@@ -89,6 +105,8 @@ impl Default for CoordinatorConfig {
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
             data_dir: default_data_dir(),
+            database: None,
+            database_password_file: None,
             catalog: Vec::new(),
             raw_retention: default_raw_retention(),
             tls: None,
@@ -117,6 +135,8 @@ pub enum ConfigError {
          agent client certificates)"
     )]
     TlsAndInsecure,
+    #[error("database: {0}")]
+    Database(String),
     #[error("raw_retention must be at least 1h, got {0}")]
     RetentionTooShort(String),
 }
@@ -155,6 +175,10 @@ impl CoordinatorConfig {
             // The format follows the extension (.yaml/.yml/.toml).
             builder = builder.add_source(config::File::from(file.to_path_buf()).required(true));
         }
+        let url_override = match &env {
+            Some(map) => map.get(DATABASE_URL_ENV).cloned(),
+            None => std::env::var(DATABASE_URL_ENV).ok(),
+        };
         let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -163,7 +187,32 @@ impl CoordinatorConfig {
             .with_list_parse_key("catalog")
             .with_list_parse_key("alerting.alertmanager")
             .source(env);
-        Ok(builder.add_source(env).build()?.try_deserialize()?)
+        let mut cfg: CoordinatorConfig = builder.add_source(env).build()?.try_deserialize()?;
+        if let Some(url) = url_override.filter(|u| !u.is_empty()) {
+            cfg.database = Some(url);
+        }
+        Ok(cfg)
+    }
+
+    /// The database to open: `database` (and its password file), else the
+    /// SQLite file in `data_dir`.
+    pub fn database(&self) -> Result<crate::store::Database, ConfigError> {
+        let Some(url) = &self.database else {
+            return Ok(crate::store::Database::Sqlite(
+                self.data_dir.join(crate::store::DB_FILE),
+            ));
+        };
+        let mut db =
+            crate::store::Database::parse(url).map_err(|e| ConfigError::Database(e.to_string()))?;
+        if let (Some(file), crate::store::Database::Postgres { password, .. }) =
+            (&self.database_password_file, &mut db)
+        {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError::Database(format!("database_password_file {}: {e}", file.display()))
+            })?;
+            *password = Some(text.trim_end_matches(['\n', '\r']).to_string());
+        }
+        Ok(db)
     }
 
     /// Checks that types can't express. `start` calls it too, for
@@ -173,6 +222,9 @@ impl CoordinatorConfig {
             (None, false) => return Err(ConfigError::NoTransportSecurity),
             (Some(_), true) => return Err(ConfigError::TlsAndInsecure),
             _ => {}
+        }
+        if let Some(url) = &self.database {
+            crate::store::Database::parse(url).map_err(|e| ConfigError::Database(e.to_string()))?;
         }
         if self.raw_retention < Duration::from_secs(3600) {
             return Err(ConfigError::RetentionTooShort(

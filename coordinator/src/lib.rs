@@ -9,6 +9,7 @@ pub mod alerting;
 pub mod api;
 pub mod api_access;
 pub mod audit;
+pub mod catalog_docs;
 pub mod catalog_watch;
 pub mod certs;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod fleet;
 pub mod gates;
 pub mod ingest;
 pub mod latency_sketch;
+pub mod leadership;
 pub mod openslo;
 pub mod rollup;
 pub mod slo;
@@ -132,17 +134,24 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     }
     warn_retention(&catalog, config.raw_retention);
 
-    let store = Store::open(&config.data_dir)
+    // The recorder first: gauges set before it exists are lost.
+    let metrics = metrics_handle();
+    let database = config.database()?;
+    let store = Store::connect(&database)
         .await
-        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
-    store.mark_all_disconnected().await?;
+        .with_context(|| format!("cannot open the database {}", database.describe()))?;
+    // Other replicas' agents are connected to them: only a coordinator that
+    // owns the database alone may declare every stream gone.
+    if store.backend() == store::Backend::Sqlite {
+        store.mark_all_disconnected().await?;
+    }
     let version = store.catalog_version(&canonical(&catalog)).await?;
     slo::sync_store(&store, &catalog).await?;
     tracing::info!(
         version,
         probes = catalog.probes.len(),
         slos = catalog.slos.len(),
-        db = %store.path().display(),
+        db = %store.location(),
         "catalog loaded"
     );
     metrics::gauge!("authpulse_coordinator_catalog_version").set(version as f64);
@@ -152,10 +161,11 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         loaded,
     }));
 
-    let metrics = metrics_handle();
     slo::describe_metrics();
     alerting::describe_metrics();
+    leadership::describe_metrics();
     let shutdown = CancellationToken::new();
+    let leader = leadership::start(store.clone(), shutdown.clone());
 
     let grpc_listener = TcpListener::bind(config.grpc_listen)
         .await
@@ -261,8 +271,15 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         catalog_rx,
         alerter,
         escalation_rx,
+        leader,
         shutdown.clone(),
     )));
+    if store.backend() == store::Backend::Postgres {
+        tasks.push(tokio::spawn(refresh_rollups(
+            store.clone(),
+            shutdown.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(fleet::watch(
         store.clone(),
         config.fleet.clone(),
@@ -310,25 +327,54 @@ pub(crate) fn warn_retention(catalog: &Catalog, retention: Duration) {
     }
 }
 
+/// How often a replica sharing PostgreSQL reads the other replicas'
+/// minute aggregates into its roll-ups.
+pub const ROLLUP_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// PostgreSQL mode: keeps the in-memory roll-ups equal to the shared
+/// `minute_counts`, so every replica answers with the same numbers.
+async fn refresh_rollups(store: Store, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ROLLUP_REFRESH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = store.refresh_rollup().await {
+            tracing::warn!(error = %e, "refreshing the SLO roll-ups from the database failed");
+        }
+    }
+}
+
 /// Evaluates every SLO every [`slo::GAUGE_INTERVAL`] and right after a
-/// catalog change: refreshes the SLO gauges and steps the burn-rate alerts
-/// from the same evaluation.
+/// catalog change: refreshes the SLO gauges and, on the leader, steps the
+/// burn-rate alerts and incidents from the same evaluation.
 async fn evaluate_slos(
     store: Store,
     mut catalog: watch::Receiver<Arc<CatalogSnapshot>>,
     mut alerter: alerting::Alerter,
     mut escalations: tokio::sync::mpsc::UnboundedReceiver<std::collections::BTreeSet<String>>,
+    mut leader: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(slo::GAUGE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading = *leader.borrow_and_update();
+    // Where the leader's look for escalations other replicas stored starts.
+    let mut escalations_from = store::now_ms();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
             // A closed channel disables this branch; the tick goes on.
             Ok(()) = catalog.changed() => {}
+            Ok(()) = leader.changed() => {}
             Some(probes) = escalations.recv() => {
+                if !*leader.borrow() {
+                    // The leader finds it in the store (below).
+                    continue;
+                }
                 // Pages at once: no burn math, no waiting for the tick.
                 let snapshot = catalog.borrow().clone();
                 if let Err(e) = alerter.escalation_seen(&snapshot.catalog, &probes, store::now_ms()).await {
@@ -339,12 +385,43 @@ async fn evaluate_slos(
         }
         let snapshot = catalog.borrow_and_update().clone();
         let now = store::now_ms();
+        let was_leading = leading;
+        leading = *leader.borrow_and_update();
+        if leading && !was_leading {
+            // Take over what the previous leader fired, so nothing is sent twice.
+            if let Err(e) = alerter.reload().await {
+                tracing::warn!(error = %e, "loading the alert state failed");
+            }
+            escalations_from = now - 5 * 60_000;
+        }
         match slo::evaluate(&store, &snapshot.catalog, now).await {
             Ok(statuses) => {
                 slo::export_gauges(&statuses);
+                if !leading {
+                    continue;
+                }
+                if store.backend() == store::Backend::Postgres {
+                    // Escalations another replica ingested.
+                    let class = authpulse_proto::v1::FailureClass::Escalation as i32;
+                    match store.probes_with_class_since(class, escalations_from).await {
+                        Ok(probes) if !probes.is_empty() => {
+                            if let Err(e) = alerter
+                                .escalation_seen(&snapshot.catalog, &probes, now)
+                                .await
+                            {
+                                tracing::warn!(error = %e, "storing escalation alert state failed");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "looking for escalations failed"),
+                    }
+                    // Overlap: results arrive a little after they start.
+                    escalations_from = now - 2 * slo::GAUGE_INTERVAL.as_millis() as i64;
+                }
                 if let Err(e) = alerter.evaluate(&snapshot.catalog, &statuses, now).await {
                     tracing::warn!(error = %e, "storing alert state failed");
                 }
+                metrics::counter!("authpulse_coordinator_alert_evaluations_total").increment(1);
                 // Incidents follow alerts within one evaluation, not only
                 // when someone reads the status page.
                 if let Err(e) = statuspage::sync(&store, &snapshot.catalog, &statuses, now).await {

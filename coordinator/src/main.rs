@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use authpulse_coordinator::{CoordinatorConfig, start};
 use authpulse_proto::catalog::CatalogErrors;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 const EXAMPLE: &str = "\
 Example:
@@ -34,7 +33,8 @@ Make a dev CA and certificates with `authpulse certs init` / `authpulse certs ag
 
 Every key can be overridden from the environment, e.g.
   AUTHPULSE_COORDINATOR__HTTP_LISTEN=127.0.0.1:9000
-Log level: AUTHPULSE_LOG (default info), e.g. AUTHPULSE_LOG=authpulse_coordinator=debug
+Log level: AUTHPULSE_LOG (default info), e.g. AUTHPULSE_LOG=authpulse_coordinator=debug;
+at run time: PUT /api/v1/admin/log-level {\"filter\": \"debug,hyper=info\"} (scope admin)
 Signals: SIGHUP reloads the catalog, SIGTERM/Ctrl-C stop gracefully.";
 
 /// Receives probe results from authpulse agents, stores them, computes SLOs
@@ -56,22 +56,14 @@ struct Args {
     insecure_open_api: bool,
 }
 
-fn init_logging() {
-    let filter =
-        EnvFilter::try_from_env("AUTHPULSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // Before anything touches TLS: exactly one process-wide crypto provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = Args::parse();
-    init_logging();
+    // Shared with the agent: JSON on stderr, credential loggers capped, and
+    // a filter that `PUT /api/v1/admin/log-level` changes at run time.
+    authpulse_agent::process::init_logging();
 
     let config = match CoordinatorConfig::load(args.config.as_deref(), args.insecure) {
         Ok(mut c) => {

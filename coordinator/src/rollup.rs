@@ -54,6 +54,23 @@ impl Series {
         d.1 += total;
     }
 
+    /// Makes `minute` hold (good, total), moving its hour and day by the
+    /// difference. Only for minutes the ring can hold (see [`Rollup::set`]).
+    fn set(&mut self, minute: i64, good: u64, total: u64) {
+        let (old_good, old_total) = self.minute(minute).unwrap_or((0, 0));
+        if (old_good, old_total) == (good, total) {
+            return;
+        }
+        let slot = &mut self.minutes[minute.rem_euclid(MINUTE_SLOTS) as usize];
+        *slot = (minute, good, total);
+        let shift = |v: &mut (u64, u64)| {
+            v.0 = (v.0 + good).saturating_sub(old_good);
+            v.1 = (v.1 + total).saturating_sub(old_total);
+        };
+        shift(self.hours.entry(minute.div_euclid(HOUR)).or_default());
+        shift(self.days.entry(minute.div_euclid(DAY)).or_default());
+    }
+
     fn minute(&self, m: i64) -> Option<(u64, u64)> {
         let slot = self.minutes.get(m.rem_euclid(MINUTE_SLOTS) as usize)?;
         (slot.0 == m).then_some((slot.1, slot.2))
@@ -126,6 +143,36 @@ impl Rollup {
             .entry((probe.to_string(), threshold_us, region.to_string()))
             .or_default()
             .add(minute, good, total);
+    }
+
+    /// Makes one minute of a series hold the stored (good, total), e.g. a
+    /// row another coordinator wrote. False when the minute is older than
+    /// the ring: its previous value is not known here, so the caller must
+    /// rebuild the roll-ups from the table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set(
+        &mut self,
+        probe: &str,
+        region: &str,
+        minute: i64,
+        threshold_us: u64,
+        good: u64,
+        total: u64,
+        now_minute: i64,
+    ) -> bool {
+        if minute < self.ring_start(now_minute) {
+            return false;
+        }
+        self.newest = self.newest.max(minute);
+        let series = self
+            .series
+            .entry((probe.to_string(), threshold_us, region.to_string()))
+            .or_default();
+        if series.minutes.is_empty() {
+            series.minutes = vec![(i64::MIN, 0, 0); MINUTE_SLOTS as usize];
+        }
+        series.set(minute, good, total);
+        true
     }
 
     /// The first minute the ring still holds for a clock at `now_minute`.

@@ -1,14 +1,22 @@
-//! Durable storage of probe results and agent state in one SQLite file
-//! (`<data_dir>/authpulse.db`). Ingest is idempotent on `(agent_id, seq)`:
-//! agents resend whatever was not acknowledged, so storing a result twice
-//! must be a no-op, and a batch is one transaction so an ack never covers a
-//! half-written batch.
+//! Durable storage of probe results and agent state, in one SQLite file
+//! (`<data_dir>/authpulse.db`, the embedded default) or in a PostgreSQL
+//! database shared by several coordinator replicas. Callers see one
+//! [`Store`]; the SQL is written once for both engines (numbered `$N`
+//! parameters, which sqlx's SQLite driver accepts too) and the few spots
+//! where the dialects differ are picked by [`Backend`] in here only.
 //!
-//! SQLite allows one writer at a time. Writes go through a pool of exactly
+//! Ingest is idempotent on `(agent_id, seq)` at the database: agents resend
+//! whatever was not acknowledged, so storing a result twice is a no-op, and
+//! a batch is one transaction so an ack never covers a half-written batch.
+//!
+//! SQLite allows one writer at a time: writes go through a pool of exactly
 //! one connection so they queue in-process instead of failing with
 //! `SQLITE_BUSY`; reads use a separate pool, which WAL mode lets run
-//! concurrently with the writer. The schema is created by code
-//! (`CREATE TABLE IF NOT EXISTS`) and versioned in `schema_version`.
+//! concurrently. PostgreSQL gets small pools for both. The schema is created
+//! by code and versioned in `schema_version`; with PostgreSQL the
+//! migration runs under an advisory lock so replicas starting together
+//! don't race. The in-memory SLO roll-ups follow other replicas' writes
+//! through [`Store::refresh_rollup`].
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,15 +26,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authpulse_proto::v1::{ProbeResult, StepResult, Timings};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, ConnectOptions, Row};
 
 /// The schema this code writes. Bump it together with a migration step in
 /// [`Store::migrate`] when tables change.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// File name inside the data directory.
 pub const DB_FILE: &str = "authpulse.db";
@@ -71,8 +76,22 @@ const CREATE_MINUTE_COUNTS: &str = "CREATE TABLE IF NOT EXISTS minute_counts (
         threshold_us INTEGER NOT NULL,
         good INTEGER NOT NULL,
         total INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (probe_id, minute, threshold_us, region)
     ) WITHOUT ROWID";
+
+/// Schema 6: when each `minute_counts` row last changed, so replicas
+/// sharing a PostgreSQL database pick up each other's writes
+/// ([`Store::refresh_rollup`]).
+const MIGRATE_5_TO_6: &[&str] =
+    &["ALTER TABLE minute_counts ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0"];
+
+/// PostgreSQL only: what SQLite has implicitly (`rowid` orders incident
+/// updates) or doesn't need (one process, so no change feed to index).
+const POSTGRES_EXTRA: &[&str] = &[
+    "ALTER TABLE incident_updates ADD COLUMN IF NOT EXISTS rowid BIGSERIAL",
+    "CREATE INDEX IF NOT EXISTS minute_counts_updated ON minute_counts (updated_ms)",
+];
 
 /// Silences and acknowledgements of alerts (admin actions): while one holds,
 /// fire and re-send notifications for that SLO and severity are held back
@@ -367,12 +386,106 @@ pub struct StoredResult {
     pub received_ms: i64,
 }
 
+/// Which engine a [`Store`] runs on (for the few dialect differences, and
+/// for callers that must know whether other replicas may share it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the store keeps its data, from the coordinator's `database` setting.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// One SQLite file (the embedded default; one coordinator).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database several coordinator replicas share. The
+    /// password, if not in the URL, comes from `database_password_file`.
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Database {
+    /// `sqlite://PATH` / `sqlite:PATH` or `postgres://…` / `postgresql://…`.
+    pub fn parse(url: &str) -> Result<Database> {
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if rest.is_empty() {
+                return Err(StoreError::Invalid(
+                    "`database: sqlite://PATH` needs a file path".into(),
+                ));
+            }
+            return Ok(Database::Sqlite(PathBuf::from(rest)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                StoreError::Invalid(format!("`database` is not a valid PostgreSQL URL: {e}"))
+            })?;
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(StoreError::Invalid(
+                    "`database` PostgreSQL URL has no host".into(),
+                ));
+            }
+            return Ok(Database::Postgres {
+                url: url.to_string(),
+                password: None,
+            });
+        }
+        Err(StoreError::Invalid(format!(
+            "`database` must start with sqlite:// or postgres://, got `{}`",
+            redact_url(url)
+        )))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Sqlite(_) => Backend::Sqlite,
+            Database::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// For logs and errors: the path, or the URL without any password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Database::Postgres { url, .. } => redact_url(url),
+        }
+    }
+}
+
+/// A URL with its password (if any) replaced, for logs and errors.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("REDACTED"));
+            }
+            u.to_string()
+        }
+        Err(_) => url.split('@').next_back().unwrap_or_default().to_string(),
+    }
+}
+
 /// Handle to the database; cheap to clone (pools are shared).
 #[derive(Clone, Debug)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
-    path: PathBuf,
+    write: AnyPool,
+    read: AnyPool,
+    backend: Backend,
+    /// What [`Database::describe`] said (never a password).
+    location: String,
+    /// Connect options, for the leader lock's own connection (PostgreSQL).
+    options: AnyConnectOptions,
     /// Latency thresholds (µs) per probe that `minute_counts` is maintained
     /// for; swapped only while holding the single write connection.
     thresholds: Arc<RwLock<Arc<LatencyThresholds>>>,
@@ -382,6 +495,8 @@ pub struct Store {
     /// `minute_counts` take this lock before the write connection and hold
     /// it through commit, so the roll-ups never miss or double a batch.
     rollup: Arc<tokio::sync::Mutex<crate::rollup::Rollup>>,
+    /// `updated_ms` from which the next [`Store::refresh_rollup`] reads.
+    refreshed_from_ms: Arc<AtomicI64>,
 }
 
 /// Latency thresholds in microseconds per probe id.
@@ -430,7 +545,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// SQLite integers are signed; durations beyond i64 are not real and are clamped.
+/// Database integers are signed; durations beyond i64 are not real and are clamped.
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -439,6 +554,87 @@ fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// The PostgreSQL form of the (SQLite) DDL: 64-bit integers, doubles,
+/// bytea, byte-order text comparison (so ordering matches SQLite's whatever
+/// the database's locale), no `WITHOUT ROWID`.
+fn postgres_ddl(sqlite: &str) -> String {
+    let mut out = String::with_capacity(sqlite.len() + 64);
+    for (i, word) in sqlite.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        // Words keep their trailing punctuation (`INTEGER,`).
+        let core = word.trim_end_matches([',', ')', '\n']);
+        let tail = &word[core.len()..];
+        match core {
+            "INTEGER" => out.push_str("BIGINT"),
+            "REAL" => out.push_str("DOUBLE PRECISION"),
+            "BLOB" => out.push_str("BYTEA"),
+            "TEXT" => out.push_str("TEXT COLLATE \"C\""),
+            _ => {
+                out.push_str(word);
+                continue;
+            }
+        }
+        out.push_str(tail);
+    }
+    out.replace(") WITHOUT ROWID", ")")
+}
+
+/// Appends `rows` groups of `cols` numbered placeholders: `($1, $2), ($3, $4)`.
+fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
+    use std::fmt::Write as _;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 1..=cols {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", r * cols + c);
+        }
+        sql.push(')');
+    }
+}
+
+/// SQLite per-connection settings. WAL lets readers run beside the writer;
+/// NORMAL in WAL mode: a commit survives a process crash, only an OS crash
+/// or power loss can lose the last transactions, and agents resend
+/// anything unacked anyway.
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+];
+
+fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(30));
+    match backend {
+        Backend::Sqlite => options.after_connect(|conn, _meta| {
+            Box::pin(async move {
+                for pragma in SQLITE_PRAGMAS {
+                    sqlx::query(*pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        }),
+        Backend::Postgres => options,
+    }
+}
+
+/// Advisory lock keys (PostgreSQL), one per purpose.
+const LOCK_MIGRATE: i64 = 0x6175_7468_0001;
+const LOCK_CATALOG: i64 = 0x6175_7468_0002;
+const LOCK_THRESHOLDS: i64 = 0x6175_7468_0004;
+/// The leader lock ([`Store::try_leader_lock`]).
+pub const LOCK_LEADER: i64 = 0x6175_7468_0003;
+
+/// How far back [`Store::refresh_rollup`] re-reads before its last read:
+/// a transaction stamps `updated_ms` when it writes and becomes visible
+/// when it commits, and replicas' clocks differ a little.
+const REFRESH_OVERLAP_MS: i64 = 60_000;
+
 impl Store {
     /// Opens (creating if needed) `<dir>/authpulse.db` and brings its schema up to date.
     pub async fn open(dir: &Path) -> Result<Store> {
@@ -446,51 +642,72 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = dir.join(DB_FILE);
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode: a commit survives a process crash; only an
-            // OS crash or power loss can lose the last transactions, and the
-            // agents resend anything unacked anyway.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
+        Store::connect(&Database::Sqlite(dir.join(DB_FILE))).await
+    }
+
+    /// Opens the configured database, creating the schema or migrating it.
+    pub async fn connect(db: &Database) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = db.backend();
+        let (options, write_conns, read_conns) = match db {
+            Database::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let url = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .to_url_lossy();
+                (AnyConnectOptions::from_url(&url)?, 1, 4)
+            }
+            Database::Postgres { url, password } => {
+                let mut u = url::Url::parse(url)
+                    .map_err(|e| StoreError::Invalid(format!("database URL: {e}")))?;
+                if let Some(p) = password {
+                    u.set_password(Some(p)).map_err(|()| {
+                        StoreError::Invalid("database URL cannot carry a password".into())
+                    })?;
+                }
+                (AnyConnectOptions::from_url(&u)?, 8, 8)
+            }
+        };
+        let options = options.disable_statement_logging();
+        let write = pool_options(backend, write_conns)
             .connect_with(options.clone())
             .await?;
-        let thresholds = Arc::new(RwLock::new(Arc::new(LatencyThresholds::new())));
-        let minute_retention_ms = Arc::new(AtomicI64::new(
-            i64::try_from(DEFAULT_MINUTE_RETENTION.as_millis()).unwrap_or(i64::MAX),
-        ));
-        let rollup = Arc::new(tokio::sync::Mutex::new(crate::rollup::Rollup::default()));
-        let store_for_schema = Store {
-            write: write.clone(),
-            read: write.clone(),
-            path: path.clone(),
-            thresholds: thresholds.clone(),
-            minute_retention_ms: minute_retention_ms.clone(),
-            rollup: rollup.clone(),
-        };
-        store_for_schema.migrate().await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+        let read = pool_options(backend, read_conns)
+            .connect_with(options.clone())
             .await?;
         let store = Store {
             write,
             read,
-            path,
-            thresholds,
-            minute_retention_ms,
-            rollup,
+            backend,
+            location: db.describe(),
+            options,
+            thresholds: Arc::new(RwLock::new(Arc::new(LatencyThresholds::new()))),
+            minute_retention_ms: Arc::new(AtomicI64::new(
+                i64::try_from(DEFAULT_MINUTE_RETENTION.as_millis()).unwrap_or(i64::MAX),
+            )),
+            rollup: Arc::new(tokio::sync::Mutex::new(crate::rollup::Rollup::default())),
+            refreshed_from_ms: Arc::new(AtomicI64::new(0)),
         };
+        store.migrate().await?;
         {
             let mut r = store.rollup.lock().await;
+            // Rows stamped from here on are read by the first refresh.
+            store
+                .refreshed_from_ms
+                .store(now_ms() - REFRESH_OVERLAP_MS, Ordering::Relaxed);
             *r = store.load_rollup().await?;
         }
         Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Builds the roll-ups from `minute_counts`.
@@ -500,12 +717,12 @@ impl Store {
         let mut rows = sqlx::query(
             "SELECT probe_id, region, minute, threshold_us, good, total FROM minute_counts",
         )
-        .fetch(&self.write);
+        .fetch(&self.read);
         let mut n = 0u64;
         while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
             r.add(
-                row.try_get::<&str, _>("probe_id")?,
-                row.try_get::<&str, _>("region")?,
+                &row.try_get::<String, _>("probe_id")?,
+                &row.try_get::<String, _>("region")?,
                 row.try_get("minute")?,
                 unsigned(row.try_get("threshold_us")?),
                 unsigned(row.try_get("good")?),
@@ -520,6 +737,52 @@ impl Store {
             "minute aggregates rolled up"
         );
         Ok(r)
+    }
+
+    /// Brings the in-memory roll-ups up to date with `minute_counts` rows
+    /// other coordinators wrote (PostgreSQL; a no-op on SQLite, where this
+    /// process is the only writer). Rows changed since the last refresh
+    /// (with an overlap) are applied as absolute values, so reading one
+    /// twice is harmless. A changed row older than the minute ring (a
+    /// threshold backfill, very late data) rebuilds the roll-ups whole.
+    /// Returns how many rows were read.
+    pub async fn refresh_rollup(&self) -> Result<u64> {
+        if self.backend == Backend::Sqlite {
+            return Ok(0);
+        }
+        let mut rollup = self.rollup.lock().await;
+        let from = self.refreshed_from_ms.load(Ordering::Relaxed);
+        let next_from = now_ms() - REFRESH_OVERLAP_MS;
+        let rows = sqlx::query(
+            "SELECT probe_id, region, minute, threshold_us, good, total FROM minute_counts
+             WHERE updated_ms >= $1",
+        )
+        .bind(from)
+        .fetch_all(&self.read)
+        .await?;
+        let now_minute = minute_of(now_ms());
+        let mut rebuild = false;
+        for row in &rows {
+            let applied = rollup.set(
+                &row.try_get::<String, _>("probe_id")?,
+                &row.try_get::<String, _>("region")?,
+                row.try_get("minute")?,
+                unsigned(row.try_get("threshold_us")?),
+                unsigned(row.try_get("good")?),
+                unsigned(row.try_get("total")?),
+                now_minute,
+            );
+            if !applied {
+                rebuild = true;
+            }
+        }
+        if rebuild {
+            *rollup = self.load_rollup().await?;
+        }
+        self.refreshed_from_ms.store(next_from, Ordering::Relaxed);
+        metrics::counter!("authpulse_coordinator_rollup_refresh_rows_total")
+            .increment(rows.len() as u64);
+        Ok(rows.len() as u64)
     }
 
     /// Per series of `probe_ids`, the sums over minutes `>= since_minutes[i]`
@@ -540,16 +803,19 @@ impl Store {
         let mut edges = HashMap::new();
         for start in needed {
             let end = (start.div_euclid(60) + 1) * 60;
-            let rows = sqlx::query(
-                "SELECT probe_id, threshold_us, region, SUM(good) AS g, SUM(total) AS t FROM minute_counts
-                 WHERE probe_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2 AND minute < ?3
+            let sql = format!(
+                "SELECT probe_id, threshold_us, region, CAST(SUM(good) AS BIGINT) AS g,
+                    CAST(SUM(total) AS BIGINT) AS t FROM minute_counts
+                 WHERE probe_id IN {} AND minute >= $2 AND minute < $3
                  GROUP BY probe_id, threshold_us, region",
-            )
-            .bind(serde_json::to_string(probe_ids)?)
-            .bind(start)
-            .bind(end)
-            .fetch_all(&self.read)
-            .await?;
+                self.text_list(1)
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(serde_json::to_string(probe_ids)?)
+                .bind(start)
+                .bind(end)
+                .fetch_all(&self.read)
+                .await?;
             let mut m = HashMap::new();
             for row in &rows {
                 m.insert(
@@ -570,56 +836,90 @@ impl Store {
             .sums(probe_ids, since_minutes, now_minute, &edges))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the data is: the SQLite path or the PostgreSQL URL (no password).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// `(SELECT …)` of the strings in the JSON array bound as `$n`: the id
+    /// lists travel as one parameter so the SQL text stays static.
+    fn text_list(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
+            Backend::Postgres => format!("(SELECT json_array_elements_text(${n}::json))"),
+        }
+    }
+
+    /// Like [`text_list`](Self::text_list) for a JSON array of integers.
+    fn int_list(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
+            Backend::Postgres => {
+                format!("(SELECT CAST(json_array_elements_text(${n}::json) AS BIGINT))")
+            }
+        }
+    }
+
+    /// Takes a transaction-scoped advisory lock (PostgreSQL; SQLite's single
+    /// writer already serializes).
+    async fn xact_lock(&self, tx: &mut sqlx::AnyConnection, key: i64) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT COUNT(*) AS n FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.write.begin().await?;
+        self.xact_lock(&mut tx, LOCK_MIGRATE).await?;
         for stmt in SCHEMA {
-            sqlx::query(*stmt).execute(&mut *tx).await?;
+            match self.backend {
+                Backend::Sqlite => sqlx::query(*stmt).execute(&mut *tx).await?,
+                Backend::Postgres => {
+                    sqlx::query(sqlx::AssertSqlSafe(postgres_ddl(stmt)))
+                        .execute(&mut *tx)
+                        .await?
+                }
+            };
+        }
+        if self.backend == Backend::Postgres {
+            for stmt in POSTGRES_EXTRA {
+                sqlx::query(*stmt).execute(&mut *tx).await?;
+            }
         }
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
             .fetch_one(&mut *tx)
             .await?;
-        match found {
-            None => {
-                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        let steps: &[&[&str]] = match found {
+            None => &[],
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::SchemaTooNew {
                     found: v,
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(4) => {
-                // 4 -> 5 only added `minute_sketches` (created above);
-                // percentiles start with the results stored from now on.
-                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
+            // 4 -> 5 only added `minute_sketches` (created above);
+            // percentiles start with the results stored from then on.
+            Some(4 | 5) => &[MIGRATE_5_TO_6],
+            // SCHEMA created `minute_counts` (with `updated_ms`) above.
+            Some(1) => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+            Some(2) => &[MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+            Some(3) => &[MIGRATE_3_TO_4],
+            Some(_) => {
+                tx.commit().await?;
+                return Ok(());
             }
-            Some(v @ (1..=3)) => {
-                let steps: &[&[&str]] = match v {
-                    1 => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
-                    2 => &[MIGRATE_2_TO_3, MIGRATE_3_TO_4],
-                    _ => &[MIGRATE_3_TO_4],
-                };
-                for stmt in steps.iter().copied().flatten() {
-                    sqlx::query(*stmt).execute(&mut *tx).await?;
-                }
-                sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Some(_) => {}
+        };
+        for stmt in steps.iter().copied().flatten() {
+            sqlx::query(*stmt).execute(&mut *tx).await?;
         }
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+            .bind(SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -631,65 +931,91 @@ impl Store {
     }
 
     /// Stores a batch in one transaction; results already stored (same agent
-    /// and seq) are counted as duplicates and left untouched.
+    /// and seq) are counted as duplicates and left untouched. Rows go in as
+    /// multi-row statements (results, then one `latest` upsert per probe and
+    /// region, one `minute_counts` upsert per series and minute), in key
+    /// order, so concurrent replicas lock rows in the same order.
     pub async fn insert_batch(
         &self,
         agent_id: &str,
         results: &[ProbeResult],
     ) -> Result<InsertStats> {
+        // Rows per multi-row INSERT: far below both engines' parameter limits.
+        const CHUNK: usize = 200;
         let received = now_ms();
+        // Checked first: nothing of an invalid batch is written.
+        let mut seqs = Vec::with_capacity(results.len());
+        let mut prepared = Vec::with_capacity(results.len());
+        for r in results {
+            let seq = i64::try_from(r.seq)
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| StoreError::Invalid(format!("seq {} out of range", r.seq)))?;
+            seqs.push(seq);
+            let steps: Vec<StoredStep> = r.steps.iter().map(StoredStep::from).collect();
+            let steps_json = serde_json::to_string(&steps)?;
+            prepared.push((StoredTimings::from(r.timings.as_ref()), steps, steps_json));
+        }
         let mut stats = InsertStats::default();
         let mut rollup = self.rollup.lock().await;
         let mut tx = self.write.begin().await?;
         // Read while holding the write connection: thresholds only change
         // under it too, so a batch and a threshold backfill never interleave.
         let thresholds = self.latency_thresholds();
+
+        let mut inserted: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        let indices: Vec<usize> = (0..results.len()).collect();
+        for chunk in indices.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO results (agent_id, seq, probe_id, region, started_ms, duration_us, outcome,
+                    failure_class, dns_us, connect_us, tls_us, ttfb_us, total_us, steps_json, detail,
+                    assignment_version, received_ms) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 17);
+            sql.push_str(" ON CONFLICT (agent_id, seq) DO NOTHING RETURNING seq");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &i in chunk {
+                let (r, (t, _, steps_json)) = (&results[i], &prepared[i]);
+                q = q
+                    .bind(agent_id)
+                    .bind(seqs[i])
+                    .bind(&r.probe_id)
+                    .bind(&r.region)
+                    .bind(r.started_unix_ms)
+                    .bind(clamp(r.duration_us))
+                    .bind(r.outcome)
+                    .bind(r.failure_class)
+                    .bind(t.dns_us.map(clamp))
+                    .bind(t.connect_us.map(clamp))
+                    .bind(t.tls_us.map(clamp))
+                    .bind(t.ttfb_us.map(clamp))
+                    .bind(clamp(t.total_us))
+                    .bind(steps_json.as_str())
+                    .bind(&r.detail)
+                    .bind(clamp(r.assignment_version))
+                    .bind(received);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                inserted.insert(row.try_get::<i64, _>(0)?);
+            }
+        }
+
         // (probe, region, minute, threshold) -> (good, total) of this batch.
         // Series ids are probe ids, or `probe/step` for the journey steps
         // an SLO names.
         let mut minutes: BTreeMap<MinuteKey<'_>, (i64, i64)> = BTreeMap::new();
         let mut sketches: BTreeMap<(&str, &str, i64), crate::latency_sketch::LatencySketch> =
             BTreeMap::new();
-        for r in results {
-            let seq = i64::try_from(r.seq)
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| StoreError::Invalid(format!("seq {} out of range", r.seq)))?;
-            let t = StoredTimings::from(r.timings.as_ref());
-            let steps: Vec<StoredStep> = r.steps.iter().map(StoredStep::from).collect();
-            let inserted = sqlx::query(
-                "INSERT INTO results (agent_id, seq, probe_id, region, started_ms, duration_us, outcome,
-                    failure_class, dns_us, connect_us, tls_us, ttfb_us, total_us, steps_json, detail,
-                    assignment_version, received_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (agent_id, seq) DO NOTHING",
-            )
-            .bind(agent_id)
-            .bind(seq)
-            .bind(&r.probe_id)
-            .bind(&r.region)
-            .bind(r.started_unix_ms)
-            .bind(clamp(r.duration_us))
-            .bind(r.outcome)
-            .bind(r.failure_class)
-            .bind(t.dns_us.map(clamp))
-            .bind(t.connect_us.map(clamp))
-            .bind(t.tls_us.map(clamp))
-            .bind(t.ttfb_us.map(clamp))
-            .bind(clamp(t.total_us))
-            .bind(serde_json::to_string(&steps)?)
-            .bind(&r.detail)
-            .bind(clamp(r.assignment_version))
-            .bind(received)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !inserted {
+        // (probe, region) -> (started, seq) of the newest result.
+        let mut latest: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+        for (i, r) in results.iter().enumerate() {
+            // `remove`: a seq sent twice in one batch is stored once.
+            if !inserted.remove(&seqs[i]) {
                 stats.duplicates += 1;
                 continue;
             }
             stats.inserted += 1;
+            let (t, steps, _) = &prepared[i];
             let ok = r.outcome == authpulse_proto::v1::Outcome::Success as i32;
             let minute = minute_of(r.started_unix_ms);
             let key = (r.probe_id.as_str(), r.region.as_str(), minute);
@@ -706,7 +1032,7 @@ impl Store {
                 e.0 += i64::from(ok && t.total_us <= th);
                 e.1 += 1;
             }
-            for step in &steps {
+            for step in steps {
                 let series = format!("{}/{}", r.probe_id, step.name);
                 let step_ok = step.outcome == authpulse_proto::v1::Outcome::Success as i32;
                 // Step series are kept only for the steps SLOs name; 0 is
@@ -721,65 +1047,112 @@ impl Store {
             }
             // `>=`: of two results started in the same millisecond the one
             // stored last is shown.
-            sqlx::query(
-                "INSERT INTO latest (probe_id, region, agent_id, seq, started_ms) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (probe_id, region) DO UPDATE SET
+            let newest = latest.entry((key.0, key.1)).or_insert((i64::MIN, 0));
+            if r.started_unix_ms >= newest.0 {
+                *newest = (r.started_unix_ms, seqs[i]);
+            }
+        }
+
+        let latest: Vec<_> = latest.into_iter().collect();
+        for chunk in latest.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO latest (probe_id, region, agent_id, seq, started_ms) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 5);
+            sql.push_str(
+                " ON CONFLICT (probe_id, region) DO UPDATE SET
                     agent_id = excluded.agent_id, seq = excluded.seq, started_ms = excluded.started_ms
                  WHERE excluded.started_ms >= latest.started_ms",
-            )
-            .bind(&r.probe_id)
-            .bind(&r.region)
-            .bind(agent_id)
-            .bind(seq)
-            .bind(r.started_unix_ms)
-            .execute(&mut *tx)
-            .await?;
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((probe, region), (started, seq)) in chunk {
+                q = q
+                    .bind(*probe)
+                    .bind(*region)
+                    .bind(agent_id)
+                    .bind(*seq)
+                    .bind(*started);
+            }
+            q.execute(&mut *tx).await?;
         }
-        for ((probe, region, minute, th), (good, total)) in &minutes {
-            sqlx::query(
-                "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
-                 VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (probe_id, minute, threshold_us, region) DO UPDATE SET
-                    good = good + excluded.good, total = total + excluded.total",
-            )
-            .bind(probe.as_ref())
-            .bind(*region)
-            .bind(*minute)
-            .bind(clamp(*th))
-            .bind(*good)
-            .bind(*total)
-            .execute(&mut *tx)
-            .await?;
+
+        let minute_rows: Vec<_> = minutes.iter().collect();
+        for chunk in minute_rows.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total, updated_ms) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 7);
+            sql.push_str(
+                " ON CONFLICT (probe_id, minute, threshold_us, region) DO UPDATE SET
+                    good = minute_counts.good + excluded.good,
+                    total = minute_counts.total + excluded.total,
+                    updated_ms = excluded.updated_ms",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((probe, region, minute, th), (good, total)) in chunk {
+                q = q
+                    .bind(probe.as_ref())
+                    .bind(*region)
+                    .bind(*minute)
+                    .bind(clamp(*th))
+                    .bind(*good)
+                    .bind(*total)
+                    .bind(received);
+            }
+            q.execute(&mut *tx).await?;
         }
+
+        // Sketches merge in Rust: insert ours if the minute has none yet,
+        // else lock the stored one (PostgreSQL: other replicas merge into
+        // it too), merge and write back.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
         for ((probe, region, minute), sketch) in &sketches {
-            let mut merged = sketch.clone();
-            let existing: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT sketch FROM minute_sketches WHERE probe_id = ? AND minute = ? AND region = ?",
+            let fresh = sqlx::query(
+                "INSERT INTO minute_sketches (probe_id, region, minute, sketch) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (probe_id, minute, region) DO NOTHING",
             )
             .bind(*probe)
-            .bind(*minute)
             .bind(*region)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .bind(*minute)
+            .bind(sketch.encode())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if fresh {
+                continue;
+            }
+            let sql = format!(
+                "SELECT sketch FROM minute_sketches WHERE probe_id = $1 AND minute = $2 AND region = $3{lock}"
+            );
+            let existing: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(*probe)
+                .bind(*minute)
+                .bind(*region)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let mut merged = sketch.clone();
             if let Some(old) =
                 existing.and_then(|b| crate::latency_sketch::LatencySketch::decode(&b))
             {
                 merged.merge(&old);
             }
             sqlx::query(
-                "INSERT INTO minute_sketches (probe_id, region, minute, sketch) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (probe_id, minute, region) DO UPDATE SET sketch = excluded.sketch",
+                "UPDATE minute_sketches SET sketch = $4 WHERE probe_id = $1 AND minute = $2 AND region = $3",
             )
             .bind(*probe)
-            .bind(*region)
             .bind(*minute)
+            .bind(*region)
             .bind(merged.encode())
             .execute(&mut *tx)
             .await?;
         }
         // In the same transaction, so the count is exact across crashes.
         if stats.inserted > 0 {
-            sqlx::query("UPDATE agents SET stored_total = stored_total + ? WHERE agent_id = ?")
+            sqlx::query("UPDATE agents SET stored_total = stored_total + $1 WHERE agent_id = $2")
                 .bind(clamp(stats.inserted))
                 .bind(agent_id)
                 .execute(&mut *tx)
@@ -801,7 +1174,7 @@ impl Store {
 
     /// The highest contiguous seq acknowledged to this agent (0 = none or unknown agent).
     pub async fn acked_seq(&self, agent_id: &str) -> Result<u64> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT acked_seq FROM agents WHERE agent_id = ?")
+        let v: Option<i64> = sqlx::query_scalar("SELECT acked_seq FROM agents WHERE agent_id = $1")
             .bind(agent_id)
             .fetch_optional(&self.read)
             .await?;
@@ -810,7 +1183,7 @@ impl Store {
 
     /// The highest seq stored for this agent, contiguous or not (0 = none).
     pub async fn highest_stored_seq(&self, agent_id: &str) -> Result<u64> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM results WHERE agent_id = ?")
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM results WHERE agent_id = $1")
             .bind(agent_id)
             .fetch_one(&self.read)
             .await?;
@@ -822,7 +1195,8 @@ impl Store {
     /// Also counts as a sign of life (updates last_seen).
     pub async fn set_acked_seq(&self, agent_id: &str, acked_seq: u64) -> Result<()> {
         sqlx::query(
-            "UPDATE agents SET acked_seq = MAX(acked_seq, ?), last_seen_ms = ? WHERE agent_id = ?",
+            "UPDATE agents SET acked_seq = CASE WHEN acked_seq > $1 THEN acked_seq ELSE $1 END,
+                last_seen_ms = $2 WHERE agent_id = $3",
         )
         .bind(clamp(acked_seq))
         .bind(now_ms())
@@ -838,7 +1212,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO agents (agent_id, region, version, labels_json, acked_seq, first_seen_ms, last_seen_ms, connected)
-             VALUES (?, ?, ?, ?, 0, ?, ?, 1)
+             VALUES ($1, $2, $3, $4, 0, $5, $6, 1)
              ON CONFLICT (agent_id) DO UPDATE SET
                 region = excluded.region, version = excluded.version, labels_json = excluded.labels_json,
                 last_seen_ms = excluded.last_seen_ms, connected = 1",
@@ -857,8 +1231,8 @@ impl Store {
     /// Records what an agent said about itself (hello, heartbeat); also a sign of life.
     pub async fn record_health(&self, agent_id: &str, h: &crate::fleet::AgentHealth) -> Result<()> {
         sqlx::query(
-            "UPDATE agents SET clock_skew_ms = ?, spool_depth = ?, spool_bytes = ?, dropped_total = ?,
-                last_seen_ms = ? WHERE agent_id = ?",
+            "UPDATE agents SET clock_skew_ms = $1, spool_depth = $2, spool_bytes = $3, dropped_total = $4,
+                last_seen_ms = $5 WHERE agent_id = $6",
         )
         .bind(h.clock_skew_ms)
         .bind(clamp(h.spool_depth))
@@ -872,7 +1246,7 @@ impl Store {
     }
 
     pub async fn set_assignment_version(&self, agent_id: &str, version: u64) -> Result<()> {
-        sqlx::query("UPDATE agents SET assignment_version = ? WHERE agent_id = ?")
+        sqlx::query("UPDATE agents SET assignment_version = $1 WHERE agent_id = $2")
             .bind(clamp(version))
             .bind(agent_id)
             .execute(&self.write)
@@ -882,7 +1256,7 @@ impl Store {
 
     /// Updates last_seen (heartbeats, batches).
     pub async fn touch_agent(&self, agent_id: &str) -> Result<()> {
-        sqlx::query("UPDATE agents SET last_seen_ms = ? WHERE agent_id = ?")
+        sqlx::query("UPDATE agents SET last_seen_ms = $1 WHERE agent_id = $2")
             .bind(now_ms())
             .bind(agent_id)
             .execute(&self.write)
@@ -891,8 +1265,8 @@ impl Store {
     }
 
     pub async fn set_connected(&self, agent_id: &str, connected: bool) -> Result<()> {
-        sqlx::query("UPDATE agents SET connected = ?, last_seen_ms = ? WHERE agent_id = ?")
-            .bind(connected)
+        sqlx::query("UPDATE agents SET connected = $1, last_seen_ms = $2 WHERE agent_id = $3")
+            .bind(i64::from(connected))
             .bind(now_ms())
             .bind(agent_id)
             .execute(&self.write)
@@ -966,8 +1340,8 @@ impl Store {
             "SELECT * FROM (
                 SELECT r.*, ROW_NUMBER() OVER (
                     PARTITION BY probe_id, region ORDER BY started_ms DESC, seq DESC) AS rn
-                FROM results r WHERE started_ms >= ?1)
-             WHERE rn <= ?2 ORDER BY probe_id, region, started_ms, seq",
+                FROM results r WHERE started_ms >= $1) AS ranked
+             WHERE rn <= $2 ORDER BY probe_id, region, started_ms, seq",
         )
         .bind(since_ms)
         .bind(i64::from(per_series))
@@ -987,18 +1361,20 @@ impl Store {
     ) -> Result<(u64, u64)> {
         // The id list travels as one JSON parameter so the SQL text stays static.
         let ids = serde_json::to_string(probe_ids)?;
-        let row = sqlx::query(
+        let sql = format!(
             "SELECT
-                COALESCE(SUM(CASE WHEN outcome = 1 AND (?1 IS NULL OR total_us <= ?1) THEN 1 ELSE 0 END), 0) AS good,
+                COALESCE(SUM(CASE WHEN outcome = 1 AND ($1 IS NULL OR total_us <= $1) THEN 1 ELSE 0 END), 0) AS good,
                 COUNT(*) AS total
              FROM results
-             WHERE probe_id IN (SELECT value FROM json_each(?2)) AND started_ms >= ?3",
-        )
-        .bind(latency_threshold_us.map(clamp))
-        .bind(ids)
-        .bind(since_ms)
-        .fetch_one(&self.read)
-        .await?;
+             WHERE probe_id IN {} AND started_ms >= $3",
+            self.text_list(2)
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(latency_threshold_us.map(clamp))
+            .bind(ids)
+            .bind(since_ms)
+            .fetch_one(&self.read)
+            .await?;
         Ok((
             unsigned(row.try_get("good")?),
             unsigned(row.try_get("total")?),
@@ -1024,13 +1400,14 @@ impl Store {
         for i in 0..since_ms.len() {
             let p = i + 4;
             sql.push_str(&format!(
-                "COALESCE(SUM(CASE WHEN started_ms >= ?{p} AND outcome = 1 AND (?1 IS NULL OR total_us <= ?1) THEN 1 ELSE 0 END), 0) AS g{i}, \
-                 COALESCE(SUM(CASE WHEN started_ms >= ?{p} THEN 1 ELSE 0 END), 0) AS t{i}, "
+                "COALESCE(SUM(CASE WHEN started_ms >= ${p} AND outcome = 1 AND ($1 IS NULL OR total_us <= $1) THEN 1 ELSE 0 END), 0) AS g{i}, \
+                 COALESCE(SUM(CASE WHEN started_ms >= ${p} THEN 1 ELSE 0 END), 0) AS t{i}, "
             ));
         }
-        sql.push_str(
-            "0 AS unused FROM results WHERE probe_id IN (SELECT value FROM json_each(?2)) AND started_ms >= ?3",
-        );
+        sql.push_str(&format!(
+            "0 AS unused FROM results WHERE probe_id IN {} AND started_ms >= $3",
+            self.text_list(2)
+        ));
         // Safe: built only from integer placeholders, never from input.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(latency_threshold_us.map(clamp))
@@ -1056,22 +1433,27 @@ impl Store {
         const CHUNK: i64 = 5000;
         let mut deleted = 0;
         loop {
-            let n = sqlx::query(
-                "DELETE FROM results WHERE rowid IN
-                    (SELECT rowid FROM results WHERE started_ms < ? LIMIT ?)",
-            )
-            .bind(older_than_ms)
-            .bind(CHUNK)
-            .execute(&self.write)
-            .await?
-            .rows_affected();
+            let row_id = match self.backend {
+                Backend::Sqlite => "rowid",
+                Backend::Postgres => "ctid",
+            };
+            let sql = format!(
+                "DELETE FROM results WHERE {row_id} IN
+                    (SELECT {row_id} FROM results WHERE started_ms < $1 LIMIT $2)"
+            );
+            let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(older_than_ms)
+                .bind(CHUNK)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
             deleted += n;
             if n < CHUNK as u64 {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        sqlx::query("DELETE FROM latest WHERE started_ms < ?")
+        sqlx::query("DELETE FROM latest WHERE started_ms < $1")
             .bind(older_than_ms)
             .execute(&self.write)
             .await?;
@@ -1085,12 +1467,12 @@ impl Store {
     pub async fn prune_minutes(&self, now_ms: i64) -> Result<u64> {
         let keep = self.minute_retention_ms.load(Ordering::Relaxed);
         let cutoff = minute_of(now_ms.saturating_sub(keep));
-        let n = sqlx::query("DELETE FROM minute_counts WHERE minute < ?")
+        let n = sqlx::query("DELETE FROM minute_counts WHERE minute < $1")
             .bind(cutoff)
             .execute(&self.write)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM minute_sketches WHERE minute < ?")
+        sqlx::query("DELETE FROM minute_sketches WHERE minute < $1")
             .bind(cutoff)
             .execute(&self.write)
             .await?;
@@ -1142,6 +1524,9 @@ impl Store {
         // roll-up lock (taken first, as there) keeps the reload below exact.
         let mut rollup = self.rollup.lock().await;
         let mut tx = self.write.begin().await?;
+        // Replicas starting together: one backfills, the others then see
+        // the threshold tracked.
+        self.xact_lock(&mut tx, LOCK_THRESHOLDS).await?;
         let rows = sqlx::query("SELECT probe_id, threshold_us FROM minute_thresholds")
             .fetch_all(&mut *tx)
             .await?;
@@ -1153,7 +1538,7 @@ impl Store {
             ));
         }
         for (probe, th) in tracked.difference(&wanted) {
-            sqlx::query("DELETE FROM minute_thresholds WHERE probe_id = ? AND threshold_us = ?")
+            sqlx::query("DELETE FROM minute_thresholds WHERE probe_id = $1 AND threshold_us = $2")
                 .bind(probe)
                 .bind(clamp(*th))
                 .execute(&mut *tx)
@@ -1163,7 +1548,7 @@ impl Store {
         for (probe, th) in wanted.difference(&tracked) {
             // Rows left from an earlier period with this threshold have a
             // gap; rebuild them whole from what raw retention still has.
-            sqlx::query("DELETE FROM minute_counts WHERE probe_id = ? AND threshold_us = ?")
+            sqlx::query("DELETE FROM minute_counts WHERE probe_id = $1 AND threshold_us = $2")
                 .bind(probe)
                 .bind(clamp(*th))
                 .execute(&mut *tx)
@@ -1171,40 +1556,56 @@ impl Store {
             match probe.split_once('/') {
                 None => {
                     sqlx::query(
-                        "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
+                        "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total, updated_ms)
                          SELECT probe_id, region,
-                            (started_ms - (((started_ms % 60000) + 60000) % 60000)) / 60000 AS m, ?1,
-                            SUM(CASE WHEN outcome = 1 AND total_us <= ?1 THEN 1 ELSE 0 END), COUNT(*)
-                         FROM results WHERE probe_id = ?2 GROUP BY probe_id, region, m",
+                            (started_ms - (((started_ms % 60000) + 60000) % 60000)) / 60000 AS m, $1,
+                            SUM(CASE WHEN outcome = 1 AND total_us <= $1 THEN 1 ELSE 0 END), COUNT(*), $3
+                         FROM results WHERE probe_id = $2 GROUP BY probe_id, region, m",
                     )
                     .bind(clamp(*th))
                     .bind(probe)
+                    .bind(now_ms())
                     .execute(&mut *tx)
                     .await?;
                 }
                 Some((probe_id, step)) => {
                     // A journey step: from the steps kept with each result.
-                    sqlx::query(
-                        "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total)
-                         SELECT ?4, r.region,
-                            (r.started_ms - (((r.started_ms % 60000) + 60000) % 60000)) / 60000 AS m, ?1,
-                            SUM(CASE WHEN json_extract(s.value, '$.outcome') = 1
-                                 AND (?1 = 0 OR json_extract(s.value, '$.timings.total_us') <= ?1)
+                    let (outcome, total_us, name, steps) = match self.backend {
+                        Backend::Sqlite => (
+                            "json_extract(s.value, '$.outcome')",
+                            "json_extract(s.value, '$.timings.total_us')",
+                            "json_extract(s.value, '$.name')",
+                            "json_each(r.steps_json) s",
+                        ),
+                        Backend::Postgres => (
+                            "CAST(s.value ->> 'outcome' AS BIGINT)",
+                            "CAST(s.value -> 'timings' ->> 'total_us' AS BIGINT)",
+                            "(s.value ->> 'name')",
+                            "json_array_elements(CAST(r.steps_json AS json)) AS s(value)",
+                        ),
+                    };
+                    let sql = format!(
+                        "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total, updated_ms)
+                         SELECT $4, r.region,
+                            (r.started_ms - (((r.started_ms % 60000) + 60000) % 60000)) / 60000 AS m, $1,
+                            SUM(CASE WHEN {outcome} = 1 AND ($1 = 0 OR {total_us} <= $1)
                                  THEN 1 ELSE 0 END),
-                            COUNT(*)
-                         FROM results r, json_each(r.steps_json) s
-                         WHERE r.probe_id = ?2 AND json_extract(s.value, '$.name') = ?3
-                         GROUP BY r.region, m",
-                    )
-                    .bind(clamp(*th))
-                    .bind(probe_id)
-                    .bind(step)
-                    .bind(probe)
-                    .execute(&mut *tx)
-                    .await?;
+                            COUNT(*), $5
+                         FROM results r CROSS JOIN {steps}
+                         WHERE r.probe_id = $2 AND {name} = $3
+                         GROUP BY r.region, m"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(clamp(*th))
+                        .bind(probe_id)
+                        .bind(step)
+                        .bind(probe)
+                        .bind(now_ms())
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
-            sqlx::query("INSERT INTO minute_thresholds (probe_id, threshold_us) VALUES (?, ?)")
+            sqlx::query("INSERT INTO minute_thresholds (probe_id, threshold_us) VALUES ($1, $2)")
                 .bind(probe)
                 .bind(clamp(*th))
                 .execute(&mut *tx)
@@ -1257,7 +1658,7 @@ impl Store {
         since_minute: i64,
     ) -> Result<BTreeMap<String, crate::latency_sketch::LatencySketch>> {
         let rows = sqlx::query(
-            "SELECT region, sketch FROM minute_sketches WHERE probe_id = ? AND minute >= ?",
+            "SELECT region, sketch FROM minute_sketches WHERE probe_id = $1 AND minute >= $2",
         )
         .bind(probe_id)
         .bind(since_minute)
@@ -1281,14 +1682,16 @@ impl Store {
         probe_ids: &[String],
         since_minute: i64,
     ) -> Result<Vec<MinuteRow>> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT probe_id, region, minute, threshold_us, good, total FROM minute_counts
-             WHERE probe_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2",
-        )
-        .bind(serde_json::to_string(probe_ids)?)
-        .bind(since_minute)
-        .fetch_all(&self.read)
-        .await?;
+             WHERE probe_id IN {} AND minute >= $2",
+            self.text_list(1)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(probe_ids)?)
+            .bind(since_minute)
+            .fetch_all(&self.read)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(MinuteRow {
@@ -1323,17 +1726,19 @@ impl Store {
         let mut band = String::from("CASE");
         for i in (1..starts.len()).rev() {
             let p = i + 2;
-            band.push_str(&format!(" WHEN minute >= ?{p} THEN {i}"));
+            band.push_str(&format!(" WHEN minute >= ${p} THEN {i}"));
         }
         band.push_str(" ELSE 0 END");
         if starts.len() == 1 {
             band = String::from("0");
         }
         let sql = format!(
-            "SELECT probe_id, threshold_us, region, {band} AS band, SUM(good) AS g, SUM(total) AS t
+            "SELECT probe_id, threshold_us, region, {band} AS band, CAST(SUM(good) AS BIGINT) AS g,
+                CAST(SUM(total) AS BIGINT) AS t
              FROM minute_counts
-             WHERE probe_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2
-             GROUP BY probe_id, threshold_us, region, band"
+             WHERE probe_id IN {ids} AND minute >= $2
+             GROUP BY probe_id, threshold_us, region, band",
+            ids = self.text_list(1)
         );
         // Safe: built only from integer placeholders, never from input.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -1389,6 +1794,8 @@ impl Store {
     /// unchanged catalog keeps its version.
     pub async fn catalog_version(&self, canonical: &str) -> Result<u64> {
         let mut tx = self.write.begin().await?;
+        // Replicas loading the same catalog at once agree on one version.
+        self.xact_lock(&mut tx, LOCK_CATALOG).await?;
         let rows = sqlx::query(
             "SELECT key, value FROM meta WHERE key IN ('catalog_version', 'catalog_text')",
         )
@@ -1412,7 +1819,7 @@ impl Store {
             ("catalog_version", next.to_string()),
             ("catalog_text", canonical.to_string()),
         ] {
-            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
                 .bind(key)
                 .bind(value)
                 .execute(&mut *tx)
@@ -1456,7 +1863,7 @@ impl Store {
     pub async fn save_alert(&self, f: &crate::alerting::Firing) -> Result<()> {
         sqlx::query(
             "INSERT INTO alerts (slo, severity, rule, burn_long, burn_short, factor, started_ms, last_sent_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (slo, severity) DO UPDATE SET rule = excluded.rule,
                burn_long = excluded.burn_long, burn_short = excluded.burn_short,
                factor = excluded.factor, started_ms = excluded.started_ms,
@@ -1477,7 +1884,7 @@ impl Store {
 
     /// Forgets a resolved alert.
     pub async fn delete_alert(&self, slo: &str, severity: crate::alerting::Severity) -> Result<()> {
-        sqlx::query("DELETE FROM alerts WHERE slo = ? AND severity = ?")
+        sqlx::query("DELETE FROM alerts WHERE slo = $1 AND severity = $2")
             .bind(slo)
             .bind(severity.as_str())
             .execute(&self.write)
@@ -1493,25 +1900,35 @@ impl Store {
         class: i32,
         since_ms: i64,
     ) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        let step_class = match self.backend {
+            Backend::Sqlite => {
+                "SELECT 1 FROM json_each(results.steps_json) s
+                 WHERE json_extract(s.value, '$.failure_class') = $3"
+            }
+            Backend::Postgres => {
+                "SELECT 1 FROM json_array_elements(CAST(results.steps_json AS json)) AS s(value)
+                 WHERE CAST(s.value ->> 'failure_class' AS BIGINT) = $3"
+            }
+        };
+        let sql = format!(
             "SELECT MAX(started_ms) FROM results
-             WHERE probe_id IN (SELECT value FROM json_each(?1)) AND started_ms >= ?2
-               AND (failure_class = ?3 OR EXISTS (
-                 SELECT 1 FROM json_each(results.steps_json) s
-                 WHERE json_extract(s.value, '$.failure_class') = ?3))",
-        )
-        .bind(serde_json::to_string(probe_ids)?)
-        .bind(since_ms)
-        .bind(class)
-        .fetch_one(&self.read)
-        .await?)
+             WHERE probe_id IN {} AND started_ms >= $2
+               AND (failure_class = $3 OR EXISTS ({step_class}))",
+            self.text_list(1)
+        );
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(probe_ids)?)
+            .bind(since_ms)
+            .bind(class)
+            .fetch_one(&self.read)
+            .await?)
     }
 
     /// Records a silence (`until_ms` set) or an acknowledgement (`None`).
     pub async fn put_silence(&self, s: &Silence) -> Result<()> {
         sqlx::query(
             "INSERT INTO alert_silences (slo, severity, kind, until_ms, created_by, reason, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (slo, severity, kind) DO UPDATE SET until_ms = excluded.until_ms,
                 created_by = excluded.created_by, reason = excluded.reason, created_ms = excluded.created_ms",
         )
@@ -1531,7 +1948,7 @@ impl Store {
     pub async fn silences(&self, now_ms: i64) -> Result<Vec<Silence>> {
         let rows = sqlx::query(
             "SELECT slo, severity, until_ms, created_by, reason, created_ms FROM alert_silences
-             WHERE until_ms IS NULL OR until_ms > ?",
+             WHERE until_ms IS NULL OR until_ms > $1",
         )
         .bind(now_ms)
         .fetch_all(&self.read)
@@ -1552,7 +1969,7 @@ impl Store {
 
     /// An alert resolved: its acknowledgement ends with it.
     pub async fn clear_ack(&self, slo: &str, severity: &str) -> Result<()> {
-        sqlx::query("DELETE FROM alert_silences WHERE slo = ? AND severity = ? AND kind = 'ack'")
+        sqlx::query("DELETE FROM alert_silences WHERE slo = $1 AND severity = $2 AND kind = 'ack'")
             .bind(slo)
             .bind(severity)
             .execute(&self.write)
@@ -1574,13 +1991,15 @@ impl Store {
         seqs: &[u64],
     ) -> Result<std::collections::BTreeSet<u64>> {
         let wanted: Vec<i64> = seqs.iter().map(|s| clamp(*s)).collect();
-        let rows = sqlx::query(
-            "SELECT seq FROM results WHERE agent_id = ? AND seq IN (SELECT value FROM json_each(?))",
-        )
-        .bind(agent_id)
-        .bind(serde_json::to_string(&wanted)?)
-        .fetch_all(&self.write)
-        .await?;
+        let sql = format!(
+            "SELECT seq FROM results WHERE agent_id = $1 AND seq IN {}",
+            self.int_list(2)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(agent_id)
+            .bind(serde_json::to_string(&wanted)?)
+            .fetch_all(&self.write)
+            .await?;
         let mut out = std::collections::BTreeSet::new();
         for row in &rows {
             out.insert(unsigned(row.try_get::<i64, _>("seq")?));
@@ -1623,7 +2042,7 @@ impl Store {
         last_seen_ms: i64,
     ) -> Result<()> {
         let value = serde_json::to_string(&(f.started_ms, f.last_sent_ms, last_seen_ms))?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(format!("escalation_alert:{}", f.alert.slo))
             .bind(value)
             .execute(&self.write)
@@ -1633,7 +2052,7 @@ impl Store {
 
     /// Forgets a resolved escalation alert.
     pub async fn delete_escalation_alert(&self, slo: &str) -> Result<()> {
-        sqlx::query("DELETE FROM meta WHERE key = ?")
+        sqlx::query("DELETE FROM meta WHERE key = $1")
             .bind(format!("escalation_alert:{slo}"))
             .execute(&self.write)
             .await?;
@@ -1669,7 +2088,7 @@ impl Store {
         let mut tx = self.write.begin().await?;
         for s in states {
             sqlx::query(
-                "INSERT INTO status_components (id, status, created_ms, updated_ms) VALUES (?, ?, ?, ?)
+                "INSERT INTO status_components (id, status, created_ms, updated_ms) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status,
                    created_ms = excluded.created_ms, updated_ms = excluded.updated_ms",
             )
@@ -1715,12 +2134,12 @@ impl Store {
         let sql = if new {
             "INSERT INTO incidents (id, slo, name, status, impact, severities_json, components_json,
                 started_ms, created_ms, updated_ms, monitoring_ms, resolved_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         } else {
-            "UPDATE incidents SET slo = ?2, name = ?3, status = ?4, impact = ?5,
-                severities_json = ?6, components_json = ?7, started_ms = ?8, created_ms = ?9,
-                updated_ms = ?10, monitoring_ms = ?11, resolved_ms = ?12
-             WHERE id = ?1"
+            "UPDATE incidents SET slo = $2, name = $3, status = $4, impact = $5,
+                severities_json = $6, components_json = $7, started_ms = $8, created_ms = $9,
+                updated_ms = $10, monitoring_ms = $11, resolved_ms = $12
+             WHERE id = $1"
         };
         sqlx::query(sql)
             .bind(&i.id)
@@ -1739,7 +2158,7 @@ impl Store {
             .await?;
         sqlx::query(
             "INSERT INTO incident_updates (id, incident_id, status, body, created_ms, affected_json)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&u.id)
         .bind(&i.id)
@@ -1766,10 +2185,11 @@ impl Store {
     /// The `limit` most recently created incidents, newest first, with
     /// their updates.
     pub async fn recent_incidents(&self, limit: u32) -> Result<Vec<crate::statuspage::Incident>> {
-        let rows = sqlx::query("SELECT * FROM incidents ORDER BY created_ms DESC, id DESC LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM incidents ORDER BY created_ms DESC, id DESC LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
         self.incidents_from_rows(&rows).await
     }
 
@@ -1782,7 +2202,7 @@ impl Store {
 
     /// One incident by id, with its updates.
     pub async fn incident(&self, id: &str) -> Result<Option<crate::statuspage::Incident>> {
-        let rows = sqlx::query("SELECT * FROM incidents WHERE id = ?")
+        let rows = sqlx::query("SELECT * FROM incidents WHERE id = $1")
             .bind(id)
             .fetch_all(&self.read)
             .await?;
@@ -1792,7 +2212,7 @@ impl Store {
     /// Incidents from `incidents` rows, each with its updates newest first.
     async fn incidents_from_rows(
         &self,
-        rows: &[SqliteRow],
+        rows: &[AnyRow],
     ) -> Result<Vec<crate::statuspage::Incident>> {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -1818,14 +2238,16 @@ impl Store {
             return Ok(out);
         }
         let ids: Vec<&str> = out.iter().map(|i| i.id.as_str()).collect();
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT id, incident_id, status, body, created_ms, affected_json FROM incident_updates
-             WHERE incident_id IN (SELECT value FROM json_each(?))
+             WHERE incident_id IN {}
              ORDER BY created_ms DESC, rowid DESC",
-        )
-        .bind(serde_json::to_string(&ids)?)
-        .fetch_all(&self.read)
-        .await?;
+            self.text_list(1)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(&ids)?)
+            .fetch_all(&self.read)
+            .await?;
         let mut updates: HashMap<String, Vec<crate::statuspage::IncidentUpdate>> = HashMap::new();
         for r in &rows {
             let affected: String = r.try_get("affected_json")?;
@@ -1858,7 +2280,7 @@ impl Store {
         }
         let seed = format!(
             "{}:{}:{}",
-            self.path.display(),
+            self.location,
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos())
@@ -1866,7 +2288,7 @@ impl Store {
             std::process::id()
         );
         let fresh = hex::encode(sha2::Sha256::digest(seed.as_bytes()));
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('statuspage_id', ?) ON CONFLICT (key) DO NOTHING")
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('statuspage_id', $1) ON CONFLICT (key) DO NOTHING")
             .bind(&fresh[..12])
             .execute(&self.write)
             .await?;
@@ -1877,7 +2299,82 @@ impl Store {
     }
 }
 
-fn result_from_row(row: &SqliteRow) -> Result<StoredResult> {
+/// The leader lock held on a connection of its own (PostgreSQL); dropping
+/// or releasing it frees the lock for another replica.
+pub struct LeaderLock {
+    conn: sqlx::AnyConnection,
+}
+
+impl LeaderLock {
+    /// Whether the connection (and so the lock) is still there.
+    pub async fn check(&mut self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&mut self.conn).await?;
+        Ok(())
+    }
+
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_LEADER)
+            .fetch_optional(&mut self.conn)
+            .await;
+        let _ = sqlx::Connection::close(self.conn).await;
+    }
+}
+
+impl Store {
+    /// Tries to take the leader lock (PostgreSQL only; `None` when another
+    /// replica holds it, or on SQLite where no lock is needed).
+    pub async fn try_leader_lock(&self) -> Result<Option<LeaderLock>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut conn = self.options.connect().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK_LEADER)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            Ok(Some(LeaderLock { conn }))
+        } else {
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(None)
+        }
+    }
+
+    /// Probes with a result (or a step) of failure class `class` started at
+    /// or after `since_ms`: how the leader learns of escalations another
+    /// replica ingested.
+    pub async fn probes_with_class_since(
+        &self,
+        class: i32,
+        since_ms: i64,
+    ) -> Result<BTreeSet<String>> {
+        let step_class = match self.backend {
+            Backend::Sqlite => {
+                "SELECT 1 FROM json_each(results.steps_json) s
+                 WHERE json_extract(s.value, '$.failure_class') = $1"
+            }
+            Backend::Postgres => {
+                "SELECT 1 FROM json_array_elements(CAST(results.steps_json AS json)) AS s(value)
+                 WHERE CAST(s.value ->> 'failure_class' AS BIGINT) = $1"
+            }
+        };
+        let sql = format!(
+            "SELECT DISTINCT probe_id FROM results
+             WHERE started_ms >= $2 AND (failure_class = $1 OR EXISTS ({step_class}))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(class)
+            .bind(since_ms)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("probe_id")?))
+            .collect()
+    }
+}
+
+fn result_from_row(row: &AnyRow) -> Result<StoredResult> {
     let opt = |name: &str| -> Result<Option<u64>> {
         Ok(row.try_get::<Option<i64>, _>(name)?.map(unsigned))
     };

@@ -4,6 +4,7 @@
 //! fixture, paths to the built binaries, and condition waits instead of sleeps.
 pub mod capture;
 pub mod decision_server;
+pub mod deploy_check;
 pub mod dns_server;
 pub mod fault;
 pub mod feed_check;
@@ -12,6 +13,7 @@ pub mod line_server;
 pub mod moto;
 pub mod mtls;
 pub mod peers;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod scim_peer;

@@ -275,10 +275,11 @@ async fn open(
         }
         Ok(Ok(pair)) => pair,
     };
-    tokio::spawn(async move {
+    // In the probe run's span, so ldap3's connection logs name the probe.
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         // Ends when the handle is dropped or the server closes.
         let _ = conn.drive().await;
-    });
+    }));
     let step = tls.then(|| {
         step(
             "tls",

@@ -411,24 +411,33 @@ impl Alerter {
         generator_url: String,
     ) -> anyhow::Result<Alerter> {
         let notifiers = notify::Dispatch::start(config, generator_url)?;
-        let book = AlertBook::new(store.firing_alerts().await?);
-        let mut escalation_seen = BTreeMap::new();
-        let mut firing = Vec::new();
-        for (f, seen_ms) in store.escalation_alerts().await? {
-            escalation_seen.insert(f.alert.slo.clone(), seen_ms);
-            firing.push(f);
-        }
-        let escalations = AlertBook::new(firing);
-        for f in book.firing().chain(escalations.firing()) {
-            set_gauge(&f.alert, 1.0);
-        }
-        Ok(Alerter {
-            book,
-            escalations,
-            escalation_seen,
+        let mut alerter = Alerter {
+            book: AlertBook::new(Vec::new()),
+            escalations: AlertBook::new(Vec::new()),
+            escalation_seen: BTreeMap::new(),
             store,
             notifiers,
-        })
+        };
+        alerter.reload().await?;
+        Ok(alerter)
+    }
+
+    /// Replaces the in-memory alert state with the stored one: at start,
+    /// and when this replica becomes leader (the previous leader's alerts
+    /// are then neither sent again nor forgotten).
+    pub async fn reload(&mut self) -> Result<(), StoreError> {
+        self.book = AlertBook::new(self.store.firing_alerts().await?);
+        self.escalation_seen.clear();
+        let mut firing = Vec::new();
+        for (f, seen_ms) in self.store.escalation_alerts().await? {
+            self.escalation_seen.insert(f.alert.slo.clone(), seen_ms);
+            firing.push(f);
+        }
+        self.escalations = AlertBook::new(firing);
+        for f in self.book.firing().chain(self.escalations.firing()) {
+            set_gauge(&f.alert, 1.0);
+        }
+        Ok(())
     }
 
     /// Newly stored results of `probes` came back with failure class

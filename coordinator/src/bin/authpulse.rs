@@ -1,4 +1,5 @@
-//! `authpulse`: the operator CLI. `validate` checks catalog files, `probe`
+//! `authpulse`: the operator CLI. `validate` checks catalog files, `docs`
+//! renders them as a Markdown runbook, `probe`
 //! runs one probe once on this machine, `standalone` runs a coordinator and
 //! an in-process agent in one process (the embedded default).
 use std::net::SocketAddr;
@@ -33,6 +34,20 @@ enum Command {
         /// Catalog files (YAML or TOML); ids must be unique across them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Render catalog files as a Markdown runbook for the people on call.
+    ///
+    /// Every probe with its target and the SLOs and gates that read it, every SLO with its
+    /// burn-rate alert table, gates, components and the secrets agents need (names only,
+    /// never values).
+    #[command(after_help = DOCS_EXAMPLE)]
+    Docs {
+        /// Catalog files (YAML or TOML), as for `validate`.
+        #[arg(long, required = true, value_name = "FILE")]
+        catalog: Vec<PathBuf>,
+        /// Write the Markdown here instead of stdout.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
     },
     /// Convert OpenSLO v1 `kind: SLO` documents (indicators with `metricSource.type: authpulse`)
     /// into catalog `slos:` entries, printed to stdout.
@@ -112,6 +127,15 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
 }
+
+const DOCS_EXAMPLE: &str = "\
+Example:
+  authpulse docs --catalog catalog.yaml --output docs/RUNBOOK.md
+  authpulse docs --catalog probes.yaml --catalog slos.yaml > RUNBOOK.md
+
+The same catalog gives the same bytes (no timestamps), so the runbook can live
+in git next to the catalog. Exit status: 0 written, 1 invalid catalog (the
+problems are printed as by `authpulse validate`) or the output can't be written.";
 
 const GATE_EXAMPLE: &str = "\
 Example:
@@ -278,6 +302,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Validate { files } => Ok(validate(&files)),
+            Command::Docs { catalog, output } => docs(&catalog, output.as_deref()),
             Command::ImportOpenslo { file, catalog } => import_openslo(&file, &catalog),
             Command::Probe {
                 catalog,
@@ -363,13 +388,45 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!("{} problem(s) found", errors.0.len());
+            print_catalog_errors(&errors);
             ExitCode::from(1)
         }
     }
+}
+
+/// One problem per line (`FILE:LINE: `id`: path: message`), then the count.
+fn print_catalog_errors(errors: &authpulse_proto::catalog::CatalogErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    eprintln!("{} problem(s) found", errors.0.len());
+}
+
+fn docs(files: &[PathBuf], output: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let catalog = match authpulse_proto::catalog::load_files(files) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_catalog_errors(&errors);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let sources: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let markdown = authpulse_coordinator::catalog_docs::render(&catalog, &sources);
+    match output {
+        Some(path) => {
+            std::fs::write(path, &markdown)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote {} ({} probe(s), {} SLO(s), {} gate(s))",
+                path.display(),
+                catalog.probes.len(),
+                catalog.slos.len(),
+                catalog.gates.len()
+            );
+        }
+        None => print!("{markdown}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn import_openslo(file: &std::path::Path, catalog: &[PathBuf]) -> anyhow::Result<ExitCode> {
