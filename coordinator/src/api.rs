@@ -76,6 +76,9 @@ pub struct ApiState {
     pub access: Arc<crate::api_access::ApiAccess>,
     /// For `POST /api/v1/admin/reload`; `None` where there is no catalog file.
     pub reloader: Option<Arc<crate::catalog_watch::CatalogReloader>>,
+    /// Whether this replica leads (see [`crate::leadership`]): only the
+    /// leader writes status-page state when serving the page.
+    pub leader: watch::Receiver<bool>,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -825,40 +825,52 @@ impl Session {
             }
         }
         let store = &self.inner.store;
-        if !batch.results.is_empty() {
-            let fresh = self.fresh(&batch.results).await?;
-            let started = Instant::now();
-            let stats = store
-                .insert_batch(&self.agent_id, &batch.results)
-                .await
-                .map_err(|e| storage_failed("storing results", e))?;
-            metrics::histogram!("authpulse_coordinator_ingest_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!("authpulse_coordinator_results_ingested_total", "region" => self.region.clone())
-                .increment(stats.inserted);
-            metrics::counter!("authpulse_coordinator_results_duplicate_total")
-                .increment(stats.duplicates);
-            tracing::debug!(
-                agent_id = %self.agent_id, inserted = stats.inserted, duplicates = stats.duplicates, session = self.id,
-                "batch stored"
-            );
-            if fresh.len() as u64 != stats.inserted {
-                tracing::warn!(agent_id = %self.agent_id, inserted = stats.inserted, counted = fresh.len(),
-                    "newly stored results miscounted for the per-probe metrics");
-            }
-            self.after_commit(&batch.results, &fresh);
-        }
         metrics::counter!("authpulse_coordinator_batches_total").increment(1);
-        let before = self.acks.acked();
+        if batch.results.is_empty() {
+            let before = self.acks.acked();
+            let acked = self.acks.stored(std::iter::empty(), batch.low_watermark);
+            let written = if acked != before {
+                store.set_acked_seq(&self.agent_id, acked).await
+            } else {
+                store.touch_agent(&self.agent_id).await
+            };
+            written.map_err(|e| storage_failed("recording the ack", e))?;
+            return send(
+                &self.tx,
+                CoordMsg::Ack(Ack {
+                    acked_seq: acked,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        }
+        let fresh = self.fresh(&batch.results).await?;
+        // The ack this batch earns, recorded in the batch's own transaction
+        // (one commit per batch); sent only after that commit. If the commit
+        // fails the stream ends, and this session's tracker with it.
         let acked = self
             .acks
             .stored(batch.results.iter().map(|r| r.seq), batch.low_watermark);
-        let written = if acked != before {
-            store.set_acked_seq(&self.agent_id, acked).await
-        } else {
-            store.touch_agent(&self.agent_id).await
-        };
-        written.map_err(|e| storage_failed("recording the ack", e))?;
+        let started = Instant::now();
+        let stats = store
+            .insert_batch_acked(&self.agent_id, &batch.results, Some(acked))
+            .await
+            .map_err(|e| storage_failed("storing results", e))?;
+        metrics::histogram!("authpulse_coordinator_ingest_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("authpulse_coordinator_results_ingested_total", "region" => self.region.clone())
+            .increment(stats.inserted);
+        metrics::counter!("authpulse_coordinator_results_duplicate_total")
+            .increment(stats.duplicates);
+        tracing::debug!(
+            agent_id = %self.agent_id, inserted = stats.inserted, duplicates = stats.duplicates, session = self.id,
+            "batch stored"
+        );
+        if fresh.len() as u64 != stats.inserted {
+            tracing::warn!(agent_id = %self.agent_id, inserted = stats.inserted, counted = fresh.len(),
+                "newly stored results miscounted for the per-probe metrics");
+        }
+        self.after_commit(&batch.results, &fresh);
         send(
             &self.tx,
             CoordMsg::Ack(Ack {

@@ -235,6 +235,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     reloader.audit = audit.clone();
     let reloader = Arc::new(reloader);
     let router = api::router(api::ApiState {
+        leader: leader.clone(),
         store: store.clone(),
         catalog: catalog_rx.clone(),
         metrics,
@@ -398,6 +399,9 @@ async fn evaluate_slos(
             Ok(statuses) => {
                 slo::export_gauges(&statuses);
                 if !leading {
+                    if let Err(e) = alerter.follow().await {
+                        tracing::warn!(error = %e, "reading the leader's alert state failed");
+                    }
                     continue;
                 }
                 if store.backend() == store::Backend::Postgres {

@@ -327,7 +327,7 @@ pub async fn sync_incidents(
     firing: &[Firing],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sync_page(store, catalog, statuses, firing, now_ms)
+    sync_page(store, catalog, statuses, firing, now_ms, true)
         .await
         .map(|_| ())
 }
@@ -338,6 +338,7 @@ async fn sync_page(
     statuses: &[SloStatus],
     firing: &[Firing],
     now_ms: i64,
+    write: bool,
 ) -> Result<PageState, StoreError> {
     let _one_at_a_time = SYNC.lock().await;
     let page_id = store.statuspage_id().await?;
@@ -398,7 +399,7 @@ async fn sync_page(
             updated_ms: state.updated_ms,
         });
     }
-    if !changed.is_empty() {
+    if write && !changed.is_empty() {
         store.save_status_components(&changed).await?;
     }
     let before: HashMap<&str, ComponentStatus> = known
@@ -412,7 +413,9 @@ async fn sync_page(
         before: &before,
         now_ms,
     };
-    sync_open_incidents(store, &ctx, firing).await?;
+    if write {
+        sync_open_incidents(store, &ctx, firing).await?;
+    }
     let updated_ms = components
         .iter()
         .map(|c| c.updated_ms)
@@ -768,7 +771,11 @@ async fn current(st: &ApiState) -> Result<(PageState, std::sync::Arc<Catalog>), 
     let now = now_ms();
     let statuses = slo::evaluate(&st.store, &catalog, now).await?;
     let firing = firing_alerts(&st.store).await?;
-    let page = sync_page(&st.store, &catalog, &statuses, &firing, now).await?;
+    // A follower shows what it computes but leaves storing component
+    // changes and incidents to the leader's evaluation loop, so replicas
+    // never race to open the same incident.
+    let write = *st.leader.borrow();
+    let page = sync_page(&st.store, &catalog, &statuses, &firing, now, write).await?;
     Ok((page, catalog))
 }
 
@@ -1312,7 +1319,7 @@ mod tests {
         now: i64,
     ) -> ComponentStatus {
         let statuses = vec![s, status("internal", SloState::Ok, CALM)];
-        let page = sync_page(store, catalog, &statuses, firing, now)
+        let page = sync_page(store, catalog, &statuses, firing, now, true)
             .await
             .expect("sync");
         assert_eq!(page.components.len(), 1);

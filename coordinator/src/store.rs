@@ -940,6 +940,19 @@ impl Store {
         agent_id: &str,
         results: &[ProbeResult],
     ) -> Result<InsertStats> {
+        self.insert_batch_acked(agent_id, results, None).await
+    }
+
+    /// [`insert_batch`](Self::insert_batch) that also records the agent's
+    /// new ack (never moving it back) and last-seen time in the same
+    /// transaction: ingest then commits once per batch, and the ack can
+    /// never be recorded without the results it covers.
+    pub async fn insert_batch_acked(
+        &self,
+        agent_id: &str,
+        results: &[ProbeResult],
+        acked_seq: Option<u64>,
+    ) -> Result<InsertStats> {
         // Rows per multi-row INSERT: far below both engines' parameter limits.
         const CHUNK: usize = 200;
         let received = now_ms();
@@ -1151,7 +1164,19 @@ impl Store {
             .await?;
         }
         // In the same transaction, so the count is exact across crashes.
-        if stats.inserted > 0 {
+        if let Some(acked) = acked_seq {
+            sqlx::query(
+                "UPDATE agents SET stored_total = stored_total + $1,
+                    acked_seq = CASE WHEN acked_seq > $2 THEN acked_seq ELSE $2 END,
+                    last_seen_ms = $3 WHERE agent_id = $4",
+            )
+            .bind(clamp(stats.inserted))
+            .bind(clamp(acked))
+            .bind(received)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        } else if stats.inserted > 0 {
             sqlx::query("UPDATE agents SET stored_total = stored_total + $1 WHERE agent_id = $2")
                 .bind(clamp(stats.inserted))
                 .bind(agent_id)

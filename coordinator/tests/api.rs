@@ -54,6 +54,7 @@ async fn health_readiness_metrics_and_404() {
         audit: Default::default(),
         access: Arc::new(authpulse_coordinator::api_access::ApiAccess::open()),
         reloader: None,
+        leader: tokio::sync::watch::channel(true).1,
     };
 
     let (status, body, _) = oneshot(&state, "/healthz").await;

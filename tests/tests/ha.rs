@@ -143,6 +143,16 @@ async fn two_coordinators_share_postgres_and_survive_kill_9_of_the_leader() {
         (pages_fired(&hook.requests()) == 1).then_some(())
     })
     .await;
+    // The follower mirrors the leader's alert state (it sends nothing itself).
+    let firing_line =
+        format!("authpulse_slo_alert_firing{{slo=\"{DOWN_SLO}\",severity=\"page\"}} 1");
+    wait_for(WAIT, "the follower to show the page as firing", || async {
+        metrics_of(&client, &c2)
+            .await?
+            .contains(&firing_line)
+            .then_some(())
+    })
+    .await;
     // Both replicas ingest: each has live agent streams of its own.
     for c in [&c1, &c2] {
         wait_for(WAIT, "agents streaming to each replica", || async {
@@ -241,6 +251,40 @@ async fn two_coordinators_share_postgres_and_survive_kill_9_of_the_leader() {
         },
     )
     .await;
+    // The status page too (the follower computes it without writing).
+    let component_status = |v: Value| -> Option<Vec<Value>> {
+        Some(
+            v["components"]
+                .as_array()?
+                .iter()
+                .map(|c| serde_json::json!([c["name"], c["status"]]))
+                .collect(),
+        )
+    };
+    let page = wait_for(
+        WAIT,
+        "both replicas to show the same status page",
+        || async {
+            let mut views = Vec::new();
+            for c in [&c1, &c2] {
+                let v: Value = client
+                    .get(format!("{}/api/v2/components.json", c.api))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                views.push(component_status(v)?);
+            }
+            (views[0] == views[1]).then(|| views.remove(0))
+        },
+    )
+    .await;
+    assert!(
+        page.iter().any(|c| c[1] == "major_outage"),
+        "the failing probe's component is down: {page:?}"
+    );
     let total: i64 = numbers.iter().filter_map(|n| n[2].as_i64()).sum();
     assert_eq!(
         total, results,

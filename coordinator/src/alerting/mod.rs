@@ -422,6 +422,30 @@ impl Alerter {
         Ok(alerter)
     }
 
+    /// On a replica that does not lead: mirrors the leader's alert state
+    /// from the store, gauges included (an alert resolved by the leader
+    /// drops to 0 here too), and sends nothing.
+    pub async fn follow(&mut self) -> Result<(), StoreError> {
+        let key = |a: &Alert| (a.slo.clone(), a.severity.as_str(), a.is_escalation());
+        let before: Vec<Alert> = self
+            .book
+            .firing()
+            .chain(self.escalations.firing())
+            .map(|f| f.alert.clone())
+            .collect();
+        self.reload().await?;
+        let now: std::collections::HashSet<_> = self
+            .book
+            .firing()
+            .chain(self.escalations.firing())
+            .map(|f| key(&f.alert))
+            .collect();
+        for a in before.iter().filter(|a| !now.contains(&key(a))) {
+            set_gauge(a, 0.0);
+        }
+        Ok(())
+    }
+
     /// Replaces the in-memory alert state with the stored one: at start,
     /// and when this replica becomes leader (the previous leader's alerts
     /// are then neither sent again nor forgotten).
