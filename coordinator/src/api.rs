@@ -79,6 +79,8 @@ pub struct ApiState {
     /// Whether this replica leads (see [`crate::leadership`]): only the
     /// leader writes status-page state when serving the page.
     pub leader: watch::Receiver<bool>,
+    /// Gate decisions shared by concurrent requests (see [`crate::gates::DecisionCache`]).
+    pub gate_decisions: Arc<crate::gates::DecisionCache>,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -138,6 +138,50 @@ fn slo_json(s: &GateSlo, now: i64) -> Value {
     })
 }
 
+/// How long a gate decision is reused: SLO data moves by the minute, and a
+/// deploy pipeline polling in a loop (or many at once) then costs one
+/// evaluation per gate per second instead of one per request.
+pub const DECISION_REUSE_MS: i64 = 1_000;
+
+/// Recent decisions per (gate, catalog version), reused while nothing that
+/// could change them was stored (see [`Store::generation`]) and for at most
+/// [`DECISION_REUSE_MS`], so concurrent and rapid requests share one
+/// evaluation. Every request is still audited.
+#[derive(Default)]
+pub struct DecisionCache {
+    /// Held while evaluating: requests that miss wait for the one
+    /// evaluation instead of all evaluating at once.
+    flight: tokio::sync::Mutex<HashMap<(String, u64), (u64, GateDecision)>>,
+}
+
+impl DecisionCache {
+    /// The decision for `gate` no older than [`DECISION_REUSE_MS`].
+    pub async fn decide(
+        &self,
+        store: &Store,
+        catalog: &Catalog,
+        version: u64,
+        gate: &GateDef,
+    ) -> Result<GateDecision, StoreError> {
+        let mut cached = self.flight.lock().await;
+        let key = (gate.id.clone(), version);
+        let now = now_ms();
+        // Read before evaluating: a write committed meanwhile invalidates.
+        let generation = store.generation();
+        if let Some((g, d)) = cached.get(&key)
+            && *g == generation
+            && (0..DECISION_REUSE_MS).contains(&(now - d.evaluated_ms))
+        {
+            return Ok(d.clone());
+        }
+        let d = evaluate(store, catalog, gate, now).await?;
+        // Older catalog versions' entries go: the catalog changed.
+        cached.retain(|(_, v), _| *v == version);
+        cached.insert(key, (generation, d.clone()));
+        Ok(d)
+    }
+}
+
 /// Evaluates `gate` at `now_ms` from the store.
 pub async fn evaluate(
     store: &Store,
@@ -630,8 +674,10 @@ async fn serve(
             json!({ "error": format!("no gate `{id}` in the catalog"), "gates": known }),
         );
     };
-    let now = now_ms();
-    let evaluated = evaluate(&st.store, &snapshot.catalog, gate, now).await;
+    let evaluated = st
+        .gate_decisions
+        .decide(&st.store, &snapshot.catalog, snapshot.version, gate)
+        .await;
     let mut fields = json!({
         "gate": id,
         "method": method,

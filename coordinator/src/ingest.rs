@@ -15,7 +15,7 @@
 //! old TCP connection is half-dead), the newer stream wins and the older one
 //! ends. A per-agent lock orders the two, so the new stream reads the ack only
 //! after the old one has written its last.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -917,22 +917,27 @@ impl Session {
     /// escalations to the alerter.
     fn after_commit(&self, results: &[ProbeResult], fresh: &[usize]) {
         let mut escalated = BTreeSet::new();
+        // Summed per series first: one counter lookup per probe and region
+        // per batch, not two per result.
+        let mut counts: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
         for r in fresh.iter().map(|i| &results[*i]) {
-            let labels = [("probe", r.probe_id.clone()), ("region", r.region.clone())];
-            metrics::counter!("authpulse_probe_results_total", &labels).increment(1);
-            // Present with 0 from the first result on, so ratios have both series.
-            let good = metrics::counter!("authpulse_probe_results_good_total", &labels);
-            if r.outcome == Outcome::Success as i32 {
-                good.increment(1);
-            } else {
-                good.increment(0);
-            }
+            let c = counts
+                .entry((r.probe_id.as_str(), r.region.as_str()))
+                .or_default();
+            c.0 += 1;
+            c.1 += u64::from(r.outcome == Outcome::Success as i32);
             let escalation = FailureClass::Escalation as i32;
             if r.failure_class == escalation
                 || r.steps.iter().any(|s| s.failure_class == escalation)
             {
                 escalated.insert(r.probe_id.clone());
             }
+        }
+        for ((probe, region), (total, good)) in counts {
+            let labels = [("probe", probe.to_string()), ("region", region.to_string())];
+            metrics::counter!("authpulse_probe_results_total", &labels).increment(total);
+            // Present with 0 from the first result on, so ratios have both series.
+            metrics::counter!("authpulse_probe_results_good_total", &labels).increment(good);
         }
         if !escalated.is_empty()
             && let Some(tx) = &self.inner.escalations

@@ -236,6 +236,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     let reloader = Arc::new(reloader);
     let router = api::router(api::ApiState {
         leader: leader.clone(),
+        gate_decisions: Default::default(),
         store: store.clone(),
         catalog: catalog_rx.clone(),
         metrics,

@@ -55,6 +55,7 @@ async fn health_readiness_metrics_and_404() {
         access: Arc::new(authpulse_coordinator::api_access::ApiAccess::open()),
         reloader: None,
         leader: tokio::sync::watch::channel(true).1,
+        gate_decisions: Default::default(),
     };
 
     let (status, body, _) = oneshot(&state, "/healthz").await;
