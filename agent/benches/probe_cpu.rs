@@ -10,7 +10,9 @@
 //! CPU is this process's (or curl's) user + system time from /proc.
 //!
 //! Run: `cargo bench -p authpulse-agent --bench probe_cpu`
-//! (`AUTHPULSE_BENCH_QUICK=1` runs a few iterations only, as a smoke test).
+//! (`AUTHPULSE_BENCH_SMOKE=1` runs a few iterations only, as a smoke test).
+mod common;
+
 use std::time::{Duration, Instant};
 
 use authpulse_agent::http::NetContext;
@@ -70,8 +72,7 @@ async fn per_run(
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let quick = std::env::var_os("AUTHPULSE_BENCH_QUICK").is_some();
-    let n = if quick { 5 } else { 400 };
+    let n = if common::smoke() { 5 } else { 400 };
     let peer = OidcPeer::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("cc_secret"), "probe-cc-secret").expect("secret");
@@ -144,22 +145,31 @@ async fn main() {
         "probe CPU per run against oidc-provider on 127.0.0.1 ({n} client_credentials runs, {} logins)",
         n / 4 + 1
     );
-    println!(
-        "client_credentials: {:.3} ms CPU/run, {:.2} ms wall/run ({:.2}x curl's token request CPU)",
-        ms(cc_cpu),
-        ms(cc_wall),
-        ratio(cc_cpu)
+    common::row(
+        "client_credentials probe CPU",
+        format!("{:.3}", ms(cc_cpu)),
+        "ms/run",
+        format!(
+            "{:.2}x curl's token request; {:.2} ms wall/run",
+            ratio(cc_cpu),
+            ms(cc_wall)
+        ),
     );
-    println!(
-        "authorization_code: {:.3} ms CPU/run, {:.2} ms wall/run ({:.2}x curl's token request CPU)",
-        ms(ac_cpu),
-        ms(ac_wall),
-        ratio(ac_cpu)
+    common::row(
+        "authorization_code probe CPU",
+        format!("{:.3}", ms(ac_cpu)),
+        "ms/run",
+        format!(
+            "{:.2}x curl's token request; {:.2} ms wall/run",
+            ratio(ac_cpu),
+            ms(ac_wall)
+        ),
     );
-    println!(
-        "curl token request (reference): {:.3} ms CPU/request, {:.2} ms wall/request",
-        ms(curl_cpu),
-        ms(curl_wall)
+    common::row(
+        "curl token request CPU",
+        format!("{:.3}", ms(curl_cpu)),
+        "ms/request",
+        format!("reference; {:.2} ms wall/request", ms(curl_wall)),
     );
     drop(peer);
 }

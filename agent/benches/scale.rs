@@ -198,7 +198,9 @@ async fn start_child(
 async fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect to agent");
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .expect("request");
     let mut out = Vec::new();
@@ -263,9 +265,7 @@ async fn run_case(case: &Case, target_port: u16, smoke: bool) {
     let sink_addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(
-                AgentServiceServer::new(sink).max_decoding_message_size(64 * 1024 * 1024),
-            )
+            .add_service(AgentServiceServer::new(sink).max_decoding_message_size(64 * 1024 * 1024))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
@@ -390,19 +390,28 @@ async fn run_case(case: &Case, target_port: u16, smoke: bool) {
         &format!("scale {n} probes/{iv}s peak RSS after 2 /metrics scrapes"),
         format!("{rss_mb:.1}"),
         "MB",
-        format!("{:.2}x of target {RSS_TARGET_MB} MB", rss_mb / RSS_TARGET_MB),
+        format!(
+            "{:.2}x of target {RSS_TARGET_MB} MB",
+            rss_mb / RSS_TARGET_MB
+        ),
     );
     common::row(
         &format!("scale {n} probes/{iv}s CPU"),
         format!("{:.3}", cpu / runs as f64 * 1000.0),
         "s/1000 runs",
-        format!("{:.1}% of one core at {rate:.0} runs/s", cpu / window_s * 100.0),
+        format!(
+            "{:.1}% of one core at {rate:.0} runs/s",
+            cpu / window_s * 100.0
+        ),
     );
     common::row(
         &format!("scale {n} probes/{iv}s start lateness p50"),
         format!("{p50:.0}"),
         "ms",
-        format!("{:.2}x of target {LATENESS_TARGET_MS} ms", p50 / LATENESS_TARGET_MS),
+        format!(
+            "{:.2}x of target {LATENESS_TARGET_MS} ms",
+            p50 / LATENESS_TARGET_MS
+        ),
     );
     common::row(
         &format!("scale {n} probes/{iv}s start lateness p99"),

@@ -4,10 +4,13 @@
 //! floor any durable log pays — then read and read+ack throughput and the
 //! recovery scan on open.
 //!
-//! `cargo bench -p authpulse-agent --bench spool` runs it (~15 s); under
-//! `cargo test` (no `--bench` argument) it runs a few iterations only. The
+//! `cargo bench -p authpulse-agent --bench spool` runs it (~15 s); with
+//! `AUTHPULSE_BENCH_SMOKE=1`, or under `cargo test` (no `--bench`
+//! argument), it runs a few iterations only. The
 //! files go to `AUTHPULSE_SPOOL_BENCH_DIR` or else cargo's target tmpdir —
 //! not /tmp, which may be a tmpfs where fsync costs nothing.
+mod common;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -118,7 +121,7 @@ fn bench_dir() -> PathBuf {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = !common::smoke() && std::env::args().any(|a| a == "--bench");
     let budget = if full {
         Duration::from_millis(1500)
     } else {
@@ -180,6 +183,15 @@ fn main() {
             rp50,
             s.per_sec() / r.per_sec(),
             rp50 / sp50,
+        );
+        common::row(
+            &format!("spool append batch {size}"),
+            format!("{:.0}", s.per_sec()),
+            "results/s",
+            format!(
+                "{:.2}x raw write + fdatasync of the same bytes",
+                s.per_sec() / r.per_sec()
+            ),
         );
     }
 
@@ -264,6 +276,12 @@ fn main() {
         n as f64 / e.as_secs_f64(),
         bytes as f64 / e.as_secs_f64() / 1e6,
         n.div_ceil(500)
+    );
+    common::row(
+        "spool drain read_from + ack",
+        format!("{:.0}", n as f64 / e.as_secs_f64()),
+        "results/s",
+        format!("chunks of 500, {} acks", n.div_ceil(500)),
     );
     assert_eq!(spool.depth(), 0);
 }

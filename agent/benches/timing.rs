@@ -10,7 +10,9 @@
 //! difference in ms; the target is within 2 ms.
 //!
 //! Run: `cargo bench -p authpulse-agent --bench timing`
-//! (`AUTHPULSE_BENCH_QUICK=1` runs a few iterations only, as a smoke test).
+//! (`AUTHPULSE_BENCH_SMOKE=1` runs a few iterations only, as a smoke test).
+mod common;
+
 use std::time::Duration;
 
 use authpulse_agent::http::NetContext;
@@ -58,10 +60,7 @@ async fn handle(mut stream: TcpStream) {
 /// Median and p95 (nearest rank) in ms.
 fn stats(samples: &mut [f64]) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
-    let rank = |q: f64| {
-        let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i]
-    };
+    let rank = |q: f64| common::percentile(samples, q).unwrap_or(f64::NAN);
     (rank(0.5), rank(0.95))
 }
 
@@ -89,8 +88,7 @@ fn curl_ttfb_ms(url: &str) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let quick = std::env::var_os("AUTHPULSE_BENCH_QUICK").is_some();
-    let n = if quick { 5 } else { 50 };
+    let n = if common::smoke() { 5 } else { 50 };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(serve(listener));
@@ -134,15 +132,25 @@ async fn main() {
         }
         let (our_p50, our_p95) = stats(&mut ours);
         let (curl_p50, curl_p95) = stats(&mut theirs);
-        println!(
-            "ttfb {delay}ms median: {our_p50:.3} ms ({:.4}x curl {curl_p50:.3} ms, diff {:+.3} ms)",
-            our_p50 / curl_p50,
-            our_p50 - curl_p50
+        common::row(
+            &format!("http probe ttfb {delay}ms median"),
+            format!("{our_p50:.3}"),
+            "ms",
+            format!(
+                "{:.4}x curl {curl_p50:.3} ms, diff {:+.3} ms",
+                our_p50 / curl_p50,
+                our_p50 - curl_p50
+            ),
         );
-        println!(
-            "ttfb {delay}ms p95: {our_p95:.3} ms ({:.4}x curl {curl_p95:.3} ms, diff {:+.3} ms)",
-            our_p95 / curl_p95,
-            our_p95 - curl_p95
+        common::row(
+            &format!("http probe ttfb {delay}ms p95"),
+            format!("{our_p95:.3}"),
+            "ms",
+            format!(
+                "{:.4}x curl {curl_p95:.3} ms, diff {:+.3} ms",
+                our_p95 / curl_p95,
+                our_p95 - curl_p95
+            ),
         );
     }
 }

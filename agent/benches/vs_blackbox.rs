@@ -18,7 +18,9 @@
 //! Needs `/usr/bin/prometheus-blackbox-exporter` (Debian package
 //! `prometheus-blackbox-exporter`; `AUTHPULSE_BENCH_BLACKBOX` overrides).
 //! Run: `cargo bench -p authpulse-agent --bench vs_blackbox`
-//! (`AUTHPULSE_BENCH_QUICK=1` runs 2 s instead of 20 s, as a smoke test).
+//! (`AUTHPULSE_BENCH_SMOKE=1` runs 2 s instead of 20 s, as a smoke test).
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
@@ -32,44 +34,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 const RATE_PER_SEC: u64 = 100;
 const SERVER_ENV: &str = "AUTHPULSE_BENCH_SERVER";
-
-/// user + system seconds of a process, from /proc/<pid>/stat.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces).
-    let rest: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime, stime are fields 14-15 (index 11-12 here).
-    let ticks = rest.get(10).copied().unwrap_or(0) + rest.get(11).copied().unwrap_or(0);
-    ticks as f64 / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Peak resident set size (VmHWM) in MiB, from /proc/<pid>/status.
-fn peak_rss_mib(pid: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
-        / 1024.0
-}
 
 /// The HTTPS target, run in a child process: prints `PORT <n>` and answers
 /// every request with 200 `ok`, one request per connection.
@@ -188,8 +152,7 @@ fn main() {
 }
 
 async fn bench() {
-    let quick = std::env::var_os("AUTHPULSE_BENCH_QUICK").is_some();
-    let window = Duration::from_secs(if quick { 2 } else { 20 });
+    let window = Duration::from_secs(if common::smoke() { 2 } else { 20 });
     let blackbox_bin = std::env::var("AUTHPULSE_BENCH_BLACKBOX")
         .unwrap_or_else(|_| "/usr/bin/prometheus-blackbox-exporter".to_string());
     assert!(
@@ -199,7 +162,7 @@ async fn bench() {
     authpulse_tests::crypto();
     let (mut target, port) = start_target();
     let target_url = format!("https://127.0.0.1:{port}/");
-    let me = std::process::id().to_string();
+    let me = std::process::id();
 
     // authpulse, in this process.
     let catalog = authpulse_proto::catalog::load_str(
@@ -227,10 +190,10 @@ async fn bench() {
     for _ in 0..20 {
         assert!(one_probe().await, "authpulse warm-up probe failed");
     }
-    let before = cpu_secs(&me);
+    let before = common::cpu_secs(me);
     let ours_ok = at_fixed_rate(window, one_probe).await;
-    let ours_cpu = cpu_secs(&me) - before;
-    let ours_rss = peak_rss_mib(&me);
+    let ours_cpu = common::cpu_secs(me) - before;
+    let ours_rss = common::peak_rss_kib(me) / 1024.0;
 
     // blackbox_exporter, its own process.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -248,7 +211,7 @@ async fn bench() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start blackbox_exporter");
-    let bb_pid = blackbox.id().to_string();
+    let bb_pid = blackbox.id();
     let probe_path = format!("/probe?target=https%3A%2F%2F127.0.0.1%3A{port}%2F&module=http_2xx");
     let bb_probe = || {
         let path = probe_path.clone();
@@ -284,10 +247,10 @@ async fn bench() {
     for _ in 0..20 {
         assert!(bb_probe().await, "blackbox warm-up probe failed");
     }
-    let before = cpu_secs(&bb_pid);
+    let before = common::cpu_secs(bb_pid);
     let theirs_ok = at_fixed_rate(window, bb_probe).await;
-    let theirs_cpu = cpu_secs(&bb_pid) - before;
-    let theirs_rss = peak_rss_mib(&bb_pid);
+    let theirs_cpu = common::cpu_secs(bb_pid) - before;
+    let theirs_rss = common::peak_rss_kib(bb_pid) / 1024.0;
 
     let _ = blackbox.kill();
     let _ = blackbox.wait();
@@ -298,18 +261,36 @@ async fn bench() {
     let (ours_k, theirs_k) = (per_1k(ours_cpu, ours_ok), per_1k(theirs_cpu, theirs_ok));
     let probes_total = (window.as_secs_f64() * RATE_PER_SEC as f64) as usize;
     println!(
-        "https probe cost vs blackbox_exporter: {RATE_PER_SEC} probes/s for {}s against a local rustls server \
-         (authpulse {ours_ok}/{probes_total} ok, blackbox {theirs_ok}/{probes_total} ok)",
+        "vs_blackbox: {RATE_PER_SEC} https probes/s for {} s against a local rustls server; \
+         authpulse {ours_ok}/{probes_total} ok, blackbox {theirs_ok}/{probes_total} ok",
         window.as_secs()
     );
-    println!(
-        "authpulse CPU: {ours_k:.3} s/1000 probes ({:.3}x blackbox)",
-        ours_k / theirs_k
+    common::row(
+        "authpulse https probe CPU",
+        format!("{ours_k:.3}"),
+        "s/1000 probes",
+        format!("{:.3}x blackbox_exporter", ours_k / theirs_k),
     );
-    println!(
-        "authpulse peak RSS: {ours_rss:.1} MiB ({:.3}x blackbox)",
-        ours_rss / theirs_rss
+    common::row(
+        "authpulse https probe peak RSS",
+        format!("{ours_rss:.1}"),
+        "MiB",
+        format!("{:.3}x blackbox_exporter", ours_rss / theirs_rss),
     );
-    println!("blackbox_exporter CPU (reference): {theirs_k:.3} s/1000 probes");
-    println!("blackbox_exporter peak RSS (reference): {theirs_rss:.1} MiB");
+    common::row(
+        "blackbox_exporter https probe CPU",
+        format!("{theirs_k:.3}"),
+        "s/1000 probes",
+        "reference",
+    );
+    common::row(
+        "blackbox_exporter https probe peak RSS",
+        format!("{theirs_rss:.1}"),
+        "MiB",
+        "reference",
+    );
+    assert!(
+        ours_ok == probes_total && theirs_ok == probes_total,
+        "probes failed: authpulse {ours_ok}/{probes_total}, blackbox {theirs_ok}/{probes_total}"
+    );
 }

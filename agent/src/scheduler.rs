@@ -202,9 +202,9 @@ async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
             agent_id = %shared.agent_id
         );
         // Boxed: a run's future is as big as the biggest probe kind's state
-        // (tens of KiB); inline, every idle probe task would hold that much
-        // between runs (30 KB x 10,000 probes = 300 MB of RSS, see the
-        // `scale` bench). Boxed, only runs in flight pay for it.
+        // (about 10 KiB); inline, every idle probe task would hold that much
+        // between runs (over 100 MB of RSS at 10,000 probes, see the `scale`
+        // bench). Boxed, only runs in flight pay for it.
         let outcome = Box::pin(
             probes::run(&def, &shared.net, &shared.secrets, &shared.memory)
                 .instrument(span.clone()),
@@ -300,6 +300,84 @@ mod tests {
         assert_eq!(s.apply(3, Vec::new()), (0, 3));
         assert!(s.probe_ids().is_empty());
         assert_eq!(s.version(), 3);
+    }
+
+    /// A run that takes 400 ms must not push the next run 400 ms off its
+    /// slot, and every start is recorded in the lateness histogram.
+    #[tokio::test]
+    async fn slow_runs_do_not_delay_the_next_start() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // current_thread runtime: every task runs here, under this recorder.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        let shared = Arc::new(Shared {
+            agent_id: "a".into(),
+            region: "local".into(),
+            net: NetContext::new().expect("net"),
+            secrets: SecretStore::new(None),
+            memory: crate::probes::ProbeMemory::default(),
+            permits: Semaphore::new(4),
+            results: tx,
+            version: AtomicU64::new(0),
+        });
+        let mut s = Scheduler::new(shared);
+        s.apply(
+            1,
+            probes(&format!(
+                "probes:\n  - id: slow\n    kind: http\n    url: http://{addr}/\n    interval: 1s\n    timeout: 1s\n"
+            )),
+        );
+        let mut starts = Vec::new();
+        for _ in 0..3 {
+            let run = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a run within 5 s")
+                .expect("scheduler running");
+            assert!(run.outcome.success(), "{}", run.outcome.detail);
+            assert!(run.outcome.timings.total >= Duration::from_millis(400));
+            starts.push(run.started_unix_ms);
+        }
+        // Runs 2 and 3 start on their slots (k * 1 s + offset), not 400 ms
+        // after them (a sleep measured before the run used to add it).
+        let offset = offset_ms("a", "slow", Duration::from_secs(1)) as i64;
+        for start in &starts[1..] {
+            let late_ms = (start - offset).rem_euclid(1000);
+            assert!(late_ms < 100, "started {late_ms} ms after its slot");
+        }
+        let text = handle.render();
+        let value = |suffix: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{START_LATENESS}{suffix} ")))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {START_LATENESS}{suffix} in\n{text}"))
+        };
+        assert!(value("_count") >= 3.0);
+        assert!(
+            value("_sum") < 0.2,
+            "lateness sum {} s over {} runs",
+            value("_sum"),
+            value("_count")
+        );
     }
 
     #[test]

@@ -111,10 +111,18 @@ fn hello(agent: &str) -> AgentMessage {
     }
 }
 
-/// Raw `Store::insert_batch` rate of a fresh store, single writer.
-async fn raw_rate(duration: Duration) -> f64 {
+/// Raw `Store::insert_batch` rate of a fresh store (SQLite in a temp dir,
+/// or the PostgreSQL database `postgres`), single writer.
+async fn raw_rate(duration: Duration, postgres: Option<&str>) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open store");
+    let store = match postgres {
+        None => Store::open(dir.path()).await.expect("open store"),
+        Some(url) => Store::connect(
+            &authpulse_coordinator::store::Database::parse(url).expect("database url"),
+        )
+        .await
+        .expect("open the PostgreSQL store"),
+    };
     let agent = "raw-agent";
     let mut seq = 1u64;
     let mut stored = 0u64;
@@ -289,7 +297,7 @@ fn open_files_limit() -> Option<u64> {
         .ok()
 }
 
-async fn ingest(k: usize, duration: Duration) -> Row {
+async fn ingest(k: usize, duration: Duration, postgres: Option<String>) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
     let catalog_path = dir.path().join("catalog.yaml");
     std::fs::write(&catalog_path, CATALOG).expect("write catalog");
@@ -299,6 +307,7 @@ async fn ingest(k: usize, duration: Duration) -> Row {
         data_dir: dir.path().join("data"),
         catalog: vec![catalog_path],
         insecure: true,
+        database: postgres,
         ..CoordinatorConfig::default()
     };
     let running = start(config).await.expect("coordinator starts");
@@ -317,7 +326,10 @@ async fn ingest(k: usize, duration: Duration) -> Row {
         row = row.or_else(|| parse_load(&line));
     }
     let status = child.wait().await.expect("load generator exits");
-    assert!(status.success(), "load generator for K={k} failed: {status}");
+    assert!(
+        status.success(),
+        "load generator for K={k} failed: {status}"
+    );
     running.shutdown().await;
     row.unwrap_or_else(|| panic!("load generator for K={k} printed no `load` line"))
 }
@@ -365,10 +377,12 @@ async fn bench() {
         "ingest bench: batches of {BATCH} results, window {WINDOW} batches/stream, {duration:?} per K{}",
         if smoke { " (smoke)" } else { "" }
     );
-    let raw = raw_rate(duration).await;
-    println!("ingest raw store insert: {raw:.0} results/s (reference; single writer, batch {BATCH})");
+    let raw = raw_rate(duration, None).await;
+    println!(
+        "ingest raw store insert: {raw:.0} results/s (reference; single writer, batch {BATCH})"
+    );
     for &k in ks {
-        let row = ingest(k, duration).await;
+        let row = ingest(k, duration, None).await;
         println!(
             "ingest K={k}: {:.0} results/s ({:.2}x raw store insert)",
             row.rate,
@@ -376,6 +390,33 @@ async fn bench() {
         );
         println!(
             "ingest K={k} ack p99: {:.1} ms (p50 {:.1} ms, {} batches)",
+            ms(row.p99),
+            ms(row.p50),
+            row.batches
+        );
+    }
+
+    // The same on PostgreSQL (issue 7: several coordinators share one):
+    // tests/run's server when AUTHPULSE_TEST_POSTGRES_URL is set, else a
+    // private one from Debian's package; a fresh database per measurement.
+    let pg_ks: &[usize] = if smoke { &[10] } else { &[10, 100] };
+    let db = authpulse_tests::postgres::PgDatabase::create().await;
+    let pg_raw = raw_rate(duration, Some(&db.url)).await;
+    println!(
+        "ingest postgres raw store insert: {pg_raw:.0} results/s ({:.2}x SQLite raw store insert)",
+        pg_raw / raw
+    );
+    for &k in pg_ks {
+        let db = authpulse_tests::postgres::PgDatabase::create().await;
+        let row = ingest(k, duration, Some(db.url.clone())).await;
+        println!(
+            "ingest postgres K={k}: {:.0} results/s ({:.2}x PostgreSQL raw insert, {:.2}x SQLite raw insert)",
+            row.rate,
+            row.rate / pg_raw,
+            row.rate / raw
+        );
+        println!(
+            "ingest postgres K={k} ack p99: {:.1} ms (p50 {:.1} ms, {} batches)",
             ms(row.p99),
             ms(row.p50),
             row.batches

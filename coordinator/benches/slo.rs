@@ -4,7 +4,9 @@
 //! roll-ups, then 100, 1,000 and 10,000 SLOs (1-3 probes, 28d window, 7 burn
 //! windows) evaluated with `slo::evaluate`. Reference: the
 //! old raw-results query (`Store::slo_counts_since`) for 100 SLOs over a
-//! smaller raw sample. Run: `cargo bench -p authpulse-coordinator --bench slo`.
+//! smaller raw sample. Run: `cargo bench -p authpulse-coordinator --bench slo`;
+//! `AUTHPULSE_BENCH_SMOKE=1` fills one day instead of 28 and evaluates 100
+//! and 1,000 SLOs.
 use std::time::{Duration, Instant};
 
 use authpulse_coordinator::slo;
@@ -12,7 +14,6 @@ use authpulse_coordinator::store::{self, Store};
 use authpulse_proto::catalog::{Catalog, Sli, SloAlerting, SloDef, Window};
 
 const PROBES: usize = 50;
-const DAYS: i64 = 28;
 const RAW_PROBES: usize = 10;
 const THRESHOLD_US: u64 = 300_000;
 
@@ -74,13 +75,27 @@ async fn sql(pool: &sqlx::SqlitePool, q: &'static str, a: i64, b: i64) {
         .expect("fill");
 }
 
+fn row(name: &str, value: String, unit: &str, comparison: String) {
+    println!("{name}: {value} {unit} ({comparison})");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let smoke = std::env::var("AUTHPULSE_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let (days, sizes): (i64, &[usize]) = if smoke {
+        (1, &[100, 1_000])
+    } else {
+        (28, &[100, 1_000, 10_000])
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).await.expect("open");
     let now = store::now_ms();
     let now_min = store::minute_of(now);
-    let minutes = DAYS * 1440;
+    let minutes = days * 1440;
     let pool = sqlx::SqlitePool::connect(&format!(
         "sqlite://{}",
         dir.path().join(store::DB_FILE).display()
@@ -102,7 +117,7 @@ async fn main() {
     .await;
     let rows = PROBES as i64 * (minutes + 1) * 2;
     println!(
-        "filled {rows} minute rows ({PROBES} probes x {DAYS}d x 2 thresholds) in {:.1?}",
+        "filled {rows} minute rows ({PROBES} probes x {days}d x 2 thresholds) in {:.1?}",
         t.elapsed()
     );
 
@@ -117,10 +132,8 @@ async fn main() {
         vm_hwm_kib().saturating_sub(hwm_before_open),
         PROBES * 2
     );
-    println!("| SLOs | time per full evaluation | SLOs/s | peak RSS delta per SLO |");
-    println!("|---:|---:|---:|---:|");
     let mut per_100 = Duration::ZERO;
-    for n in [100usize, 1_000, 10_000] {
+    for &n in sizes {
         let cat = catalog(slos(n, PROBES));
         // Warm up (page cache, statement cache), then take the best of 5.
         let _ = slo::evaluate(&store, &cat, now).await.expect("evaluate");
@@ -137,10 +150,21 @@ async fn main() {
         if n == 100 {
             per_100 = best;
         }
-        println!(
-            "| {n} | {best:.2?} | {:.0} | {:.2} KiB |",
-            n as f64 / best.as_secs_f64(),
-            delta as f64 / n as f64
+        let scaling = if n == 100 {
+            "reference for the larger catalogs".to_string()
+        } else {
+            format!(
+                "{:.2}x linear from 100 SLOs; {:.0} SLOs/s; peak RSS +{:.2} KiB/SLO",
+                best.as_secs_f64() / (per_100.as_secs_f64() * n as f64 / 100.0),
+                n as f64 / best.as_secs_f64(),
+                delta as f64 / n as f64
+            )
+        };
+        row(
+            &format!("slo evaluate {n} SLOs"),
+            format!("{:.2}", ms(best)),
+            "ms",
+            scaling,
         );
     }
 
@@ -170,7 +194,7 @@ async fn main() {
     .await;
     let raw_rows = RAW_PROBES as i64 * (minutes + 1);
     println!(
-        "raw reference: {raw_rows} raw results ({RAW_PROBES} probes x {DAYS}d x 1/min) filled in {:.1?}",
+        "raw reference: {raw_rows} raw results ({RAW_PROBES} probes x {days}d x 1/min) filled in {:.1?}",
         t.elapsed()
     );
     let defs = slos(100, RAW_PROBES);
@@ -207,9 +231,20 @@ async fn main() {
         }
         b
     };
-    println!(
-        "100 SLOs from raw results ({RAW_PROBES} probes): {best:.2?}; from minute rows ({PROBES} probes): {minute_100:.2?} (first table row {per_100:.2?}); raw/minute = {:.1}x",
-        best.as_secs_f64() / minute_100.as_secs_f64()
+    row(
+        "slo raw-results query 100 SLOs",
+        format!("{:.2}", ms(best)),
+        "ms",
+        format!("reference; {RAW_PROBES} probes of raw results"),
+    );
+    row(
+        "slo evaluate same 100 SLOs from minute rows",
+        format!("{:.2}", ms(minute_100)),
+        "ms",
+        format!(
+            "{:.4}x raw-results query",
+            minute_100.as_secs_f64() / best.as_secs_f64()
+        ),
     );
     store.close().await;
     raw.close().await;
