@@ -886,6 +886,21 @@ impl Store {
         }
     }
 
+    /// `SELECT 1 FROM` the steps of the `results` row in scope whose failure
+    /// class is the integer bound as `$n` (for `EXISTS (…)`).
+    fn step_with_class(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Sqlite => format!(
+                "SELECT 1 FROM json_each(results.steps_json) s
+                 WHERE json_extract(s.value, '$.failure_class') = ${n}"
+            ),
+            Backend::Postgres => format!(
+                "SELECT 1 FROM json_array_elements(CAST(results.steps_json AS json)) AS s(value)
+                 WHERE CAST(s.value ->> 'failure_class' AS BIGINT) = ${n}"
+            ),
+        }
+    }
+
     /// Takes a transaction-scoped advisory lock (PostgreSQL; SQLite's single
     /// writer already serializes).
     async fn xact_lock(&self, tx: &mut sqlx::AnyConnection, key: i64) -> Result<()> {
@@ -1956,16 +1971,7 @@ impl Store {
         class: i32,
         since_ms: i64,
     ) -> Result<Option<i64>> {
-        let step_class = match self.backend {
-            Backend::Sqlite => {
-                "SELECT 1 FROM json_each(results.steps_json) s
-                 WHERE json_extract(s.value, '$.failure_class') = $3"
-            }
-            Backend::Postgres => {
-                "SELECT 1 FROM json_array_elements(CAST(results.steps_json AS json)) AS s(value)
-                 WHERE CAST(s.value ->> 'failure_class' AS BIGINT) = $3"
-            }
-        };
+        let step_class = self.step_with_class(3);
         let sql = format!(
             "SELECT MAX(started_ms) FROM results
              WHERE probe_id IN {} AND started_ms >= $2
@@ -2407,16 +2413,7 @@ impl Store {
         class: i32,
         since_ms: i64,
     ) -> Result<BTreeSet<String>> {
-        let step_class = match self.backend {
-            Backend::Sqlite => {
-                "SELECT 1 FROM json_each(results.steps_json) s
-                 WHERE json_extract(s.value, '$.failure_class') = $1"
-            }
-            Backend::Postgres => {
-                "SELECT 1 FROM json_array_elements(CAST(results.steps_json AS json)) AS s(value)
-                 WHERE CAST(s.value ->> 'failure_class' AS BIGINT) = $1"
-            }
-        };
+        let step_class = self.step_with_class(1);
         let sql = format!(
             "SELECT DISTINCT probe_id FROM results
              WHERE started_ms >= $2 AND (failure_class = $1 OR EXISTS ({step_class}))"

@@ -10,11 +10,8 @@
 //! and a Prometheus that loads deploy/prometheus/rules.yml.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::{Child, Command};
 
 /// The checker; see its docstring for the subcommands and output.
 const CHECKER: &str = r##""""Structural checks of deploy/ for tests/tests/deploy_artifacts.rs.
@@ -954,7 +951,7 @@ fn label_names(rest: &str) -> Vec<String> {
 /// with deploy/prometheus/rules.yml, scraping coordinators and agents every
 /// second under the job names the rules expect, evaluating every second.
 pub struct RulesPrometheus {
-    _child: Child,
+    _prometheus: crate::peers::Prometheus,
     pub url: String,
 }
 
@@ -990,32 +987,11 @@ impl RulesPrometheus {
         }
         let path = dir.join("prometheus-rules.yml");
         std::fs::write(&path, config).expect("prometheus config");
-        let port = crate::fleet::free_port();
-        let log = std::fs::File::create(dir.join("prometheus-rules.log")).expect("log");
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prom-rules-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn prometheus");
-        let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let ready = format!("{url}/-/ready");
-        crate::wait_for(Duration::from_secs(30), "prometheus to be ready", || {
-            let (client, ready) = (client.clone(), ready.clone());
-            async move {
-                let r = client.get(ready).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
-        RulesPrometheus { _child: child, url }
+        let prometheus = crate::peers::Prometheus::run(&bin, &path, dir, "prometheus-rules").await;
+        RulesPrometheus {
+            url: prometheus.url.clone(),
+            _prometheus: prometheus,
+        }
     }
 
     /// Active alerts (pending or firing): `[{labels, state, ...}]`.

@@ -225,13 +225,24 @@ impl Prometheus {
             ),
         )
         .expect("prometheus config");
+        Prometheus::run(&bin, &config, dir, "prometheus").await
+    }
+
+    /// Starts `bin` on `config` (storage and log under `dir`, named after
+    /// `name`) on a free loopback port and waits until it is ready.
+    pub async fn run(
+        bin: impl AsRef<std::ffi::OsStr>,
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        name: &str,
+    ) -> Prometheus {
         let port = crate::fleet::free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
-        let child = Command::new(bin)
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+        let child = Command::new(bin.as_ref())
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.join("prom-data").display()
+                dir.join(format!("{name}-data")).display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
