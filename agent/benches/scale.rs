@@ -81,6 +81,7 @@ fn ack(seq: u64) -> Result<CoordinatorMessage, Status> {
         msg: Some(CoordMsg::Ack(Ack {
             acked_seq: seq,
             highest_stored_seq: seq,
+            ..Default::default()
         })),
     })
 }

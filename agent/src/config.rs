@@ -49,6 +49,11 @@ pub struct AgentConfig {
     /// (roughly 600k results).
     #[serde(default = "default_spool_max_bytes")]
     pub spool_max_bytes: u64,
+    /// Set in code only (`authpulse standalone`): reach a coordinator in the
+    /// same process without a socket; `coordinator`, `tls` and `insecure`
+    /// are then not used.
+    #[serde(skip)]
+    pub in_process: Option<crate::in_process::InProcessConnector>,
 }
 
 /// PEM files for mTLS to the coordinator. Relative paths are relative to

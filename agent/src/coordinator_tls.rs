@@ -1,6 +1,7 @@
 //! The gRPC channel to the coordinator: plaintext (`insecure: true`,
 //! `http://` URLs) or mTLS (`tls: { cert, key, ca }`, `https://` URLs), over
-//! one or more coordinator URLs.
+//! one or more coordinator URLs — or, for an agent embedded next to its
+//! coordinator, the socket-less `in_process` transport.
 //!
 //! With mTLS the agent presents `tls.cert` (whose URI SAN
 //! `spiffe://authpulse/region/<region>/agent/<agent-id>` must name this
@@ -104,6 +105,14 @@ pub fn load(tls: &AgentTlsConfig) -> anyhow::Result<ClientTls> {
 /// `https://` with `tls`, `http://` without; the TLS files load and the
 /// certificate names this agent.
 pub fn check(cfg: &AgentConfig) -> anyhow::Result<()> {
+    if cfg.in_process.is_some() {
+        // No network between the two: URLs and TLS have nothing to describe.
+        anyhow::ensure!(
+            cfg.tls.is_none(),
+            "an in-process coordinator connection takes no `tls`"
+        );
+        return Ok(());
+    }
     let urls = cfg.coordinator.urls();
     anyhow::ensure!(
         !urls.is_empty(),
@@ -201,8 +210,11 @@ pub fn endpoint(
 }
 
 /// Connects to the coordinator that answered last, else to the next ones in
-/// turn; remembers which one answered.
+/// turn; remembers which one answered. (In process: over the connector.)
 pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Channel> {
+    if let Some(in_process) = &cfg.in_process {
+        return in_process.channel().await;
+    }
     let tls = cfg.tls.as_ref().map(load).transpose()?;
     let coordinators = &cfg.coordinator;
     let urls = coordinators.urls();

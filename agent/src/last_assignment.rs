@@ -2,6 +2,11 @@
 //! restarted while the coordinator is unreachable goes on probing what it was
 //! told to, instead of sitting idle. Written atomically (temp file, fsync,
 //! rename); a missing or unreadable file just means "none yet".
+//!
+//! The file holds each probe's catalog entry, references as references but
+//! any credential a catalog writes inline (instead of `{ secret: NAME }`) as
+//! its value, so it is owner-only (`0600`, tightened on load if an older
+//! version left it looser; see `private_fs`).
 use std::path::{Path, PathBuf};
 
 use authpulse_proto::catalog::{self, ProbeDef};
@@ -30,6 +35,8 @@ impl LastAssignment {
     /// The stored assignment, if any. Probes that no longer parse (an older
     /// file from a different version) are skipped with a log line.
     pub fn load(&self) -> Option<(u64, Vec<ProbeDef>)> {
+        // An older version wrote it with the default (often 0644) mode.
+        crate::private_fs::tighten(&self.path, crate::private_fs::FILE_MODE);
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -68,7 +75,7 @@ impl LastAssignment {
         let tmp = self.path.with_extension("json.tmp");
         {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::private_fs::create_file(&tmp)?;
             f.write_all(&json)?;
             f.sync_data()?;
         }
@@ -102,5 +109,41 @@ mod tests {
             "a corrupt file is ignored, not fatal"
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LastAssignment::new(dir.path());
+        let mode = || {
+            std::fs::metadata(dir.path().join(FILE))
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        // An inline credential ends up in the file as its value.
+        let cat = catalog::load_str(
+            "a.yaml",
+            "probes:\n  - id: a\n    kind: http\n    url: https://x.example\n    headers: { X-Key: inline-credential }\n",
+        )
+        .expect("catalog");
+        store.save(1, &cat.probes).expect("save");
+        assert_eq!(mode(), 0o600);
+        // Left 0644 by an older version: tightened when read.
+        std::fs::set_permissions(
+            dir.path().join(FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("loosen");
+        assert!(store.load().is_some());
+        assert_eq!(mode(), 0o600);
+        // A stale temp file with a loose mode doesn't make the next one loose.
+        let tmp = dir.path().join("assignment.json.tmp");
+        std::fs::write(&tmp, "x").expect("tmp");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).expect("loosen");
+        store.save(2, &cat.probes).expect("save");
+        assert_eq!(mode(), 0o600);
     }
 }

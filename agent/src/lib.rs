@@ -5,11 +5,14 @@ pub mod aws;
 pub mod config;
 pub mod coordinator_tls;
 pub mod http;
+pub mod in_process;
 pub mod jwt;
 pub mod last_assignment;
 pub mod oauth;
+pub mod private_fs;
 pub mod probes;
 pub mod process;
+pub mod redact;
 pub mod scheduler;
 pub mod secrets;
 pub mod spool;
@@ -72,7 +75,7 @@ impl Agent {
     /// handle (install one with [`telemetry::install_recorder`]).
     pub async fn start(cfg: AgentConfig, metrics: PrometheusHandle) -> anyhow::Result<Agent> {
         cfg.check()?;
-        if cfg.insecure {
+        if cfg.insecure && cfg.in_process.is_none() {
             tracing::warn!(coordinator = %cfg.coordinator, "plain-text gRPC to the coordinator (insecure: true)");
         }
         telemetry::describe();
@@ -92,7 +95,8 @@ impl Agent {
             results: results_tx,
             version: AtomicU64::new(0),
         });
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        // Owner-only: results, and an assignment that may hold inline credentials.
+        private_fs::create_dir(&cfg.data_dir).map_err(|e| {
             anyhow::anyhow!("cannot create data_dir {}: {e}", cfg.data_dir.display())
         })?;
         let mut scheduler = scheduler::Scheduler::new(shared);

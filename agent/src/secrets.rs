@@ -1,11 +1,15 @@
-//! Secret references (`{ secret: NAME }`) resolved on the agent, and the
-//! redactor that keeps their values out of every detail string the agent
-//! produces. Values come from `AUTHPULSE_SECRET_<NAME>` or `<secrets_dir>/<NAME>`
-//! (contract); they are never logged, sent or put into metrics.
+//! Secret references (`{ secret: NAME }`) resolved on the agent; each value
+//! resolved is handed to the run's [`Redactor`] (see `redact`), which keeps
+//! it out of every detail string the agent produces. Values come from
+//! `AUTHPULSE_SECRET_<NAME>` or `<secrets_dir>/<NAME>` (contract); they are
+//! never logged, sent or put into metrics.
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use authpulse_proto::catalog::Value;
+
+pub use crate::redact::{REDACTED, Redactor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -73,43 +77,6 @@ impl SecretStore {
     }
 }
 
-/// Collects every secret value resolved during one run and scrubs them from
-/// text. Redaction is by value, so a secret echoed back by a server (in an
-/// error body, say) is caught too.
-#[derive(Debug, Default)]
-pub struct Redactor {
-    values: Mutex<Vec<String>>,
-}
-
-pub const REDACTED: &str = "[redacted]";
-
-impl Redactor {
-    pub fn remember(&self, value: &str) {
-        // Very short values would shred ordinary text and protect little.
-        if value.len() >= 4
-            && let Ok(mut v) = self.values.lock()
-            && !v.iter().any(|x| x == value)
-        {
-            v.push(value.to_string());
-            // Longest first so a secret containing another is fully replaced.
-            v.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let Ok(values) = self.values.lock() else {
-            return REDACTED.to_string();
-        };
-        let mut out = text.to_string();
-        for v in values.iter() {
-            if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), REDACTED);
-            }
-        }
-        out
-    }
-}
-
 /// Resolves a catalog value, remembering secrets for redaction.
 pub fn resolve(
     value: &Value,
@@ -120,9 +87,27 @@ pub fn resolve(
         Value::Plain(s) => Ok(s.clone()),
         Value::Secret { secret } => {
             let v = store.get(secret)?;
+            if v.chars().count() < crate::redact::MIN_SECRET_CHARS {
+                warn_short_once(secret);
+            }
             redactor.remember(&v);
             Ok(v)
         }
+    }
+}
+
+/// Values this short are not redacted (they would shred ordinary text);
+/// say so once per name rather than at every run.
+fn warn_short_once(name: &str) {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    if let Ok(mut warned) = WARNED.lock()
+        && warned.insert(name.to_string())
+    {
+        tracing::warn!(
+            secret = name,
+            min_chars = crate::redact::MIN_SECRET_CHARS,
+            "secret is too short to be redacted from probe details; use a longer credential"
+        );
     }
 }
 

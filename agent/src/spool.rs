@@ -23,6 +23,9 @@
 //! file naming that epoch is the commit point, and open finishes (or
 //! discards) an interrupted rewrite by comparing epochs.
 //!
+//! **Permissions.** The directory is `0700`, every file `0600` (results
+//! quote servers); looser ones are tightened on open (see `private_fs`).
+//!
 //! **Durability (fsync policy).** [`Spool::append`] writes the whole batch
 //! with one `write` and makes it durable with one `fdatasync` of the segment
 //! before returning the seqs, so a result whose seq was handed out is on disk.
@@ -72,6 +75,8 @@ use std::time::Instant;
 use authpulse_proto::v1::ProbeResult;
 use prost::Message;
 
+use crate::private_fs;
+
 /// Results dropped because the spool bound was reached (or their bytes
 /// turned out unreadable after they were written), since start.
 pub const DROPPED_TOTAL: &str = "authpulse_agent_spool_dropped_total";
@@ -83,6 +88,14 @@ pub const DEPTH: &str = "authpulse_agent_spool_depth";
 pub const TORN_BYTES_TOTAL: &str = "authpulse_agent_spool_torn_bytes_total";
 /// Duration of the per-batch fdatasync.
 pub const FSYNC_SECONDS: &str = "authpulse_agent_spool_fsync_seconds";
+
+/// The largest seq a result may carry: the coordinator stores seqs as
+/// signed 64-bit integers.
+pub const SEQ_MAX: u64 = i64::MAX as u64;
+/// Seqs left free above renumbered results, at least: a coordinator that
+/// claims to hold seqs this close to [`SEQ_MAX`] for an agent is wrong or
+/// hostile (2^32 is decades of results), and numbering must not run out.
+pub const RENUMBER_HEADROOM: u64 = 1 << 32;
 
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
@@ -185,6 +198,11 @@ pub enum SpoolError {
     RecordTooLarge { seq: u64, len: usize },
     #[error("spool: cannot encode result seq {seq}: {message}")]
     Encode { seq: u64, message: String },
+    #[error(
+        "spool: renumbering {held} results after seq {highest} would leave less than 2^32 seqs \
+         below the largest a result can carry (2^63 - 1); not renumbering"
+    )]
+    SeqOverflow { highest: u64, held: u64 },
 }
 
 trait Ctx<T> {
@@ -314,9 +332,9 @@ impl Spool {
     /// whatever a crash left behind.
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, OpenReport), SpoolError> {
         let dir = cfg.dir;
-        fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+        private_fs::create_dir(&dir).ctx("create directory", &dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
+        let lock = private_fs::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -496,8 +514,15 @@ impl Spool {
     /// held result so the first becomes `highest + 1`, rewrite the spool and
     /// continue numbering after it. Only valid before anything from this
     /// spool was sent. The rewrite is atomic across crashes (see the module
-    /// doc); afterwards `acked()` is `highest`.
+    /// doc); afterwards `acked()` is `highest`. Refused (nothing changes)
+    /// when the new seqs would come near [`SEQ_MAX`] ([`Spool::renumber_fits`]).
     pub fn renumber_after(&mut self, highest: u64) -> Result<(), SpoolError> {
+        if !self.renumber_fits(highest) {
+            return Err(SpoolError::SeqOverflow {
+                highest,
+                held: self.depth(),
+            });
+        }
         let new_epoch = self.epoch + 1;
         let mut written: Vec<PathBuf> = Vec::new();
         let next = match self.write_renumbered(highest, new_epoch, &mut written) {
@@ -562,6 +587,15 @@ impl Spool {
             rename_new(p)?;
         }
         self.sync_dir()
+    }
+
+    /// Whether [`Spool::renumber_after`]`(highest)` keeps every seq, and
+    /// [`RENUMBER_HEADROOM`] more, at or below [`SEQ_MAX`].
+    pub fn renumber_fits(&self, highest: u64) -> bool {
+        highest
+            .checked_add(self.depth())
+            .and_then(|last| last.checked_add(RENUMBER_HEADROOM))
+            .is_some_and(|end| end <= SEQ_MAX)
     }
 
     /// The seq the next appended result gets (1 for a brand-new spool).
@@ -683,6 +717,8 @@ impl Spool {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let path = entry.path();
+            // Written by an older version (or by hand) with looser modes.
+            private_fs::tighten(&path, private_fs::FILE_MODE);
             if name == STATE_FILE {
                 has_state = true;
                 prior = true;
@@ -981,12 +1017,7 @@ impl Spool {
     /// Header and batch in a new file, fdatasync'ed, its directory entry
     /// fsync'ed.
     fn create_segment_file(&self, path: &Path, first: u64) -> Result<File, SpoolError> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .ctx("create segment", path)?;
+        let mut f = private_fs::create_file(path).ctx("create segment", path)?;
         f.write_all(&segment_header(self.epoch, first))
             .ctx("write", path)?;
         f.write_all(&self.buf).ctx("write", path)?;
@@ -1258,7 +1289,7 @@ impl Spool {
                 }
                 if out.is_none() {
                     let p = self.dir.join(format!("{}.new", seg_name(next)));
-                    let mut f = File::create(&p).ctx("create segment", &p)?;
+                    let mut f = private_fs::create_file(&p).ctx("create segment", &p)?;
                     written.push(p.clone());
                     f.write_all(&segment_header(epoch, next)).ctx("write", &p)?;
                     out = Some((f, p, SEGMENT_HEADER_LEN));
@@ -1291,7 +1322,7 @@ impl Spool {
         b[36..40].copy_from_slice(&crc.to_le_bytes());
         let tmp = self.dir.join(STATE_TMP);
         let path = self.dir.join(STATE_FILE);
-        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        let mut f = private_fs::create_file(&tmp).ctx("create", &tmp)?;
         f.write_all(&b).ctx("write", &tmp)?;
         f.sync_data().ctx("fsync", &tmp)?;
         fs::rename(&tmp, &path).ctx("rename into place", &path)?;

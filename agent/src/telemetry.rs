@@ -31,6 +31,12 @@ pub const SENT: &str = "authpulse_agent_results_sent_total";
 pub const ACKED: &str = "authpulse_agent_results_acked_total";
 pub const LOST: &str = "authpulse_agent_results_lost_total";
 pub const CONNECT_ERRORS: &str = "authpulse_agent_coordinator_connect_errors_total";
+/// Results the coordinator acknowledged without storing them, by `code`.
+pub const REFUSED: &str = "authpulse_agent_results_refused_total";
+/// 1 while the coordinator refuses this agent permanently (a `Reject` of
+/// kind permanent, or numbering that can't continue); 0 once a stream is
+/// accepted.
+pub const COORDINATOR_REJECTED: &str = "authpulse_agent_coordinator_rejected";
 /// Synthetic users left by earlier `scim` runs and deleted, by probe.
 pub const SCIM_ORPHANS_DELETED: &str = "authpulse_agent_scim_orphans_deleted_total";
 
@@ -104,6 +110,14 @@ pub fn describe() {
         "Results lost because the spool could not be written (disk full, I/O error)."
     );
     metrics::describe_counter!(CONNECT_ERRORS, "Failed attempts to reach the coordinator.");
+    metrics::describe_counter!(
+        REFUSED,
+        "Results the coordinator acknowledged but refused to store (not assigned, out of range, ...), by code; not resent."
+    );
+    metrics::describe_gauge!(
+        COORDINATOR_REJECTED,
+        "1 while the coordinator refuses this agent until an operator acts (results stay spooled, retried every 5 minutes)."
+    );
     metrics::describe_counter!(
         SCIM_ORPHANS_DELETED,
         "Orphaned synthetic users (left by earlier scim runs) deleted, by probe."

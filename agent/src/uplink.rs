@@ -5,6 +5,14 @@
 //! re-sent in order. The coordinator stores on (agent id, seq), so re-sending
 //! never doubles anything, and a coordinator or agent crash loses nothing.
 //!
+//! The coordinator's word is checked too: a `Reject` of kind permanent (or
+//! an ack whose numbering this agent can't continue without passing
+//! [`SEQ_MAX`]) is not retried in a loop but every [`PERMANENT_RETRY`],
+//! loudly, while probing and spooling go on; acks are capped at what was
+//! sent, and a batch's `low_watermark` at its last seq + 1. Results the
+//! coordinator refused to store (`Ack.refused`) are settled by the ack:
+//! logged (rate-limited) and counted, never resent.
+//!
 //! Spool calls are short synchronous file I/O (one fsync per appended
 //! batch); they run on this task through `block_in_place` so the runtime's
 //! other tasks keep going.
@@ -14,8 +22,9 @@ use std::time::Duration;
 
 use authpulse_proto::catalog;
 use authpulse_proto::v1::{
-    AgentMessage, Heartbeat, Hello, Outcome, ProbeResult, ResultBatch, StepResult, agent_message,
-    agent_service_client::AgentServiceClient, coordinator_message,
+    Ack, AgentMessage, Heartbeat, Hello, Outcome, ProbeResult, RefusedResult, RejectKind,
+    ResultBatch, StepResult, agent_message, agent_service_client::AgentServiceClient,
+    coordinator_message,
 };
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,7 +33,7 @@ use crate::config::AgentConfig;
 use crate::http::Timings;
 use crate::last_assignment::LastAssignment;
 use crate::scheduler::{CompletedRun, Scheduler};
-use crate::spool::Spool;
+use crate::spool::{SEQ_MAX, Spool};
 use crate::telemetry as t;
 
 const BATCH_MAX: usize = 500;
@@ -37,6 +46,19 @@ const IN_FLIGHT_MAX: u64 = 10 * BATCH_MAX as u64;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Wait before asking again after a permanent refusal: constant, so a
+/// refused agent costs the coordinator one attempt per 5 minutes, and an
+/// operator's fix is picked up within that without a restart.
+pub const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+/// Refused results logged one by one per minute; the rest are summed up.
+const REFUSED_LOG_PER_MINUTE: u32 = 20;
+
+/// The coordinator refuses this agent until an operator acts: a permanent
+/// `Reject`, or numbering that can't continue. (Text from the coordinator,
+/// bounded; never a secret.)
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
 
 /// Runs short blocking spool I/O without stalling a multi-thread runtime.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -61,8 +83,10 @@ pub struct Uplink {
     stream_base_ack: u64,
     /// Anything of this spool's life was ever sent (renumbering is then unsafe).
     sent_ever: bool,
-    /// Set when a stream came up, so the reconnect backoff starts small again.
+    /// Set when the coordinator accepted a stream (its first ack), so the
+    /// reconnect backoff starts small again.
     was_connected: bool,
+    refusals: RefusalLog,
 }
 
 impl Uplink {
@@ -84,6 +108,7 @@ impl Uplink {
             stream_base_ack: 0,
             sent_ever: false,
             was_connected: false,
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -93,20 +118,35 @@ impl Uplink {
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.update_gauges();
+        metrics::gauge!(t::COORDINATOR_REJECTED).set(0.0);
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.session(&mut results, &mut shutdown).await {
+            let e = match self.session(&mut results, &mut shutdown).await {
                 Ok(()) => return,
-                Err(e) => {
-                    metrics::gauge!(t::CONNECTED).set(0.0);
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "coordinator stream down");
-                }
-            }
+                Err(e) => e,
+            };
+            metrics::gauge!(t::CONNECTED).set(0.0);
             if std::mem::take(&mut self.was_connected) {
                 backoff = Duration::from_millis(250);
             }
+            let wait = if let Some(refused) = e.downcast_ref::<Refused>() {
+                metrics::gauge!(t::COORDINATOR_REJECTED).set(1.0);
+                tracing::error!(
+                    reason = %refused,
+                    retry_in_s = PERMANENT_RETRY.as_secs(),
+                    spooled = self.spool.depth(),
+                    "the coordinator refuses this agent until an operator acts; probing goes on and \
+                     results stay in the spool"
+                );
+                PERMANENT_RETRY
+            } else {
+                let wait = jitter(backoff);
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "coordinator stream down");
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                wait
+            };
             // Keep spooling results while waiting to reconnect.
-            let wait = tokio::time::sleep(jitter(backoff));
+            let wait = tokio::time::sleep(wait);
             tokio::pin!(wait);
             loop {
                 tokio::select! {
@@ -118,7 +158,6 @@ impl Uplink {
                     _ = shutdown.changed() => return,
                 }
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -158,7 +197,6 @@ impl Uplink {
         self.sent_upto = self.spool.acked();
         self.acked_on_stream = false;
         tracing::info!("connected to coordinator");
-        self.was_connected = true;
         metrics::gauge!(t::CONNECTED).set(1.0);
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
@@ -167,9 +205,15 @@ impl Uplink {
                 msg = inbound.message() => match msg? {
                     None => anyhow::bail!("coordinator closed the stream"),
                     Some(m) => match m.msg {
-                        Some(coordinator_message::Msg::Ack(ack)) => self.on_ack(ack.acked_seq, ack.highest_stored_seq)?,
+                        Some(coordinator_message::Msg::Ack(ack)) => self.on_ack(ack)?,
                         Some(coordinator_message::Msg::Assignment(a)) => self.on_assignment(a).await,
-                        Some(coordinator_message::Msg::Reject(r)) => anyhow::bail!("rejected by coordinator: {}", r.reason),
+                        Some(coordinator_message::Msg::Reject(r)) => {
+                            let reason = bounded(&r.reason, 1000);
+                            if r.kind() == RejectKind::Permanent {
+                                return Err(Refused(format!("rejected: {reason}")).into());
+                            }
+                            anyhow::bail!("rejected by coordinator: {reason}");
+                        }
                         None => {}
                     },
                 },
@@ -230,17 +274,45 @@ impl Uplink {
         metrics::gauge!(t::LAST_SEQ).set(self.spool.next_seq().saturating_sub(1) as f64);
     }
 
-    fn on_ack(&mut self, acked: u64, highest_stored: u64) -> anyhow::Result<()> {
+    fn on_ack(&mut self, ack: Ack) -> anyhow::Result<()> {
+        let (mut acked, highest_stored) = (ack.acked_seq, ack.highest_stored_seq);
+        // Settled by this ack: nothing to resend, only to tell.
+        for r in &ack.refused {
+            self.refusals.record(r);
+        }
+        if acked.max(highest_stored) > SEQ_MAX {
+            return Err(Refused(format!(
+                "the coordinator reports seq {} for this agent, past the largest a result can \
+                 carry ({SEQ_MAX}); not continuing the numbering after it",
+                acked.max(highest_stored)
+            ))
+            .into());
+        }
         if !self.acked_on_stream {
+            // (An ack above the highest stored seq is inconsistent; the
+            // larger one decides.)
+            self.reconcile(highest_stored.max(acked))?;
             self.acked_on_stream = true;
             self.stream_base_ack = acked;
-            self.reconcile(highest_stored)?;
+            // The coordinator accepted this stream.
+            self.was_connected = true;
+            metrics::gauge!(t::COORDINATOR_REJECTED).set(0.0);
             // Before this stream sent anything, its ack is exactly what the
             // coordinator stored: drops at or below it weren't losses.
             let spool = &mut self.spool;
             blocking(|| spool.ack(acked))?;
             self.spool.settle_drops(acked, acked + 1);
         } else if acked > self.spool.acked() {
+            if acked > self.sent_upto {
+                // An ack for seqs never sent would take unsent results (and,
+                // past `next_seq`, the numbering) with it.
+                tracing::warn!(
+                    acked,
+                    sent_upto = self.sent_upto,
+                    "coordinator acked seqs this stream never sent; counting only what was sent"
+                );
+                acked = self.sent_upto;
+            }
             let before = self.spool.depth();
             let spool = &mut self.spool;
             blocking(|| spool.ack(acked))?;
@@ -265,11 +337,25 @@ impl Uplink {
             return Ok(());
         }
         if self.sent_ever {
-            anyhow::bail!(
+            // Renumbering now could pair one seq with two results; this
+            // won't resolve by retrying.
+            return Err(Refused(format!(
                 "coordinator has seq {highest_stored} for this agent but the spool only reached {ours}; \
                  is another agent using agent_id {}?",
                 self.cfg.agent_id
-            );
+            ))
+            .into());
+        }
+        if !self.spool.renumber_fits(highest_stored) {
+            return Err(Refused(format!(
+                "coordinator has seq {highest_stored} for agent_id {}: renumbering the {} held \
+                 results after it would run into the largest seq a result can carry ({SEQ_MAX}); \
+                 not renumbering, results stay in the spool (was another process using this \
+                 agent_id? remove its results on the coordinator or give this agent a new id)",
+                self.cfg.agent_id,
+                self.spool.depth()
+            ))
+            .into());
         }
         tracing::warn!(
             spool_next = ours + 1,
@@ -326,7 +412,7 @@ impl Uplink {
             tx.send(AgentMessage {
                 msg: Some(agent_message::Msg::Results(ResultBatch {
                     results: batch,
-                    low_watermark: self.spool.low_watermark(),
+                    low_watermark: batch_low_watermark(self.spool.low_watermark(), last),
                 })),
             })
             .await?;
@@ -335,6 +421,88 @@ impl Uplink {
             metrics::counter!(t::SENT).increment(n);
         }
         Ok(())
+    }
+}
+
+/// The `low_watermark` sent with a batch whose last seq is `last`: what the
+/// spool still holds, but never above `last + 1`. The coordinator treats
+/// everything below it as settled, so a higher value would let it ack (and
+/// this agent delete) results it was never sent.
+pub fn batch_low_watermark(spool_low: u64, last: u64) -> u64 {
+    spool_low.min(last.saturating_add(1))
+}
+
+/// Logs refused results one by one up to [`REFUSED_LOG_PER_MINUTE`], then
+/// sums the rest up once a minute; counts every one.
+struct RefusalLog {
+    window: tokio::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog {
+            window: tokio::time::Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+}
+
+impl RefusalLog {
+    fn record(&mut self, r: &RefusedResult) {
+        let code = metric_code(&r.code);
+        metrics::counter!(t::REFUSED, "code" => code.clone()).increment(1);
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(60) {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    more = self.suppressed,
+                    "more results were refused by the coordinator in the last minute than logged \
+                     one by one (see authpulse_agent_results_refused_total)"
+                );
+            }
+            *self = RefusalLog {
+                window: now,
+                ..Default::default()
+            };
+        }
+        if self.logged < REFUSED_LOG_PER_MINUTE {
+            self.logged += 1;
+            tracing::warn!(
+                seq = r.seq,
+                probe = %bounded(&r.probe_id, 128),
+                code = %code,
+                reason = %bounded(&r.reason, 300),
+                "the coordinator refused to store a result; it is not resent"
+            );
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+/// The coordinator's refusal code as a metric label: a short
+/// `[a-z0-9_]` word, anything else `other` (labels must stay few).
+fn metric_code(code: &str) -> String {
+    let ok = !code.is_empty()
+        && code.len() <= 48
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        code.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+/// At most `max` characters of text the coordinator sent, for a log line.
+fn bounded(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_string(),
     }
 }
 
@@ -399,5 +567,28 @@ fn to_wire(cfg: &AgentConfig, run: CompletedRun) -> ProbeResult {
             .collect(),
         detail: o.detail,
         assignment_version: run.assignment_version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_watermark_never_passes_what_was_sent() {
+        assert_eq!(batch_low_watermark(5, 10), 5);
+        assert_eq!(batch_low_watermark(11, 10), 11);
+        assert_eq!(batch_low_watermark(500, 10), 11);
+        assert_eq!(batch_low_watermark(u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn refusal_codes_become_bounded_labels() {
+        assert_eq!(metric_code("future_timestamp"), "future_timestamp");
+        assert_eq!(metric_code(""), "other");
+        assert_eq!(metric_code("Spaces and CAPS"), "other");
+        assert_eq!(metric_code(&"x".repeat(100)), "other");
+        assert_eq!(bounded("abcdef", 3), "abc…");
+        assert_eq!(bounded("abc", 3), "abc");
     }
 }

@@ -767,3 +767,85 @@ fn drops_settle_against_what_the_coordinator_confirms() {
     assert_eq!(s.dropped_total(), pending - 33);
     assert_eq!(s.unsettled_drops(), 0);
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+fn loosen(p: &Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
+}
+
+/// Every file in `dir` with its mode.
+fn modes(dir: &Path) -> Vec<(String, u32)> {
+    let mut v: Vec<(String, u32)> = fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            (
+                p.file_name().expect("name").to_string_lossy().into(),
+                mode(&p),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn files_are_owner_only_and_loose_ones_are_tightened_on_open() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("spool");
+    {
+        let (mut s, _) = open(small(&dir, 1 << 20, 4096));
+        append(&mut s, 1, 40);
+        s.renumber_after(100).expect("renumber");
+        append(&mut s, 41, 40);
+        s.ack(120).expect("ack");
+    }
+    assert_eq!(mode(&dir), 0o700);
+    let files = modes(&dir);
+    assert!(files.iter().any(|(n, _)| n == "state"), "{files:?}");
+    assert!(files.iter().any(|(n, _)| n.ends_with(".seg")), "{files:?}");
+    assert!(files.iter().all(|(_, m)| *m == 0o600), "{files:?}");
+    // As an older version (or a hand-made copy) left them.
+    loosen(&dir, 0o755);
+    for (name, _) in &files {
+        loosen(&dir.join(name), 0o644);
+    }
+    let (mut s, _) = open(small(&dir, 1 << 20, 4096));
+    assert_eq!(mode(&dir), 0o700);
+    let files = modes(&dir);
+    assert!(files.iter().all(|(_, m)| *m == 0o600), "{files:?}");
+    assert_eq!(seqs(&read_all(&mut s)), (121..=180).collect::<Vec<_>>());
+}
+
+#[test]
+fn renumbering_near_the_largest_seq_is_refused_and_changes_nothing() {
+    use authpulse_agent::spool::{RENUMBER_HEADROOM, SEQ_MAX};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = open(cfg(dir.path()));
+    append(&mut s, 1, 5);
+    for highest in [
+        SEQ_MAX,
+        SEQ_MAX - 1,
+        SEQ_MAX - 5,
+        SEQ_MAX - RENUMBER_HEADROOM,
+        u64::MAX,
+    ] {
+        assert!(!s.renumber_fits(highest), "{highest}");
+        match s.renumber_after(highest) {
+            Err(SpoolError::SeqOverflow { held: 5, .. }) => {}
+            other => panic!("{highest}: {other:?}"),
+        }
+    }
+    assert_eq!((s.next_seq(), s.acked(), s.depth()), (6, 0, 5));
+    assert_eq!(seqs(&read_all(&mut s)), vec![1, 2, 3, 4, 5]);
+    // Just enough room left.
+    let fits = SEQ_MAX - RENUMBER_HEADROOM - 5;
+    assert!(s.renumber_fits(fits));
+    s.renumber_after(fits).expect("renumber");
+    assert_eq!(s.next_seq(), fits + 6);
+}

@@ -62,6 +62,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (and counted as `overloaded`).
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
+/// Authenticated agent connections open at once (twice the default
+/// `fleet.max_agents`, room for reconnects overlapping old connections);
+/// past it new connections are closed at once (`too_many_connections`).
+pub const MAX_CONNECTIONS: usize = 20_000;
+
 const REJECTED: &str = "authpulse_coordinator_tls_rejected_total";
 
 /// Registers the metric description (HELP line).
@@ -87,6 +92,8 @@ pub struct AgentConnectInfo {
 pub struct AgentTlsStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: AgentConnectInfo,
+    /// This connection's place under [`MAX_CONNECTIONS`], freed on drop.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Connected for AgentTlsStream {
@@ -290,6 +297,7 @@ impl AgentTlsAcceptor {
                 remote_addr: peer,
                 identity,
             },
+            _slot: None,
         })
     }
 }
@@ -544,6 +552,7 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let live = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -571,6 +580,15 @@ async fn accept_loop(
             );
             continue;
         };
+        let Ok(slot) = live.clone().try_acquire_owned() else {
+            refused(
+                peer,
+                "too_many_connections",
+                &format!("{MAX_CONNECTIONS} agent connections are open"),
+                None,
+            );
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
@@ -581,7 +599,8 @@ async fn accept_loop(
                 _ = stop.cancelled() => return,
                 s = acceptor.handshake(tcp, peer) => s,
             };
-            if let Some(stream) = stream {
+            if let Some(mut stream) = stream {
+                stream._slot = Some(slot);
                 let _ = tx.send(stream).await;
             }
         });

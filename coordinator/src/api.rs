@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::CatalogSnapshot;
 use crate::slo::{self, SloStatus};
-use crate::store::{AgentRow, Store, StoreError, StoredResult, StoredStep, StoredTimings, now_ms};
+use crate::store::{AgentRow, Store, StoredResult, StoredStep, StoredTimings, now_ms};
 
 /// Histogram buckets in seconds, from a fast cached response (1 ms) to a
 /// slow browserless login journey (60 s).
@@ -81,7 +81,19 @@ pub struct ApiState {
     pub leader: watch::Receiver<bool>,
     /// Gate decisions shared by concurrent requests (see [`crate::gates::DecisionCache`]).
     pub gate_decisions: Arc<crate::gates::DecisionCache>,
+    /// The deadline on each request's store work (see [`crate::http_server::StorageGuard`]).
+    pub storage: Arc<crate::http_server::StorageGuard>,
 }
+
+/// Request bodies larger than this are refused (413) on every route: the
+/// biggest legitimate one is a Flagger payload of a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Longest silence/acknowledgement `reason` (characters).
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// Longest log filter `PUT /api/v1/admin/log-level` takes (characters).
+const MAX_FILTER_CHARS: usize = 1000;
 
 pub fn router(state: ApiState) -> Router {
     let access = state.access.clone();
@@ -112,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost: every route, the fallbacks included, passes the policy.
         .layer(axum::middleware::from_fn_with_state(
             access,
@@ -201,9 +214,13 @@ struct LogLevelBody {
 async fn admin_set_log_level(
     State(st): State<ApiState>,
     who: Option<axum::Extension<crate::api_access::Caller>>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let who = caller(&who);
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_refused(&e),
+    };
     let Some(control) = authpulse_agent::process::log_control() else {
         return no_log_control();
     };
@@ -215,6 +232,12 @@ async fn admin_set_log_level(
             "expected a JSON body {\"filter\": \"...\"}",
         );
     };
+    if body.filter.chars().count() > MAX_FILTER_CHARS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("filter longer than {MAX_FILTER_CHARS} characters"),
+        );
+    }
     match control.set(&body.filter) {
         Ok(previous) => {
             let now = control.filter();
@@ -251,6 +274,43 @@ struct SilenceBody {
     reason: String,
 }
 
+/// The body of a silence or acknowledgement: empty, or a JSON object with
+/// a `reason` of at most [`MAX_REASON_CHARS`]. Parsed here (not by the
+/// `Json` extractor) so every refusal is a JSON error.
+fn silence_body(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<SilenceBody, Box<Response>> {
+    let body = body.map_err(|e| Box::new(body_refused(&e)))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(SilenceBody::default());
+    }
+    let b: SilenceBody = serde_json::from_slice(&body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body must be a JSON object {{\"duration\", \"reason\"}}: {e}"),
+        ))
+    })?;
+    if b.reason.chars().count() > MAX_REASON_CHARS {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("reason longer than {MAX_REASON_CHARS} characters"),
+        )));
+    }
+    Ok(b)
+}
+
+/// A body over [`MAX_BODY_BYTES`] (or one that could not be read), as JSON.
+pub(crate) fn body_refused(e: &axum::extract::rejection::BytesRejection) -> Response {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(
+            status,
+            &format!("request body larger than {} KiB", MAX_BODY_BYTES / 1024),
+        );
+    }
+    error(status, "the request body could not be read")
+}
+
 /// Checks `{slo}/{severity}` against the catalog.
 fn alert_target(st: &ApiState, slo: &str, severity: &str) -> Result<(), Box<Response>> {
     if !matches!(severity, "page" | "ticket") {
@@ -274,12 +334,15 @@ async fn admin_silence(
     State(st): State<ApiState>,
     Path((slo, severity)): Path<(String, String)>,
     who: Option<axum::Extension<crate::api_access::Caller>>,
-    body: Option<Json<SilenceBody>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = match silence_body(body) {
+        Ok(b) => b,
+        Err(r) => return Ok(*r),
+    };
     if let Err(r) = alert_target(&st, &slo, &severity) {
         return Ok(*r);
     }
-    let body = body.map(|Json(b)| b).unwrap_or_default();
     let Some(raw) = body.duration else {
         return Ok(error(
             StatusCode::BAD_REQUEST,
@@ -298,15 +361,16 @@ async fn admin_silence(
     let now = now_ms();
     let until = now + d.as_millis() as i64;
     let who = caller(&who);
-    st.store
-        .put_silence(&crate::store::Silence {
-            slo: slo.clone(),
-            severity: severity.clone(),
-            until_ms: Some(until),
-            created_by: who.clone(),
-            reason: body.reason.clone(),
-            created_ms: now,
-        })
+    let silence = crate::store::Silence {
+        slo: slo.clone(),
+        severity: severity.clone(),
+        until_ms: Some(until),
+        created_by: who.clone(),
+        reason: body.reason.clone(),
+        created_ms: now,
+    };
+    st.storage
+        .run("silence", st.store.put_silence(&silence))
         .await?;
     st.audit.append(
         "admin",
@@ -322,23 +386,25 @@ async fn admin_ack(
     State(st): State<ApiState>,
     Path((slo, severity)): Path<(String, String)>,
     who: Option<axum::Extension<crate::api_access::Caller>>,
-    body: Option<Json<SilenceBody>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = match silence_body(body) {
+        Ok(b) => b,
+        Err(r) => return Ok(*r),
+    };
     if let Err(r) = alert_target(&st, &slo, &severity) {
         return Ok(*r);
     }
-    let body = body.map(|Json(b)| b).unwrap_or_default();
     let who = caller(&who);
-    st.store
-        .put_silence(&crate::store::Silence {
-            slo: slo.clone(),
-            severity: severity.clone(),
-            until_ms: None,
-            created_by: who.clone(),
-            reason: body.reason.clone(),
-            created_ms: now_ms(),
-        })
-        .await?;
+    let ack = crate::store::Silence {
+        slo: slo.clone(),
+        severity: severity.clone(),
+        until_ms: None,
+        created_by: who.clone(),
+        reason: body.reason.clone(),
+        created_ms: now_ms(),
+    };
+    st.storage.run("ack", st.store.put_silence(&ack)).await?;
     st.audit.append(
         "admin",
         json!({ "action": "ack", "by": who, "slo": slo, "severity": severity, "reason": body.reason }),
@@ -350,27 +416,32 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// A failed store read: logged with detail, answered with 500.
-struct ApiError(StoreError);
+/// A failed store call: logged with detail by the
+/// [`StorageGuard`](crate::http_server::StorageGuard), answered 500 with
+/// no internals (`storage unavailable` / `storage error`).
+pub(crate) struct ApiError(crate::http_server::StorageError);
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<crate::http_server::StorageError> for ApiError {
+    fn from(e: crate::http_server::StorageError) -> Self {
         ApiError(e)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        tracing::error!(error = %self.0, "API request failed");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("storage error: {}", self.0),
-        )
+        error(StatusCode::INTERNAL_SERVER_ERROR, &self.0.to_string())
     }
 }
 
-/// RFC 3339 UTC with milliseconds; times before 1970 are shown as the epoch.
+/// The last millisecond RFC 3339 can show (9999-12-31T23:59:59.999Z);
+/// humantime panics past it.
+const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// RFC 3339 UTC with milliseconds; never panics: times before 1970 are shown
+/// as the epoch, times past year 9999 as its last millisecond (a stored time
+/// can come from a peer).
 pub fn rfc3339_ms(ms: i64) -> String {
+    let ms = ms.clamp(0, MAX_RFC3339_MS);
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -559,7 +630,10 @@ async fn latency(
         ));
     }
     let since = crate::store::minute_of(now_ms() - window.as_millis() as i64);
-    let regions = st.store.latency_sketches(&id, since).await?;
+    let regions = st
+        .storage
+        .run("latency", st.store.latency_sketches(&id, since))
+        .await?;
     let mut all = crate::latency_sketch::LatencySketch::default();
     for s in regions.values() {
         all.merge(s);
@@ -600,7 +674,13 @@ fn agent_json(a: &AgentRow, fleet: &crate::fleet::FleetConfig, now: i64) -> Valu
 
 async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let snapshot = st.catalog.borrow().clone();
-    let statuses = slo::evaluate(&st.store, &snapshot.catalog, now_ms()).await?;
+    let statuses = st
+        .storage
+        .run(
+            "slos",
+            slo::evaluate(&st.store, &snapshot.catalog, now_ms()),
+        )
+        .await?;
     Ok(Json(json!({
         "generated_at": now_rfc3339(),
         "slos": statuses.iter().map(slo_json).collect::<Vec<_>>(),
@@ -609,7 +689,10 @@ async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
 
 async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let snapshot = st.catalog.borrow().clone();
-    let latest = st.store.latest_per_probe_region().await?;
+    let latest = st
+        .storage
+        .run("probes", st.store.latest_per_probe_region())
+        .await?;
     let probes: Vec<Value> = latest
         .iter()
         .map(|r| result_json(r, snapshot.catalog.probe(&r.probe_id).map(|p| p.kind())))
@@ -618,7 +701,7 @@ async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let agents = st.store.agents().await?;
+    let agents = st.storage.run("agents", st.store.agents()).await?;
     Ok(Json(
         json!({ "agents": agents.iter().map(|a| agent_json(a, &st.fleet, now_ms())).collect::<Vec<_>>() }),
     ))
@@ -626,15 +709,20 @@ async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
 
 /// The firing burn-rate and escalation alerts, as committed to the store.
 async fn alerts(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let mut firing = st.store.firing_alerts().await?;
-    firing.extend(
-        st.store
-            .escalation_alerts()
-            .await?
-            .into_iter()
-            .map(|(f, _)| f),
-    );
-    let silences = st.store.silences(now_ms()).await?;
+    let (firing, silences) = st
+        .storage
+        .run("alerts", async {
+            let mut firing = st.store.firing_alerts().await?;
+            firing.extend(
+                st.store
+                    .escalation_alerts()
+                    .await?
+                    .into_iter()
+                    .map(|(f, _)| f),
+            );
+            Ok((firing, st.store.silences(now_ms()).await?))
+        })
+        .await?;
     let alerts: Vec<Value> = firing
         .iter()
         .map(|f| {
@@ -677,13 +765,10 @@ async fn metrics_text(State(st): State<ApiState>) -> Response {
 }
 
 async fn readyz(State(st): State<ApiState>) -> Response {
-    if let Err(e) = st.store.ping().await {
-        tracing::warn!(error = %e, "not ready: database");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: database: {e}"),
-        )
-            .into_response();
+    // Within the storage deadline: a readiness probe with a short timeout
+    // must get "not ready", not a timeout (details are in the log).
+    if let Err(e) = st.storage.run("readyz", st.store.ping()).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response();
     }
     if !st.catalog.borrow().loaded {
         return (
@@ -698,6 +783,13 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_never_panic() {
+        assert_eq!(rfc3339_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(i64::MIN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_000), "1970-01-01T00:00:01.000Z");
+    }
 
     #[test]
     fn names_and_times() {

@@ -7,12 +7,17 @@
 //! (`admin` implies the others). Secure by default: with no token
 //! configured the protected endpoints are open only while the server
 //! listens on loopback; on any other address the coordinator refuses to
-//! start unless told `--insecure-open-api`. People can instead present a JWT
-//! from the organisation's OIDC issuer: verified against the issuer's JWKS
-//! (audience, expiry), its group claim mapped to scopes.
+//! start unless told `--insecure-open-api`; an open API refuses what a web
+//! page in the operator's browser could send it ([`ApiAccess::open_guard`]:
+//! foreign `Host`/`Origin`, mutations without a JSON content type). People
+//! can instead present a JWT from the organisation's OIDC issuer: verified
+//! against the issuer's JWKS (audience, expiry, not-before), its group
+//! claim mapped to scopes; the JWKS is fetched outside any lock callers
+//! wait on ([`OidcVerifier`]).
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -89,78 +94,174 @@ fn default_groups_claim() -> String {
     "groups".into()
 }
 
-/// Keys of the issuer, refetched when a token names an unknown `kid`
-/// (at most every 10 s) and every 10 minutes.
+/// Keys of the issuer, refetched when a token names an unknown `kid` (at
+/// most every [`JWKS_MIN_REFETCH`]) and in the background once the set is
+/// [`JWKS_MAX_AGE`] old. A fetch runs in its own task, outside any lock:
+/// callers whose `kid` is in the cached set never wait for it, callers with
+/// an unknown `kid` wait for the one fetch in flight (single flight), and a
+/// fetch that fails or times out leaves the last good set in place.
 struct OidcVerifier {
     cfg: OidcConfig,
     client: reqwest::Client,
-    jwks: tokio::sync::Mutex<Option<(jsonwebtoken::jwk::JwkSet, std::time::Instant)>>,
+    jwks: Arc<std::sync::Mutex<JwksState>>,
 }
 
-const JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
-const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(10);
+#[derive(Default)]
+struct JwksState {
+    /// The last set fetched successfully.
+    set: Option<Arc<jsonwebtoken::jwk::JwkSet>>,
+    fetched_at: Option<Instant>,
+    /// When the last fetch started, successful or not (the rate limit).
+    attempted_at: Option<Instant>,
+    /// Turns true when the fetch in flight has finished.
+    inflight: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
+/// Discovery and JWKS together; a slower IdP counts as failed.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`OidcVerifier::key`] does next, decided under the lock.
+enum KeyStep {
+    Found(Box<jsonwebtoken::jwk::Jwk>),
+    Wait(tokio::sync::watch::Receiver<bool>),
+    Refuse(String),
+}
+
+async fn fetch_jwks(
+    cfg: &OidcConfig,
+    client: &reqwest::Client,
+) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let uri = match &cfg.jwks_uri {
+        Some(u) => u.clone(),
+        None => {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                cfg.issuer.trim_end_matches('/')
+            );
+            let doc: serde_json::Value = client
+                .get(&url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| format!("OIDC discovery {url}: {}", e.without_url()))?
+                .json()
+                .await
+                .map_err(|e| format!("OIDC discovery {url}: {e}"))?;
+            doc["jwks_uri"]
+                .as_str()
+                .ok_or_else(|| format!("OIDC discovery {url}: no jwks_uri"))?
+                .to_string()
+        }
+    };
+    client
+        .get(&uri)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("JWKS {uri}: {}", e.without_url()))?
+        .json()
+        .await
+        .map_err(|e| format!("JWKS {uri}: {e}"))
+}
+
+/// A poisoned lock only means a panic elsewhere; the cache itself is
+/// always consistent (every update is one assignment).
+fn lock(m: &std::sync::Mutex<JwksState>) -> std::sync::MutexGuard<'_, JwksState> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl OidcVerifier {
-    async fn fetch_jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, String> {
-        let uri = match &self.cfg.jwks_uri {
-            Some(u) => u.clone(),
-            None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.cfg.issuer.trim_end_matches('/')
-                );
-                let doc: serde_json::Value = self
-                    .client
-                    .get(&url)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map_err(|e| format!("OIDC discovery {url}: {}", e.without_url()))?
-                    .json()
-                    .await
-                    .map_err(|e| format!("OIDC discovery {url}: {e}"))?;
-                doc["jwks_uri"]
-                    .as_str()
-                    .ok_or_else(|| format!("OIDC discovery {url}: no jwks_uri"))?
-                    .to_string()
+    /// Starts a fetch unless one is in flight; returns its completion.
+    /// Called with the state locked; the fetch itself runs in a task.
+    fn start_fetch(&self, st: &mut JwksState) -> tokio::sync::watch::Receiver<bool> {
+        if let Some(rx) = &st.inflight {
+            return rx.clone();
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        st.attempted_at = Some(Instant::now());
+        st.inflight = Some(rx.clone());
+        let (cfg, client, state) = (self.cfg.clone(), self.client.clone(), self.jwks.clone());
+        tokio::spawn(async move {
+            let fetched = tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch_jwks(&cfg, &client))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "no answer within {}",
+                        humantime::format_duration(JWKS_FETCH_TIMEOUT)
+                    ))
+                });
+            {
+                let mut st = lock(&state);
+                match fetched {
+                    Ok(set) => {
+                        st.set = Some(Arc::new(set));
+                        st.fetched_at = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        metrics::counter!("authpulse_coordinator_oidc_jwks_errors_total")
+                            .increment(1);
+                        tracing::warn!(error = %e, issuer = %cfg.issuer,
+                            "fetching the OIDC signing keys failed; keeping the last good key set");
+                    }
+                }
+                st.inflight = None;
             }
-        };
-        self.client
-            .get(&uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("JWKS {uri}: {}", e.without_url()))?
-            .json()
-            .await
-            .map_err(|e| format!("JWKS {uri}: {e}"))
+            let _ = tx.send(true);
+        });
+        rx
     }
 
     async fn key(&self, kid: Option<&str>) -> Result<jsonwebtoken::DecodingKey, String> {
-        let mut cache = self.jwks.lock().await;
         let find = |set: &jsonwebtoken::jwk::JwkSet| match kid {
             Some(k) => set.find(k).cloned(),
             None => set.keys.first().cloned(),
         };
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < JWKS_MAX_AGE);
-        if fresh
-            && let Some((set, _)) = cache.as_ref()
-            && let Some(k) = find(set)
-        {
-            return jsonwebtoken::DecodingKey::from_jwk(&k).map_err(|e| e.to_string());
+        let mut waited = false;
+        loop {
+            let step = {
+                let mut st = lock(&self.jwks);
+                let found = st.set.as_deref().and_then(find);
+                let recently = st
+                    .attempted_at
+                    .is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH);
+                match found {
+                    Some(k) => {
+                        // Old: refresh in the background, answer now.
+                        let old = st.fetched_at.is_none_or(|t| t.elapsed() >= JWKS_MAX_AGE);
+                        if old && !recently {
+                            self.start_fetch(&mut st);
+                        }
+                        KeyStep::Found(Box::new(k))
+                    }
+                    None if waited => KeyStep::Refuse(format!("unknown key id {kid:?}")),
+                    None => match &st.inflight {
+                        Some(rx) => KeyStep::Wait(rx.clone()),
+                        None if recently => KeyStep::Refuse(format!(
+                            "unknown key id {kid:?} (the issuer's keys were fetched less than {}s ago)",
+                            JWKS_MIN_REFETCH.as_secs()
+                        )),
+                        None => KeyStep::Wait(self.start_fetch(&mut st)),
+                    },
+                }
+            };
+            match step {
+                KeyStep::Found(k) => {
+                    return jsonwebtoken::DecodingKey::from_jwk(&k).map_err(|e| e.to_string());
+                }
+                KeyStep::Refuse(why) => return Err(why),
+                KeyStep::Wait(mut rx) => {
+                    // A dropped sender (the task ended) counts as done.
+                    let _ = tokio::time::timeout(
+                        JWKS_FETCH_TIMEOUT + Duration::from_secs(1),
+                        rx.wait_for(|done| *done),
+                    )
+                    .await;
+                    waited = true;
+                }
+            }
         }
-        let may_refetch = cache
-            .as_ref()
-            .is_none_or(|(_, at)| at.elapsed() >= JWKS_MIN_REFETCH);
-        if may_refetch {
-            let set = self.fetch_jwks().await?;
-            *cache = Some((set, std::time::Instant::now()));
-        }
-        let set = cache.as_ref().map(|(s, _)| s).ok_or("no JWKS")?;
-        let k = find(set).ok_or_else(|| format!("unknown key id {kid:?}"))?;
-        jsonwebtoken::DecodingKey::from_jwk(&k).map_err(|e| e.to_string())
     }
 
     /// (caller, scopes) of a valid token.
@@ -185,7 +286,10 @@ impl OidcVerifier {
         let mut v = jsonwebtoken::Validation::new(header.alg);
         v.set_issuer(&[self.cfg.issuer.as_str()]);
         v.set_audience(&[self.cfg.audience.as_str()]);
+        // `nbf` too: Validation leaves it unchecked by default, and a token
+        // valid only from tomorrow must not work today.
         v.leeway = 60;
+        v.validate_nbf = true;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
             .map_err(|e| format!("invalid token: {e}"))?;
         let claims = data.claims;
@@ -209,10 +313,16 @@ impl OidcVerifier {
             .as_str()
             .or(claims["sub"].as_str())
             .unwrap_or("?")
-            .to_string();
+            // Shown in logs and the audit log (`by`): bounded.
+            .chars()
+            .take(MAX_CALLER_CHARS)
+            .collect::<String>();
         Ok((format!("oidc:{who}"), scopes))
     }
 }
+
+/// Longest caller name taken from a token's claims.
+const MAX_CALLER_CHARS: usize = 200;
 
 fn default_true() -> bool {
     true
@@ -251,6 +361,11 @@ pub struct ApiAccess {
     metrics_public: bool,
     /// No tokens configured: everything is open (loopback, or insecure).
     open: bool,
+    /// Open on a non-loopback address (`--insecure-open-api`).
+    open_on_network: bool,
+    /// Host names an open API accepts in `Host` besides loopback ones
+    /// (lower case, without port).
+    allowed_hosts: Vec<String>,
 }
 
 /// What a request needs.
@@ -343,13 +458,15 @@ impl ApiAccess {
                 .timeout(std::time::Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
-            jwks: tokio::sync::Mutex::new(None),
+            jwks: Default::default(),
         });
         Ok(ApiAccess {
             tokens,
             oidc,
             metrics_public: cfg.metrics_public,
             open,
+            open_on_network: open && !listen.ip().is_loopback(),
+            allowed_hosts: Vec::new(),
         })
     }
 
@@ -360,7 +477,113 @@ impl ApiAccess {
             oidc: None,
             metrics_public: true,
             open: true,
+            open_on_network: false,
+            allowed_hosts: Vec::new(),
         }
+    }
+
+    /// Host names (besides loopback) that requests to an open API may
+    /// carry in `Host` (`http.allowed_hosts`); ports are ignored.
+    pub fn with_allowed_hosts(mut self, hosts: &[String]) -> ApiAccess {
+        self.allowed_hosts = hosts
+            .iter()
+            .map(|h| host_part(&h.to_ascii_lowercase()).to_string())
+            .collect();
+        if self.open_on_network && self.allowed_hosts.is_empty() {
+            tracing::warn!(
+                "the open API accepts any Host header: set `http.allowed_hosts` to the names \
+                 callers use, so a web page can't reach it through DNS rebinding"
+            );
+        }
+        self
+    }
+
+    /// Whether `host` (lower case, no port) may be named in `Host` or
+    /// `Origin` of a request to the open API.
+    fn host_allowed(&self, host: &str) -> bool {
+        let ip = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .parse::<std::net::IpAddr>()
+            .ok();
+        host == "localhost"
+            || ip.is_some_and(|ip| ip.is_loopback())
+            || self.allowed_hosts.iter().any(|a| a == host)
+            // On the network without a list: anything (warned at start). A
+            // literal IP can't be rebound to another server either.
+            || (self.open_on_network && (self.allowed_hosts.is_empty() || ip.is_some()))
+    }
+
+    /// The open API's defence against the operator's own browser: a web
+    /// page can send simple cross-site requests (no preflight: a form
+    /// POST, `text/plain`), and DNS rebinding points a name the page
+    /// controls at 127.0.0.1. So on an API without tokens, protected
+    /// endpoints need a `Host` (and any `Origin`) naming this server by a
+    /// loopback or allowed name, and every mutating request needs
+    /// `Content-Type: application/json` or an `X-Authpulse-Request` header
+    /// (both force a preflight no cross-site page gets through). Requests
+    /// without `Host` are not from a browser and pass that part.
+    pub fn open_guard(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &header::HeaderMap,
+    ) -> Result<(), Box<Response>> {
+        if !self.open {
+            return Ok(());
+        }
+        let text = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .map(|v| v.to_str().map(str::to_ascii_lowercase).unwrap_or_default())
+        };
+        if needs(method, path, self.metrics_public) != Needs::Public {
+            let host = text(header::HOST);
+            if let Some(h) = &host
+                && !self.host_allowed(host_part(h))
+            {
+                return Err(open_refusal(
+                    StatusCode::FORBIDDEN,
+                    "host",
+                    "this API has no tokens and answers only requests addressed to a loopback \
+                     name (localhost, 127.0.0.1, [::1]) or to `http.allowed_hosts`",
+                ));
+            }
+            if let Some(origin) = text(header::ORIGIN) {
+                let authority = origin
+                    .strip_prefix("http://")
+                    .or_else(|| origin.strip_prefix("https://"));
+                let same = match (authority, &host) {
+                    (Some(a), Some(h)) => a == h,
+                    (Some(a), None) => self.host_allowed(host_part(a)),
+                    (None, _) => false,
+                };
+                if !same || authority.is_some_and(|a| !self.host_allowed(host_part(a))) {
+                    return Err(open_refusal(
+                        StatusCode::FORBIDDEN,
+                        "origin",
+                        "cross-origin request refused: this API has no tokens and answers \
+                         only pages it served itself",
+                    ));
+                }
+            }
+        }
+        let mutating = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if mutating {
+            let json = text(header::CONTENT_TYPE)
+                .is_some_and(|ct| ct.split(';').next().map(str::trim) == Some("application/json"));
+            if !json && !headers.contains_key(REQUEST_MARKER) {
+                return Err(open_refusal(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "content_type",
+                    "this API has no tokens: a POST/PUT/DELETE needs `Content-Type: \
+                     application/json` (or the header `X-Authpulse-Request: 1` when there is \
+                     no body)",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `Ok(caller name)` or the refusal to send.
@@ -443,6 +666,29 @@ impl ApiAccess {
     }
 }
 
+/// The header that marks a bodiless mutating request as not cross-site
+/// (custom headers need a CORS preflight).
+pub const REQUEST_MARKER: &str = "x-authpulse-request";
+
+/// `host` of `host[:port]` / `[v6][:port]`.
+fn host_part(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+fn open_refusal(status: StatusCode, reason: &'static str, message: &str) -> Box<Response> {
+    metrics::counter!("authpulse_coordinator_api_refused_total", "reason" => reason).increment(1);
+    tracing::info!(reason, "open API request refused");
+    Box::new((status, axum::Json(serde_json::json!({ "error": message }))).into_response())
+}
+
 fn refuse(status: StatusCode, scope: Scope, message: &str) -> Box<Response> {
     if status == StatusCode::UNAUTHORIZED {
         metrics::counter!("authpulse_coordinator_api_refused_total", "reason" => "unauthenticated")
@@ -476,6 +722,9 @@ pub async fn enforce(
         .map(str::to_string);
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    if let Err(refusal) = access.open_guard(&method, &path, req.headers()) {
+        return *refusal;
+    }
     match access.check(&method, &path, auth.as_deref()).await {
         Ok(caller) => {
             req.extensions_mut().insert(Caller(caller));
@@ -529,6 +778,134 @@ mod tests {
         assert_eq!(
             needs(&post, "/api/v1/alerts/login/page/silence", true),
             Needs::Scope(Scope::Admin)
+        );
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> header::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    header::HeaderValue::from_str(v).expect("value"),
+                )
+            })
+            .collect()
+    }
+
+    fn guard(a: &ApiAccess, method: Method, path: &str, h: &[(&str, &str)]) -> Option<u16> {
+        a.open_guard(&method, path, &headers(h))
+            .err()
+            .map(|r| r.status().as_u16())
+    }
+
+    #[test]
+    fn host_part_strips_ports() {
+        assert_eq!(host_part("localhost:8080"), "localhost");
+        assert_eq!(host_part("[::1]:8080"), "[::1]");
+        assert_eq!(host_part("[::1]"), "[::1]");
+        assert_eq!(host_part("example.com"), "example.com");
+        assert_eq!(host_part("a:b"), "a:b");
+    }
+
+    #[test]
+    fn the_open_guard_by_mode() {
+        let lo = ApiAccess::open();
+        let json = ("content-type", "application/json; charset=utf-8");
+        let api = "/api/v1/admin/reload";
+        assert_eq!(
+            guard(&lo, Method::POST, api, &[("host", "127.0.0.2:1"), json]),
+            None
+        );
+        assert_eq!(
+            guard(&lo, Method::POST, api, &[("host", "10.0.0.1"), json]),
+            Some(403)
+        );
+        assert_eq!(
+            guard(&lo, Method::POST, api, &[json]),
+            None,
+            "no Host: not a browser"
+        );
+        assert_eq!(
+            guard(&lo, Method::POST, api, &[("host", "localhost")]),
+            Some(415)
+        );
+        assert_eq!(
+            guard(
+                &lo,
+                Method::DELETE,
+                api,
+                &[("host", "localhost"), (REQUEST_MARKER, "1")]
+            ),
+            None
+        );
+        assert_eq!(
+            guard(
+                &lo,
+                Method::POST,
+                api,
+                &[("host", "localhost:1"), ("origin", "null"), json]
+            ),
+            Some(403)
+        );
+        // Allowed names, ports ignored.
+        let named = ApiAccess::open().with_allowed_hosts(&["Authpulse.svc:8080".into()]);
+        assert_eq!(
+            guard(
+                &named,
+                Method::GET,
+                "/api/v1/slos",
+                &[("host", "authpulse.svc")]
+            ),
+            None
+        );
+        assert_eq!(
+            guard(
+                &named,
+                Method::GET,
+                "/api/v1/slos",
+                &[("host", "other.svc")]
+            ),
+            Some(403)
+        );
+        // Insecure on the network: any Host without a list; with one, the
+        // list and literal IPs.
+        let mut net = ApiAccess::open();
+        net.open_on_network = true;
+        assert_eq!(
+            guard(
+                &net,
+                Method::GET,
+                "/api/v1/slos",
+                &[("host", "any.example")]
+            ),
+            None
+        );
+        let net = net.with_allowed_hosts(&["authpulse.svc".into()]);
+        assert_eq!(
+            guard(
+                &net,
+                Method::GET,
+                "/api/v1/slos",
+                &[("host", "any.example")]
+            ),
+            Some(403)
+        );
+        assert_eq!(
+            guard(
+                &net,
+                Method::GET,
+                "/api/v1/slos",
+                &[("host", "10.1.2.3:8080")]
+            ),
+            None
+        );
+        // With tokens nothing here applies.
+        let mut tokens = ApiAccess::open();
+        tokens.open = false;
+        assert_eq!(
+            guard(&tokens, Method::POST, api, &[("host", "evil.example")]),
+            None
         );
     }
 

@@ -18,12 +18,27 @@
 //! `audit_torn_tail` entry; a tail that fails its hash check refuses to open
 //! (move the file aside to start a new chain). An advisory lock keeps a
 //! second process from forking the chain.
+//!
+//! The hash chain alone detects accidental damage only: anyone who can
+//! write the file can edit an entry and recompute every later hash. With a
+//! key ([`AuditKey`]: `audit.hmac_key_file` or `AUTHPULSE_AUDIT_KEY`) each
+//! entry also carries `key_id` and `mac` = HMAC-SHA256(key, `hash`), so a
+//! rewrite needs the key; [`verify_with`] checks them. Entries written
+//! without a key keep verifying (the fields are simply absent), and the
+//! first MAC vouches for every unkeyed entry before it through the chain.
+mod files;
+mod key;
+mod verify;
+
+pub use files::{private_dir, private_file};
+pub use key::{AuditKey, KEY_ENV, check_key_location, configured_key};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
+pub use verify::{BadEntry, Verified, VerifyError, verify, verify_with};
 
 use authpulse_proto::catalog::Catalog;
 use serde_json::{Map, Value, json};
@@ -60,11 +75,17 @@ struct Job {
 
 impl AuditLog {
     /// Opens (or creates, mode 0600) the log at `path` and starts its
-    /// writer. Fails if the file can't be opened or locked, or if its last
-    /// entry doesn't verify.
+    /// writer, without a key (hash chain only). Fails if the file can't be
+    /// opened or locked, or if its last entry doesn't verify.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(path, None)
+    }
+
+    /// Like [`open`](Self::open); with a key every new entry carries a MAC,
+    /// and a last entry whose MAC (by this key) is wrong refuses to open.
+    pub fn open_with(path: &Path, key: Option<AuditKey>) -> Result<AuditLog, AuditError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create", e))?;
+            private_dir(dir, false).map_err(|e| io_err(dir, "cannot create", e))?;
         }
         let mut options = OpenOptions::new();
         options.read(true).append(true).create(true);
@@ -76,6 +97,8 @@ impl AuditLog {
         let mut file = options
             .open(path)
             .map_err(|e| io_err(path, "cannot open", e))?;
+        // An older version (or a umask) may have left it readable.
+        private_file(path).map_err(|e| io_err(path, "cannot restrict the mode of", e))?;
         lock(&file, path)?;
         let tail = read_tail(&mut file, path)?;
         let mut head = Head {
@@ -84,14 +107,18 @@ impl AuditLog {
         };
         if let Some(last) = tail.lines.last() {
             let before = tail.lines.len().checked_sub(2).map(|i| &tail.lines[i]);
-            head = check_tail(path, last, before)?;
+            head = check_tail(path, last, before, key.as_ref())?;
         }
         let mut torn = None;
         if !tail.torn.is_empty() {
             // A complete entry that only lacks its newline is kept; anything
             // else is a write cut short by a crash.
             match parse_entry(&tail.torn) {
-                Ok(e) if e.seq == head.seq + 1 && e.prev == head.hash => {
+                Ok(e)
+                    if e.seq == head.seq + 1
+                        && e.prev == head.hash
+                        && key.as_ref().is_none_or(|k| mac_ok(k, &e) != Some(false)) =>
+                {
                     file.write_all(b"\n")
                         .map_err(|e| io_err(path, "cannot write", e))?;
                     head = Head {
@@ -131,6 +158,7 @@ impl AuditLog {
             len,
             head,
             broken: false,
+            key,
         };
         std::thread::Builder::new()
             .name("audit-log".into())
@@ -210,6 +238,8 @@ struct Writer {
     /// A failed write could not be undone: appending more would corrupt
     /// the chain, so everything after is refused.
     broken: bool,
+    /// Keys every entry's MAC, when configured.
+    key: Option<AuditKey>,
 }
 
 impl Writer {
@@ -252,6 +282,7 @@ impl Writer {
                 &job.kind,
                 &job.fields,
                 &head.hash,
+                self.key.as_ref(),
             );
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
@@ -339,33 +370,66 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// SHA-256 (hex) over the canonical form of `entry` without its `hash`.
+/// SHA-256 (hex) over the canonical form of `entry` without its `hash`
+/// and `mac` (the MAC is computed from the hash).
 pub fn entry_hash(entry: &Map<String, Value>) -> String {
     let mut body = entry.clone();
     body.remove("hash");
+    body.remove("mac");
     hex::encode(Sha256::digest(canonical(&Value::Object(body)).as_bytes()))
 }
 
 /// One line (without newline) and its hash. Keys are written in reading
-/// order (seq, time, kind, fields, prev, hash); the hash doesn't depend on
-/// that order.
-fn entry_line(seq: u64, time: &str, kind: &str, fields: &Value, prev: &str) -> (String, String) {
+/// order (seq, time, kind, fields, prev, [key_id,] hash[, mac]); the hash
+/// doesn't depend on that order.
+fn entry_line(
+    seq: u64,
+    time: &str,
+    kind: &str,
+    fields: &Value,
+    prev: &str,
+    key: Option<&AuditKey>,
+) -> (String, String) {
     let mut entry = Map::new();
     entry.insert("seq".into(), json!(seq));
     entry.insert("time".into(), json!(time));
     entry.insert("kind".into(), json!(kind));
     entry.insert("fields".into(), fields.clone());
     entry.insert("prev".into(), json!(prev));
+    if let Some(k) = key {
+        entry.insert("key_id".into(), json!(k.id()));
+    }
     let hash = entry_hash(&entry);
-    let line = format!(
-        "{{\"seq\":{seq},\"time\":{},\"kind\":{},\"fields\":{},\"prev\":{},\"hash\":{}}}",
-        json!(time),
-        json!(kind),
-        canonical(fields),
-        json!(prev),
-        json!(hash)
-    );
+    let line = match key {
+        None => format!(
+            "{{\"seq\":{seq},\"time\":{},\"kind\":{},\"fields\":{},\"prev\":{},\"hash\":{}}}",
+            json!(time),
+            json!(kind),
+            canonical(fields),
+            json!(prev),
+            json!(hash)
+        ),
+        Some(k) => format!(
+            "{{\"seq\":{seq},\"time\":{},\"kind\":{},\"fields\":{},\"prev\":{},\"key_id\":{},\"hash\":{},\"mac\":{}}}",
+            json!(time),
+            json!(kind),
+            canonical(fields),
+            json!(prev),
+            json!(k.id()),
+            json!(hash),
+            json!(k.mac(&hash))
+        ),
+    };
     (line, hash)
+}
+
+/// Whether the entry's MAC is right, when `key` is the key it names:
+/// `None` when it has no MAC or names another key.
+fn mac_ok(key: &AuditKey, e: &Parsed) -> Option<bool> {
+    match (&e.key_id, &e.mac) {
+        (Some(id), Some(mac)) if id == key.id() => Some(key.check(&e.hash, mac)),
+        _ => None,
+    }
 }
 
 /// The chain-relevant parts of a parsed entry.
@@ -373,6 +437,9 @@ struct Parsed {
     seq: u64,
     prev: String,
     hash: String,
+    /// Both or neither (checked by [`parse_entry`]).
+    key_id: Option<String>,
+    mac: Option<String>,
 }
 
 /// Why a line is not a valid entry, with its `seq` when that could be read.
@@ -438,12 +505,31 @@ fn parse_entry(line: &[u8]) -> Result<Parsed, Invalid> {
     };
     let prev = text_of("prev")?;
     let hash = text_of("hash")?;
+    let key_id = map
+        .contains_key("key_id")
+        .then(|| text_of("key_id"))
+        .transpose()?;
+    let mac = map
+        .contains_key("mac")
+        .then(|| text_of("mac"))
+        .transpose()?;
+    if key_id.is_some() != mac.is_some() {
+        return Err(invalid(
+            "not an audit entry: `key_id` and `mac` come together".into(),
+        ));
+    }
     if entry_hash(&map) != hash {
         return Err(invalid(
             "hash mismatch: the entry was modified after it was written".into(),
         ));
     }
-    Ok(Parsed { seq, prev, hash })
+    Ok(Parsed {
+        seq,
+        prev,
+        hash,
+        key_id,
+        mac,
+    })
 }
 
 /// The last complete lines of the file (at least two when there are) and
@@ -498,9 +584,15 @@ fn read_tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
 
 /// Checks the last entry (and that it chains to the one before) and
 /// returns it as the head.
-fn check_tail(path: &Path, last: &[u8], before: Option<&Vec<u8>>) -> Result<Head, AuditError> {
+fn check_tail(
+    path: &Path,
+    last: &[u8],
+    before: Option<&Vec<u8>>,
+    key: Option<&AuditKey>,
+) -> Result<Head, AuditError> {
     let refuse = |problem: String| {
-        let where_ = match verify(path) {
+        let keys: Vec<AuditKey> = key.into_iter().cloned().collect();
+        let where_ = match verify_with(path, &keys) {
             Err(VerifyError::Bad(b)) => format!(" (first bad entry: {b})"),
             _ => String::new(),
         };
@@ -525,123 +617,26 @@ fn check_tail(path: &Path, last: &[u8], before: Option<&Vec<u8>>) -> Result<Head
             e.seq
         )));
     }
+    match (key, &e.key_id) {
+        (Some(k), _) if mac_ok(k, &e) == Some(false) => {
+            return Err(refuse(format!(
+                "seq {}: MAC mismatch: the entry was rewritten without the key",
+                e.seq
+            )));
+        }
+        (Some(k), Some(id)) if id != k.id() => tracing::warn!(path = %path.display(),
+            previous_key = %id, key = %k.id(),
+            "the audit HMAC key changed: entries from here on carry the new key id; verify with both keys"),
+        (Some(_), None) => tracing::info!(path = %path.display(), from_seq = e.seq + 1,
+            "audit entries carry HMACs from here on (the first one vouches for the entries before it)"),
+        (None, Some(_)) => tracing::warn!(path = %path.display(),
+            "the audit log carries HMACs but no key is configured (audit.hmac_key_file or \
+             AUTHPULSE_AUDIT_KEY): new entries are protected by the hash chain only"),
+        _ => {}
+    }
     Ok(Head {
         seq: e.seq,
         hash: e.hash,
-    })
-}
-
-/// A verified log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verified {
-    pub entries: u64,
-    /// Hash of the newest entry ([`GENESIS`] for an empty log).
-    pub head: String,
-}
-
-/// The first entry that breaks the chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BadEntry {
-    /// 1-based line number.
-    pub line: u64,
-    /// The entry's `seq` when it could be read.
-    pub seq: Option<u64>,
-    pub problem: String,
-}
-
-impl std::fmt::Display for BadEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.seq {
-            Some(seq) => write!(f, "line {} (seq {seq}): {}", self.line, self.problem),
-            None => write!(f, "line {}: {}", self.line, self.problem),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Bad(BadEntry),
-}
-
-/// Reads the whole log and checks every entry's hash, that seqs count up
-/// from 1 without gaps, and that each `prev` is the hash of the line
-/// before. Stops at the first bad entry.
-pub fn verify(path: &Path) -> Result<Verified, VerifyError> {
-    let io = |source| VerifyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(io)?);
-    let mut line_no = 0u64;
-    let mut head = Head {
-        seq: 0,
-        hash: GENESIS.to_string(),
-    };
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let complete = buf.last() == Some(&b'\n');
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let expected = head.seq + 1;
-        let bad = |seq: Option<u64>, problem: String| {
-            VerifyError::Bad(BadEntry {
-                line: line_no,
-                seq,
-                problem,
-            })
-        };
-        let e = match parse_entry(line) {
-            Ok(e) => e,
-            Err(Invalid { seq, problem }) => {
-                let problem = if complete {
-                    problem
-                } else {
-                    format!("truncated last line: {problem}")
-                };
-                return Err(bad(seq, format!("{problem} (expected seq {expected})")));
-            }
-        };
-        if e.seq != expected {
-            let why = if e.seq > expected {
-                format!("expected seq {expected}: entries before it are missing or out of order")
-            } else {
-                format!("expected seq {expected}: entries are out of order or duplicated")
-            };
-            return Err(bad(Some(e.seq), why));
-        }
-        if e.prev != head.hash {
-            return Err(bad(
-                Some(e.seq),
-                if line_no == 1 {
-                    "does not start the chain (prev is not the genesis hash)".into()
-                } else {
-                    format!(
-                        "prev hash does not match line {} (seq {}): the chain is broken",
-                        line_no - 1,
-                        head.seq
-                    )
-                },
-            ));
-        }
-        head = Head {
-            seq: e.seq,
-            hash: e.hash,
-        };
-    }
-    Ok(Verified {
-        entries: head.seq,
-        head: head.hash,
     })
 }
 
@@ -702,6 +697,7 @@ mod tests {
             "test",
             &json!({"b": 2, "a": 1.5}),
             GENESIS,
+            None,
         );
         let e = parse_entry(line.as_bytes()).expect("verifies");
         assert_eq!(

@@ -71,6 +71,70 @@ pub struct CoordinatorConfig {
     /// HTTP API access: bearer tokens and their scopes (see `api_access`).
     #[serde(default)]
     pub api: crate::api_access::ApiConfig,
+    /// Limits of the HTTP server (see `http_server`).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Audit log integrity (the HMAC key; see `audit`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `http:` in the coordinator config: what one caller can hold of the
+/// HTTP server, and how long request paths wait for the database.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection that has not sent a complete request head (request
+    /// line and headers) this long after it started one, or after its
+    /// previous response, is closed.
+    #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// Open HTTP connections at most; more are closed right after accept
+    /// (counted in `authpulse_coordinator_http_connections_refused_total`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a request (gate, `/readyz`, API reads) waits for the
+    /// database before it answers 500 `unknown` / 503 not ready.
+    #[serde(with = "humantime_serde", default = "default_storage_timeout")]
+    pub storage_timeout: Duration,
+    /// Without API tokens: host names (with or without port) that requests
+    /// may carry in `Host` besides loopback ones (`localhost`, `127.0.0.1`,
+    /// `[::1]`), e.g. the Service name Flagger calls. See `api_access`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_storage_timeout() -> Duration {
+    Duration::from_millis(1500)
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: default_header_read_timeout(),
+            max_connections: default_max_connections(),
+            storage_timeout: default_storage_timeout(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// `audit:` in the coordinator config.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file holding the secret that keys every entry's HMAC (at least 32
+    /// characters; keep it outside `data_dir` and away from the log). The
+    /// environment variable `AUTHPULSE_AUDIT_KEY` (the secret itself) is
+    /// used when this is not set.
+    #[serde(default)]
+    pub hmac_key_file: Option<PathBuf>,
 }
 
 /// PEM files for the agent gRPC port. Relative paths are relative to the
@@ -115,6 +179,8 @@ impl Default for CoordinatorConfig {
             alerting: crate::alerting::AlertingConfig::default(),
             audit_log: None,
             api: crate::api_access::ApiConfig::default(),
+            http: HttpConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -139,6 +205,8 @@ pub enum ConfigError {
     Database(String),
     #[error("raw_retention must be at least 1h, got {0}")]
     RetentionTooShort(String),
+    #[error("http: {0}")]
+    Http(String),
 }
 
 impl CoordinatorConfig {
@@ -186,6 +254,7 @@ impl CoordinatorConfig {
             .list_separator(",")
             .with_list_parse_key("catalog")
             .with_list_parse_key("alerting.alertmanager")
+            .with_list_parse_key("http.allowed_hosts")
             .source(env);
         let mut cfg: CoordinatorConfig = builder.add_source(env).build()?.try_deserialize()?;
         if let Some(url) = url_override.filter(|u| !u.is_empty()) {
@@ -229,6 +298,22 @@ impl CoordinatorConfig {
         if self.raw_retention < Duration::from_secs(3600) {
             return Err(ConfigError::RetentionTooShort(
                 humantime::format_duration(self.raw_retention).to_string(),
+            ));
+        }
+        let h = &self.http;
+        if h.max_connections == 0 {
+            return Err(ConfigError::Http(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        if h.header_read_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Http(
+                "header_read_timeout must be at least 100ms".into(),
+            ));
+        }
+        if h.storage_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Http(
+                "storage_timeout must be at least 100ms".into(),
             ));
         }
         Ok(())

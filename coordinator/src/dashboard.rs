@@ -94,22 +94,19 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// A failed store read: logged with detail, answered with 500.
-struct UiError(StoreError);
+/// A failed store call: logged with detail by the storage guard, answered
+/// with 500 and no internals.
+struct UiError(crate::http_server::StorageError);
 
-impl From<StoreError> for UiError {
-    fn from(e: StoreError) -> Self {
+impl From<crate::http_server::StorageError> for UiError {
+    fn from(e: crate::http_server::StorageError) -> Self {
         UiError(e)
     }
 }
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        tracing::error!(error = %self.0, "dashboard request failed");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("storage error: {}", self.0),
-        )
+        error(StatusCode::INTERNAL_SERVER_ERROR, &self.0.to_string())
     }
 }
 
@@ -171,19 +168,22 @@ async fn slo_history(
     let (start_ms, window, _) = slo::window_at(&def.window, now);
     let step = step_minutes((window.as_secs() / 60) as i64, slice_minutes(def));
     let edges = bucket_edges(minute_of(start_ms), minute_of(now), step);
-    let (status, buckets) = if judges_slices(def) {
-        let status = slo::evaluate_one(&st.store, &snapshot.catalog, def, now).await?;
-        // From the start of the slice the window starts in: that slice
-        // counts whole, as in the SLO itself.
-        let k = slice_minutes(def);
-        let rows = st
-            .store
-            .minute_rows(&def.probes, minute_of(start_ms).div_euclid(k) * k)
-            .await?;
-        (status, slice_buckets(def, &rows, &edges))
-    } else {
-        evaluated_buckets(&st.store, &snapshot.catalog, def, &edges, now).await?
+    let work = async {
+        if judges_slices(def) {
+            let status = slo::evaluate_one(&st.store, &snapshot.catalog, def, now).await?;
+            // From the start of the slice the window starts in: that slice
+            // counts whole, as in the SLO itself.
+            let k = slice_minutes(def);
+            let rows = st
+                .store
+                .minute_rows(&def.probes, minute_of(start_ms).div_euclid(k) * k)
+                .await?;
+            Ok((status, slice_buckets(def, &rows, &edges)))
+        } else {
+            evaluated_buckets(&st.store, &snapshot.catalog, def, &edges, now).await
+        }
     };
+    let (status, buckets) = st.storage.run("dashboard history", work).await?;
     Ok(Json(history_json(
         &status,
         &def.probes,
@@ -388,11 +388,16 @@ const GRID_RUNS: u32 = 30;
 async fn grid(State(st): State<ApiState>) -> Result<Json<Value>, UiError> {
     let snapshot = st.catalog.borrow().clone();
     let now = now_ms();
-    let recent = st
-        .store
-        .recent_results(now - GRID_LOOKBACK.as_millis() as i64, GRID_RUNS)
+    let (recent, agents) = st
+        .storage
+        .run("dashboard grid", async {
+            let recent = st
+                .store
+                .recent_results(now - GRID_LOOKBACK.as_millis() as i64, GRID_RUNS)
+                .await?;
+            Ok((recent, st.store.agents().await?))
+        })
         .await?;
-    let agents = st.store.agents().await?;
     let mut regions: Vec<String> = snapshot
         .catalog
         .probes
@@ -445,21 +450,24 @@ async fn gates(State(st): State<ApiState>) -> Json<Value> {
     let now = now_ms();
     let mut out = Vec::new();
     for gate in &snapshot.catalog.gates {
-        out.push(
-            match crate::gates::evaluate(&st.store, &snapshot.catalog, gate, now).await {
-                Ok(d) => d.to_json(),
-                Err(e) => {
-                    tracing::error!(gate = %gate.id, error = %e, "gate evaluation for the dashboard failed");
-                    json!({
-                        "gate": gate.id,
-                        "description": gate.description,
-                        "decision": "unknown",
-                        "error": format!("storage error: {e}"),
-                        "slos": gate.slos.iter().map(|s| json!({ "id": s })).collect::<Vec<_>>(),
-                    })
-                }
-            },
-        );
+        let evaluated = st
+            .storage
+            .run(
+                "dashboard gates",
+                crate::gates::evaluate(&st.store, &snapshot.catalog, gate, now),
+            )
+            .await;
+        out.push(match evaluated {
+            Ok(d) => d.to_json(),
+            // Logged by the guard.
+            Err(e) => json!({
+                "gate": gate.id,
+                "description": gate.description,
+                "decision": "unknown",
+                "error": e.to_string(),
+                "slos": gate.slos.iter().map(|s| json!({ "id": s })).collect::<Vec<_>>(),
+            }),
+        });
     }
     Json(json!({ "generated_at": rfc3339_ms(now), "gates": out }))
 }

@@ -24,6 +24,10 @@ pub struct FleetConfig {
     pub max_agents: usize,
     /// Results in one batch; a larger batch ends the stream (INVALID_ARGUMENT).
     pub max_batch_results: usize,
+    /// How far ahead of the coordinator's clock a result's start time may
+    /// lie; later ones are refused (`future_timestamp`), never counted.
+    #[serde(with = "humantime_serde")]
+    pub max_result_skew: Duration,
 }
 
 impl Default for FleetConfig {
@@ -33,6 +37,7 @@ impl Default for FleetConfig {
             max_clock_skew: Duration::from_secs(5),
             max_agents: 10_000,
             max_batch_results: 5_000,
+            max_result_skew: Duration::from_secs(120),
         }
     }
 }
@@ -49,10 +54,18 @@ pub struct AgentHealth {
 
 /// Skew of an agent clock reading `agent_ms` taken just now (0 = not sent).
 pub fn skew_ms(agent_ms: i64) -> i64 {
+    skew_at(agent_ms, now_ms())
+}
+
+/// Skew of an agent clock reading `agent_ms` that reached the coordinator
+/// at `received_ms` (0 = not sent). Measured at receipt, not when the
+/// message was processed: a Hello that waits for the agent's previous
+/// stream to finish is not evidence of a skewed clock.
+pub fn skew_at(agent_ms: i64, received_ms: i64) -> i64 {
     if agent_ms <= 0 {
         0
     } else {
-        agent_ms - now_ms()
+        agent_ms.saturating_sub(received_ms)
     }
 }
 
@@ -73,8 +86,13 @@ impl AgentState {
 
 impl FleetConfig {
     pub fn state(&self, agent: &AgentRow, now_ms: i64) -> AgentState {
-        let silent = Duration::from_millis(u64::try_from(now_ms - agent.last_seen_ms).unwrap_or(0));
-        if agent.connected && silent <= self.agent_down_after {
+        // Down after `agent_down_after` of silence, connected or not: an
+        // agent restarting (a graceful disconnect) is not down at once, and
+        // a half-dead connection doesn't keep it up.
+        let silent = Duration::from_millis(
+            u64::try_from(now_ms.saturating_sub(agent.last_seen_ms)).unwrap_or(0),
+        );
+        if silent <= self.agent_down_after {
             AgentState::Up
         } else {
             AgentState::Down

@@ -10,15 +10,16 @@
 //! `POST` with Flagger's payload works the same; `?always200=true` answers
 //! 200 either way for Argo Rollouts web metrics (which count non-2xx as
 //! errors) reading `$.decision`. Every decision served is written to the
-//! audit log before the response leaves; if that write fails the answer is
-//! 500 `unknown`, never an unrecorded decision. `GET /api/v1/gates` lists
+//! audit log before the response leaves; if that write fails, or the
+//! store doesn't answer within `http.storage_timeout`, the answer is 500
+//! `unknown`, never an unrecorded decision and never a hung request.
+//! Webhook payloads are recorded bounded ([`webhook_fields`]). `GET /api/v1/gates` lists
 //! every gate's current decision for dashboards (not audited: it is a view,
 //! not a decision a pipeline acts on).
 use std::collections::HashMap;
 use std::time::Duration;
 
 use authpulse_proto::catalog::{BlockWhen, Catalog, GateDef, OnStale, SloDef, Window};
-use authpulse_proto::v1::FailureClass;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -38,9 +39,17 @@ use crate::store::{Store, StoreError, now_ms};
 pub const ESCALATION_LOOKBACK: Duration =
     Duration::from_millis(alerting::ESCALATION_HOLD_MS as u64);
 
-/// Flagger payload fields kept in the audit entry; `metadata` is cut at
-/// this many bytes of JSON so a caller can't bloat the log.
-const MAX_WEBHOOK_METADATA: usize = 4096;
+/// The most of a webhook payload (Flagger's) an audit entry keeps, in bytes
+/// of JSON: past it, the record (or its `metadata`) becomes
+/// `{"truncated": true, "bytes": N, "prefix": "…"}`, so a caller can't
+/// bloat the log.
+pub const MAX_WEBHOOK_RECORD: usize = 4096;
+
+/// Characters of a cut record's JSON kept in its `prefix`.
+const TRUNCATED_PREFIX_CHARS: usize = 512;
+
+/// Flagger's string fields and other keys' names are cut to this many characters.
+const MAX_WEBHOOK_STRING: usize = 256;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -257,7 +266,9 @@ pub async fn evaluate(
         let newest = latest
             .iter()
             .filter(|r| probe_ids.contains(&r.probe_id))
-            .map(|r| r.started_ms)
+            // Judged on the coordinator's receive time: an agent's clock
+            // (or a forged start time) can't keep a gate fresh.
+            .map(|r| r.received_ms)
             .max();
         let stale = stale_reason(def, gate, status.as_ref(), newest, now_ms);
         let escalation = match wants_escalation {
@@ -503,8 +514,10 @@ fn check(
     c
 }
 
-/// Start of the newest result of `probes` since `since_ms` whose class
-/// (or a step's) is `escalation`.
+/// Receive time of the newest result of `probes` received since `since_ms`
+/// whose class (or a step's) is `escalation`: an escalation that arrives
+/// late (from an agent's spool) blocks for the window after it arrived,
+/// as it pages then.
 ///
 /// A step reference (`journey/step`) is looked up by its journey's id.
 async fn last_escalation(
@@ -520,9 +533,7 @@ async fn last_escalation(
                 .to_string()
         })
         .collect();
-    store
-        .last_failure_class_since(&ids, FailureClass::Escalation as i32, since_ms)
-        .await
+    store.last_escalation_received_since(&ids, since_ms).await
 }
 
 /// A JSON answer that no cache keeps (a decision is only true now).
@@ -548,16 +559,21 @@ async fn list(State(st): State<ApiState>) -> Response {
     let now = now_ms();
     let mut gates = Vec::new();
     for gate in &snapshot.catalog.gates {
-        match evaluate(&st.store, &snapshot.catalog, gate, now).await {
+        let evaluated = st
+            .storage
+            .run(
+                "gate list",
+                evaluate(&st.store, &snapshot.catalog, gate, now),
+            )
+            .await;
+        match evaluated {
             Ok(d) => gates.push(d.to_json()),
-            Err(e) => {
-                tracing::error!(gate = %gate.id, error = %e, "gate evaluation failed");
-                gates.push(json!({
-                    "gate": gate.id,
-                    "decision": "unknown",
-                    "error": format!("storage error: {e}"),
-                }));
-            }
+            // Logged by the guard; no internals in the answer.
+            Err(e) => gates.push(json!({
+                "gate": gate.id,
+                "decision": "unknown",
+                "error": e.to_string(),
+            })),
         }
     }
     let mut r = Json(json!({ "generated_at": rfc3339_ms(now), "gates": gates })).into_response();
@@ -589,8 +605,17 @@ async fn post_gate(
     Query(q): Query<HashMap<String, String>>,
     who: Option<Extension<Caller>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let mut r = crate::api::body_refused(&e);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+    };
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -613,39 +638,49 @@ async fn post_gate(
     serve(st, id, q, &headers, caller(who), "POST", payload).await
 }
 
-/// The Flagger fields worth keeping: who is rolling out what, in which phase.
-fn webhook_fields(m: &serde_json::Map<String, Value>) -> Value {
+/// The Flagger fields worth keeping: who is rolling out what, in which
+/// phase; at most [`MAX_WEBHOOK_RECORD`] bytes of JSON whatever was sent.
+pub fn webhook_fields(m: &serde_json::Map<String, Value>) -> Value {
+    let cut = |s: &str| s.chars().take(MAX_WEBHOOK_STRING).collect::<String>();
     let mut out = serde_json::Map::new();
     for k in ["name", "namespace", "phase", "checksum"] {
         if let Some(v) = m.get(k) {
             let v = match v {
-                Value::String(s) if s.len() > 256 => Value::String(s.chars().take(256).collect()),
-                Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => v.clone(),
-                other => Value::String(other.to_string().chars().take(256).collect()),
+                Value::String(s) => Value::String(cut(s)),
+                Value::Number(_) | Value::Bool(_) | Value::Null => v.clone(),
+                other => Value::String(cut(&other.to_string())),
             };
             out.insert(k.into(), v);
         }
     }
     if let Some(meta) = m.get("metadata") {
-        let text = meta.to_string();
-        out.insert(
-            "metadata".into(),
-            if text.len() <= MAX_WEBHOOK_METADATA {
-                meta.clone()
-            } else {
-                json!({ "truncated": true, "bytes": text.len() })
-            },
-        );
+        out.insert("metadata".into(), capped(meta, MAX_WEBHOOK_RECORD / 2));
     }
-    let other: Vec<&String> = m
+    // Names only, cut: a key can be as long as the body.
+    let other: Vec<String> = m
         .keys()
         .filter(|k| !["name", "namespace", "phase", "checksum", "metadata"].contains(&k.as_str()))
         .take(20)
+        .map(|k| cut(k))
         .collect();
     if !other.is_empty() {
         out.insert("other_keys".into(), json!(other));
     }
-    Value::Object(out)
+    capped(&Value::Object(out), MAX_WEBHOOK_RECORD)
+}
+
+/// `v` itself if its JSON is at most `max` bytes, else a marker with the
+/// size and the start of the text.
+fn capped(v: &Value, max: usize) -> Value {
+    let text = v.to_string();
+    if text.len() <= max {
+        return v.clone();
+    }
+    json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "prefix": text.chars().take(TRUNCATED_PREFIX_CHARS).collect::<String>(),
+    })
 }
 
 async fn serve(
@@ -674,9 +709,15 @@ async fn serve(
             json!({ "error": format!("no gate `{id}` in the catalog"), "gates": known }),
         );
     };
+    // Under the storage deadline: with the database gone the pipeline gets
+    // `unknown` in time, not a hung request.
     let evaluated = st
-        .gate_decisions
-        .decide(&st.store, &snapshot.catalog, snapshot.version, gate)
+        .storage
+        .run(
+            "gate",
+            st.gate_decisions
+                .decide(&st.store, &snapshot.catalog, snapshot.version, gate),
+        )
         .await;
     let mut fields = json!({
         "gate": id,
@@ -706,12 +747,13 @@ async fn serve(
             (status, d.to_json())
         }
         Err(e) => {
-            tracing::error!(gate = %id, error = %e, "gate evaluation failed");
+            // The guard logged the details; the answer and the record say
+            // only what kind of failure it was.
             fields["decision"] = json!("unknown");
             fields["error"] = json!(e.to_string());
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "gate": id, "decision": "unknown", "error": format!("storage error: {e}") }),
+                json!({ "gate": id, "decision": "unknown", "error": e.to_string() }),
             )
         }
     };
@@ -722,7 +764,7 @@ async fn serve(
             tracing::error!(gate = %id, error = %e, "cannot record the gate decision; answering unknown");
             return respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "gate": id, "decision": "unknown", "error": format!("{e}: the decision was not recorded") }),
+                json!({ "gate": id, "decision": "unknown", "error": "the decision could not be written to the audit log" }),
             );
         }
     }

@@ -27,18 +27,19 @@ use authpulse_proto::v1::agent_service_server::{AgentService, AgentServiceServer
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_proto::v1::{
     Ack, AgentMessage, Assignment, CoordinatorMessage, FailureClass, Hello, Outcome,
-    ProbeAssignment, ProbeResult, Reject, ResultBatch,
+    ProbeAssignment, ProbeResult, RefusedResult, Reject, RejectKind, ResultBatch,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::CatalogSnapshot;
+use crate::admission::{self, RegionRules, Window, quoted};
 use crate::agent_tls::AgentConnectInfo;
-use crate::fleet::{AgentHealth, FleetConfig, skew_ms};
-use crate::store::{AgentInfo, Store};
+use crate::fleet::{AgentHealth, FleetConfig, skew_at};
+use crate::store::{AgentInfo, Store, now_ms};
 
 /// Largest message accepted from an agent. Larger ones are refused by tonic
 /// with `OUT_OF_RANGE`, ending only that stream.
@@ -47,9 +48,27 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// A connection that doesn't say who it is within this time is dropped.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// HTTP/2 streams one agent connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+
+/// Streams that have not yet said Hello, across all connections; more are
+/// refused at once (each costs a task and a Hello timeout).
+const MAX_PENDING_HELLOS: usize = 1024;
+
 /// Longest accepted agent id; regions follow the catalog's id rule (63).
 const MAX_AGENT_ID_LEN: usize = 128;
 const MAX_REGION_LEN: usize = 63;
+/// Caps on the rest of a Hello (it is recorded, audited and listed).
+const MAX_VERSION_LEN: usize = 64;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY_LEN: usize = 63;
+const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// Audit entries for rejected streams, per reason label and minute; the
+/// rest are counted and reported in the next entry of that label.
+const AUDIT_REJECTS_PER_MINUTE: u32 = 10;
+/// A stream's refused results are audited at most this often, summed.
+const AUDIT_REFUSALS_EVERY_MS: i64 = 60_000;
 
 /// Registers metric descriptions (HELP lines). Call once per service.
 pub fn describe_metrics() {
@@ -68,6 +87,12 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         "authpulse_coordinator_rejected_streams_total",
         "Agent streams ended by the coordinator for a protocol or authorization violation"
+    );
+    metrics::describe_counter!(
+        "authpulse_coordinator_results_refused_total",
+        "Probe results refused at ingest (never stored), by `code`: unassigned_probe, \
+         unknown_step, too_many_steps, future_timestamp, expired_timestamp, \
+         duration_out_of_range, unknown_enum, inconsistent_outcome, oversized_string"
     );
     metrics::describe_counter!(
         "authpulse_probe_results_total",
@@ -162,16 +187,6 @@ fn valid_name(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// Peer-supplied text quoted in reasons and logs: bounded and escaped.
-fn quoted(s: &str) -> String {
-    let cut: String = s.chars().take(80).collect();
-    if cut.len() < s.len() {
-        format!("{cut:?}…")
-    } else {
-        format!("{cut:?}")
-    }
-}
-
 /// How a stream ends.
 enum End {
     /// The agent closed the stream or the connection broke: nothing to send.
@@ -227,9 +242,94 @@ struct Inner {
     escalations: Option<mpsc::UnboundedSender<BTreeSet<String>>>,
     /// Agent registrations and rejected streams are recorded here.
     audit: crate::audit::AuditLog,
+    /// Results started longer ago are refused (they would be pruned at once).
+    raw_retention: Duration,
+    /// The catalog versions results may come from.
+    history: Mutex<CatalogHistory>,
+    /// Streams waiting for their Hello.
+    pending_hellos: Arc<Semaphore>,
+    /// Rate limit of `agent_rejected` audit entries.
+    reject_audit: Mutex<RejectAudit>,
+}
+
+/// The running catalog and the one before it: results in flight during a
+/// reload were run under the previous version and still count.
+#[derive(Default)]
+struct CatalogHistory {
+    current: Option<Arc<CatalogSnapshot>>,
+    previous: Option<Arc<CatalogSnapshot>>,
+}
+
+impl CatalogHistory {
+    /// Notes `now` as the running snapshot; returns (current, previous).
+    fn observe(
+        &mut self,
+        now: Arc<CatalogSnapshot>,
+    ) -> (Arc<CatalogSnapshot>, Option<Arc<CatalogSnapshot>>) {
+        match &self.current {
+            Some(c) if c.version == now.version => {}
+            Some(_) => self.previous = self.current.replace(now.clone()),
+            None => self.current = Some(now.clone()),
+        }
+        (now, self.previous.clone())
+    }
+}
+
+/// Per reason label: (minute, entries written in it, suppressed since).
+#[derive(Default)]
+struct RejectAudit {
+    by_label: HashMap<&'static str, (i64, u32, u64)>,
+}
+
+impl RejectAudit {
+    /// `Some(suppressed)` when an entry may be written now.
+    fn admit(&mut self, label: &'static str, now_ms: i64) -> Option<u64> {
+        let minute = now_ms.div_euclid(60_000);
+        let e = self.by_label.entry(label).or_insert((minute, 0, 0));
+        if e.0 != minute {
+            *e = (minute, 0, e.2);
+        }
+        if e.1 >= AUDIT_REJECTS_PER_MINUTE {
+            e.2 += 1;
+            return None;
+        }
+        e.1 += 1;
+        Some(std::mem::take(&mut e.2))
+    }
 }
 
 impl Inner {
+    /// Admission rules for `region` from the running catalog and the one
+    /// before it, reusing `cached` while the versions are unchanged.
+    fn rules(&self, region: &str, cached: &mut Vec<Arc<RegionRules>>) {
+        let snapshot = self.catalog.borrow().clone();
+        let (current, previous) = self
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(snapshot);
+        let wanted: Vec<u64> = std::iter::once(current.version)
+            .chain(previous.as_ref().map(|p| p.version))
+            .collect();
+        let have: Vec<u64> = cached.iter().map(|r| r.version).collect();
+        if have == wanted {
+            return;
+        }
+        let build = |s: &CatalogSnapshot| {
+            // Reuse what was built for a version still wanted.
+            cached
+                .iter()
+                .find(|r| r.version == s.version)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(RegionRules::new(&s.catalog, s.version, region)))
+        };
+        let mut next = vec![build(&current)];
+        if let Some(p) = &previous {
+            next.push(build(p));
+        }
+        *cached = next;
+    }
+
     /// Makes `session` the agent's current one, cancelling the previous.
     fn register(
         &self,
@@ -319,6 +419,10 @@ impl IngestService {
                 tasks: TaskTracker::new(),
                 escalations: None,
                 audit: crate::audit::AuditLog::default(),
+                raw_retention: Duration::from_secs(7 * 86_400),
+                history: Mutex::new(CatalogHistory::default()),
+                pending_hellos: Arc::new(Semaphore::new(MAX_PENDING_HELLOS)),
+                reject_audit: Mutex::new(RejectAudit::default()),
             }),
         }
     }
@@ -339,6 +443,16 @@ impl IngestService {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.audit = audit,
             None => tracing::error!("audit log set after the service was shared; ignored"),
+        }
+        self
+    }
+
+    /// Results started before `now - retention` are refused; call before
+    /// the service is cloned or served.
+    pub fn with_raw_retention(mut self, retention: Duration) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.raw_retention = retention,
+            None => tracing::error!("raw retention set after the service was shared; ignored"),
         }
         self
     }
@@ -410,7 +524,21 @@ struct Session {
     /// The highest seq stored when the stream started: results above it
     /// that the ack tracker hasn't seen are certainly new.
     stored_floor: u64,
+    /// The highest seq stored or sent on this stream: an agent's
+    /// `low_watermark` can't settle anything above it.
+    highest_seen: u64,
+    /// Admission rules of the catalog versions results may come from.
+    rules: Vec<Arc<RegionRules>>,
+    refusals: RefusalAudit,
     tx: Outbox,
+}
+
+/// Refused results waiting to be summed into the next audit entry.
+#[derive(Default)]
+struct RefusalAudit {
+    last_ms: i64,
+    by_code: BTreeMap<&'static str, u64>,
+    example: Option<String>,
 }
 
 async fn run_session(
@@ -421,11 +549,30 @@ async fn run_session(
     identity: Option<AgentIdentity>,
 ) {
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-    let end = match first_hello(&inner, &mut incoming).await {
+    let hello = match inner.pending_hellos.clone().try_acquire_owned() {
+        // Held only until the Hello is in.
+        Ok(_waiting) => first_hello(&inner, &mut incoming).await,
+        Err(_) => Err(End::reject(
+            "too_many_streams",
+            Code::ResourceExhausted,
+            format!("{MAX_PENDING_HELLOS} streams are already waiting for their Hello"),
+        )),
+    };
+    let end = match hello {
         Err(end) => end,
-        Ok(hello) => match certificate_mismatch(identity.as_ref(), &hello) {
+        Ok((hello, received_ms)) => match certificate_mismatch(identity.as_ref(), &hello) {
             Some(end) => end,
-            None => serve(inner.clone(), hello, &mut incoming, tx.clone(), &peer).await,
+            None => {
+                serve(
+                    inner.clone(),
+                    hello,
+                    received_ms,
+                    &mut incoming,
+                    tx.clone(),
+                    &peer,
+                )
+                .await
+            }
         },
     };
     match end {
@@ -436,21 +583,32 @@ async fn run_session(
             code,
         } => {
             tracing::warn!(peer, reason, label, "rejected agent stream");
-            inner.audit.append(
-                "agent_rejected",
-                serde_json::json!({
-                    "peer": peer,
-                    "reason": reason,
-                    "label": label,
-                    "certificate": identity.as_ref().map(|i| format!("{}/{}", i.region, i.agent_id)),
-                }),
-            );
+            let audit = inner
+                .reject_audit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(label, now_ms());
+            // Rate-limited: a peer opening streams in a loop must not grow
+            // the audit log without bound; the metric counts every one.
+            if let Some(suppressed) = audit {
+                inner.audit.append(
+                    "agent_rejected",
+                    serde_json::json!({
+                        "peer": peer,
+                        "reason": reason,
+                        "label": label,
+                        "certificate": identity.as_ref().map(|i| format!("{}/{}", i.region, i.agent_id)),
+                        "suppressed_before": suppressed,
+                    }),
+                );
+            }
             metrics::counter!("authpulse_coordinator_rejected_streams_total", "reason" => label)
                 .increment(1);
             let _ = send(
                 &tx,
                 CoordMsg::Reject(Reject {
                     reason: reason.clone(),
+                    kind: reject_kind(label) as i32,
                 }),
             )
             .await;
@@ -459,6 +617,15 @@ async fn run_session(
         End::Status(status) => {
             let _ = tx.send(Err(status)).await;
         }
+    }
+}
+
+/// Whether reconnecting can help: limits and timeouts pass, while a refused
+/// identity, numbering or protocol use will be refused again the same way.
+fn reject_kind(label: &str) -> RejectKind {
+    match label {
+        "too_many_agents" | "no_hello" | "too_many_streams" => RejectKind::Transient,
+        _ => RejectKind::Permanent,
     }
 }
 
@@ -479,7 +646,10 @@ fn certificate_mismatch(identity: Option<&AgentIdentity>, hello: &Hello) -> Opti
 }
 
 /// Waits for the first message, which must be a valid hello.
-async fn first_hello(inner: &Inner, incoming: &mut Streaming<AgentMessage>) -> Result<Hello, End> {
+async fn first_hello(
+    inner: &Inner,
+    incoming: &mut Streaming<AgentMessage>,
+) -> Result<(Hello, i64), End> {
     let first = tokio::select! {
         _ = inner.shutdown.cancelled() => return Err(End::Status(Status::unavailable("coordinator shutting down"))),
         r = tokio::time::timeout(HELLO_TIMEOUT, incoming.message()) => r,
@@ -492,13 +662,14 @@ async fn first_hello(inner: &Inner, incoming: &mut Streaming<AgentMessage>) -> R
                 format!("no Hello within {}s", HELLO_TIMEOUT.as_secs()),
             ));
         }
-        Ok(Ok(Some(m))) => m,
+        Ok(Ok(Some(m))) => (m, now_ms()),
         Ok(Ok(None)) => return Err(End::Closed),
         Ok(Err(status)) => {
             tracing::warn!(error = %status, "agent stream failed before hello");
             return Err(End::Status(status));
         }
     };
+    let (msg, received_ms) = msg;
     let hello = match msg.msg {
         Some(AgentMsg::Hello(h)) => h,
         other => {
@@ -534,7 +705,47 @@ async fn first_hello(inner: &Inner, incoming: &mut Streaming<AgentMessage>) -> R
             ),
         ));
     }
-    Ok(hello)
+    if let Some(why) = hello_fields_invalid(&hello) {
+        return Err(End::reject("invalid_hello", Code::InvalidArgument, why));
+    }
+    Ok((hello, received_ms))
+}
+
+/// What is wrong with a Hello's version or labels, if anything: they are
+/// stored, audited and listed, so they are bounded like everything else.
+fn hello_fields_invalid(hello: &Hello) -> Option<String> {
+    if hello.version.len() > MAX_VERSION_LEN || hello.version.chars().any(char::is_control) {
+        return Some(format!(
+            "invalid version {}: at most {MAX_VERSION_LEN} bytes, no control characters",
+            quoted(&hello.version)
+        ));
+    }
+    if hello.labels.len() > MAX_LABELS {
+        return Some(format!(
+            "{} labels (at most {MAX_LABELS})",
+            hello.labels.len()
+        ));
+    }
+    for (k, v) in &hello.labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY_LEN
+            && k.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+            });
+        if !key_ok {
+            return Some(format!(
+                "invalid label key {}: 1-{MAX_LABEL_KEY_LEN} characters of [a-z0-9_.-]",
+                quoted(k)
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE_LEN || v.chars().any(char::is_control) {
+            return Some(format!(
+                "label {k}: value {} over {MAX_LABEL_VALUE_LEN} bytes or with control characters",
+                quoted(v)
+            ));
+        }
+    }
+    None
 }
 
 fn storage_failed(what: &str, e: impl std::fmt::Display) -> End {
@@ -548,6 +759,7 @@ fn storage_failed(what: &str, e: impl std::fmt::Display) -> End {
 async fn serve(
     inner: Arc<Inner>,
     hello: Hello,
+    received_ms: i64,
     incoming: &mut Streaming<AgentMessage>,
     tx: Outbox,
     peer: &str,
@@ -575,6 +787,9 @@ async fn serve(
         token,
         acks: AckTracker::default(),
         stored_floor: 0,
+        highest_seen: 0,
+        rules: Vec::new(),
+        refusals: RefusalAudit::default(),
         tx,
     };
     inner.audit.append(
@@ -591,7 +806,7 @@ async fn serve(
         agent_id = %hello.agent_id, region = %hello.region, version = %hello.version, peer, session = id,
         "agent connected"
     );
-    let end = session.run(hello, incoming).await;
+    let end = session.run(hello, received_ms, incoming).await;
     // Still the agent's current stream: it is now disconnected. (A newer
     // stream is waiting on our lock and marks it connected after us.)
     if inner.is_current(&session.agent_id, id)
@@ -639,11 +854,16 @@ fn ended_by_token(inner: &Inner, agent_id: &str) -> End {
 }
 
 impl Session {
-    async fn run(&mut self, hello: Hello, incoming: &mut Streaming<AgentMessage>) -> End {
+    async fn run(
+        &mut self,
+        hello: Hello,
+        received_ms: i64,
+        incoming: &mut Streaming<AgentMessage>,
+    ) -> End {
         // Our own receiver: `start` marks the snapshot it sends as seen, so
         // only later catalog changes are pushed, and none is missed between.
         let mut catalog = self.inner.catalog.clone();
-        if let Err(end) = self.start(hello, &mut catalog).await {
+        if let Err(end) = self.start(hello, received_ms, &mut catalog).await {
             return end;
         }
         let mut catalog_open = true;
@@ -662,6 +882,7 @@ impl Session {
                     }
                 }
                 msg = incoming.message() => {
+                    let received_ms = now_ms();
                     let msg = match msg {
                         Ok(Some(m)) => m,
                         Ok(None) => return End::Closed,
@@ -672,7 +893,7 @@ impl Session {
                             return End::Status(status);
                         }
                     };
-                    if let Err(end) = self.handle(msg).await {
+                    if let Err(end) = self.handle(msg, received_ms).await {
                         return end;
                     }
                 }
@@ -684,10 +905,11 @@ impl Session {
     async fn start(
         &mut self,
         hello: Hello,
+        received_ms: i64,
         catalog: &mut watch::Receiver<Arc<CatalogSnapshot>>,
     ) -> Result<(), End> {
         let health = AgentHealth {
-            clock_skew_ms: skew_ms(hello.sent_unix_ms),
+            clock_skew_ms: skew_at(hello.sent_unix_ms, received_ms),
             spool_depth: hello.spool_depth,
             ..AgentHealth::default()
         };
@@ -713,6 +935,7 @@ impl Session {
             .map_err(|e| storage_failed("reading the highest seq", e))?;
         self.acks = AckTracker::new(acked);
         self.stored_floor = highest;
+        self.highest_seen = highest.max(acked);
         // The ack first: an agent that has no numbering of its own (or a
         // stale one) continues after the highest stored seq.
         send(
@@ -720,6 +943,7 @@ impl Session {
             CoordMsg::Ack(Ack {
                 acked_seq: self.acks.acked(),
                 highest_stored_seq: highest.max(acked),
+                ..Default::default()
             }),
         )
         .await?;
@@ -750,12 +974,12 @@ impl Session {
         }
     }
 
-    async fn handle(&mut self, msg: AgentMessage) -> Result<(), End> {
+    async fn handle(&mut self, msg: AgentMessage, received_ms: i64) -> Result<(), End> {
         match msg.msg {
             Some(AgentMsg::Results(batch)) => self.batch(batch).await,
             Some(AgentMsg::Heartbeat(hb)) => {
                 self.record_health(&AgentHealth {
-                    clock_skew_ms: skew_ms(hb.sent_unix_ms),
+                    clock_skew_ms: skew_at(hb.sent_unix_ms, received_ms),
                     spool_depth: hb.unacked,
                     spool_bytes: hb.spool_bytes,
                     dropped_total: hb.dropped_total,
@@ -824,36 +1048,40 @@ impl Session {
                 ));
             }
         }
-        let store = &self.inner.store;
         metrics::counter!("authpulse_coordinator_batches_total").increment(1);
-        if batch.results.is_empty() {
-            let before = self.acks.acked();
-            let acked = self.acks.stored(std::iter::empty(), batch.low_watermark);
-            let written = if acked != before {
-                store.set_acked_seq(&self.agent_id, acked).await
-            } else {
-                store.touch_agent(&self.agent_id).await
-            };
-            written.map_err(|e| storage_failed("recording the ack", e))?;
+        if let Some(top) = batch.results.iter().map(|r| r.seq).max() {
+            self.highest_seen = self.highest_seen.max(top);
+        }
+        // A watermark can only settle what this agent actually sent.
+        let low_watermark = batch.low_watermark.min(self.highest_seen.saturating_add(1));
+        let all_seqs: Vec<u64> = batch.results.iter().map(|r| r.seq).collect();
+        let (results, refused) = self.admit(batch.results);
+        // Refused results are settled too: the agent must not resend them.
+        let acked = self.acks.stored(all_seqs, low_watermark);
+        let store = &self.inner.store;
+        if results.is_empty() {
+            store
+                .set_acked_seq(&self.agent_id, acked)
+                .await
+                .map_err(|e| storage_failed("recording the ack", e))?;
             return send(
                 &self.tx,
                 CoordMsg::Ack(Ack {
                     acked_seq: acked,
+                    refused,
                     ..Default::default()
                 }),
             )
             .await;
         }
-        let fresh = self.fresh(&batch.results).await?;
-        // The ack this batch earns, recorded in the batch's own transaction
-        // (one commit per batch); sent only after that commit. If the commit
-        // fails the stream ends, and this session's tracker with it.
-        let acked = self
-            .acks
-            .stored(batch.results.iter().map(|r| r.seq), batch.low_watermark);
+        let fresh = self.fresh(&results).await?;
+        // The ack this batch earns is recorded in the batch's own
+        // transaction (one commit per batch) and sent only after that
+        // commit. If the commit fails the stream ends, and this session's
+        // tracker with it.
         let started = Instant::now();
         let stats = store
-            .insert_batch_acked(&self.agent_id, &batch.results, Some(acked))
+            .insert_batch_acked(&self.agent_id, &results, Some(acked))
             .await
             .map_err(|e| storage_failed("storing results", e))?;
         metrics::histogram!("authpulse_coordinator_ingest_commit_seconds")
@@ -870,15 +1098,74 @@ impl Session {
             tracing::warn!(agent_id = %self.agent_id, inserted = stats.inserted, counted = fresh.len(),
                 "newly stored results miscounted for the per-probe metrics");
         }
-        self.after_commit(&batch.results, &fresh);
+        self.after_commit(&results, &fresh);
         send(
             &self.tx,
             CoordMsg::Ack(Ack {
                 acked_seq: acked,
+                refused,
                 ..Default::default()
             }),
         )
         .await
+    }
+
+    /// Splits a batch into the results to store and the refused ones
+    /// (admission), counting and auditing the refusals.
+    fn admit(&mut self, results: Vec<ProbeResult>) -> (Vec<ProbeResult>, Vec<RefusedResult>) {
+        self.inner.rules(&self.region, &mut self.rules);
+        let window = Window {
+            now_ms: now_ms(),
+            max_age: self.inner.raw_retention,
+            max_future: self.inner.fleet.max_result_skew,
+        };
+        let mut ok = Vec::with_capacity(results.len());
+        let mut refused = Vec::new();
+        for r in results {
+            match admission::admit(&r, &self.rules, window) {
+                Ok(()) => ok.push(r),
+                Err(why) => {
+                    metrics::counter!("authpulse_coordinator_results_refused_total", "code" => why.code)
+                        .increment(1);
+                    *self.refusals.by_code.entry(why.code).or_default() += 1;
+                    if self.refusals.example.is_none() {
+                        self.refusals.example = Some(format!("seq {}: {}", r.seq, why.reason));
+                    }
+                    refused.push(RefusedResult {
+                        seq: r.seq,
+                        probe_id: r.probe_id.chars().take(128).collect(),
+                        code: why.code.to_string(),
+                        reason: why.reason,
+                    });
+                }
+            }
+        }
+        if !refused.is_empty() {
+            self.audit_refusals(window.now_ms);
+        }
+        (ok, refused)
+    }
+
+    /// At most one audit entry per stream and minute, summing what was
+    /// refused since the last one (the metric counts each at once).
+    fn audit_refusals(&mut self, now: i64) {
+        let due = now.saturating_sub(self.refusals.last_ms) >= AUDIT_REFUSALS_EVERY_MS;
+        if !due || self.refusals.by_code.is_empty() {
+            return;
+        }
+        let by_code = std::mem::take(&mut self.refusals.by_code);
+        let example = self.refusals.example.take();
+        self.refusals.last_ms = now;
+        tracing::warn!(agent_id = %self.agent_id, ?by_code, example, "refused results from agent");
+        self.inner.audit.append(
+            "results_refused",
+            serde_json::json!({
+                "agent_id": self.agent_id,
+                "region": self.region,
+                "by_code": by_code,
+                "example": example,
+            }),
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 //! together from a [`CoordinatorConfig`] and returns a [`Running`] handle;
 //! the `authpulse-coordinator` binary and the CLI's standalone mode are thin
 //! shells around it.
+pub mod admission;
 pub mod agent_tls;
 pub mod alerting;
 pub mod api;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod dashboard;
 pub mod fleet;
 pub mod gates;
+pub mod http_server;
 pub mod ingest;
 pub mod latency_sketch;
 pub mod leadership;
@@ -85,15 +87,93 @@ pub struct Running {
     sessions: TaskTracker,
 }
 
+/// Where agents reach the gRPC service.
+enum GrpcDoor {
+    /// `grpc_listen`, with mTLS when `tls` is set.
+    Listen,
+    /// Only connections handed over in this process (standalone).
+    InProcess(tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>),
+}
+
+/// How the gRPC server gets its connections.
+enum GrpcIncoming {
+    Tcp(TcpListener, Option<agent_tls::AgentTlsAcceptor>),
+    InProcess(tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>),
+}
+
+/// One in-process agent connection, as the gRPC server sees it.
+struct InProcessStream(tokio::io::DuplexStream);
+
+impl tonic::transport::server::Connected for InProcessStream {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for InProcessStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for InProcessStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// Loads the catalog, opens the store, binds both listeners and starts
 /// serving. Fails with the full list of catalog errors if the catalog is
 /// invalid, or if a port can't be bound.
 pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
+    start_with(config, GrpcDoor::Listen).await
+}
+
+/// Like [`start`], but opens no gRPC port: agents reach the service only
+/// through the returned sender, each `DuplexStream` sent being one
+/// connection (`authpulse_agent::in_process` makes them). For `authpulse
+/// standalone`, whose agent runs in this process: no other process can reach
+/// the agent service, so it needs neither TLS nor trust in the network.
+/// `grpc_listen`, `tls` and `insecure` are ignored; [`Running::grpc_addr`]
+/// is `0.0.0.0:0`.
+pub async fn start_in_process(
+    mut config: CoordinatorConfig,
+) -> anyhow::Result<(Running, tokio::sync::mpsc::Sender<tokio::io::DuplexStream>)> {
+    // They describe a port that won't exist (`insecure` only satisfies the
+    // configuration check's "tls or insecure" rule).
+    config.tls = None;
+    config.insecure = true;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let running = start_with(config, GrpcDoor::InProcess(rx)).await?;
+    Ok((running, tx))
+}
+
+async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result<Running> {
     config.check()?;
     // mTLS material is loaded before anything else starts, so a bad file is
     // a startup error naming it.
     let agent_tls = match &config.tls {
         Some(tls) => Some(agent_tls::AgentTlsAcceptor::from_config(tls)?),
+        None if matches!(door, GrpcDoor::InProcess(_)) => None,
         None => {
             tracing::warn!(
                 grpc_listen = %config.grpc_listen,
@@ -112,7 +192,8 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
             config.http_listen,
             config.api.insecure_open,
         )
-        .context("HTTP API access")?,
+        .context("HTTP API access")?
+        .with_allowed_hosts(&config.http.allowed_hosts),
     );
 
     // Before reading: a change from here on must trigger a reload.
@@ -137,6 +218,10 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     // The recorder first: gauges set before it exists are lost.
     let metrics = metrics_handle();
     let database = config.database()?;
+    // Only the coordinator reads its data (results, audit log): 0700.
+    // (Not `.` or `/`: a directory that is clearly not ours alone.)
+    audit::private_dir(&config.data_dir, config.data_dir.file_name().is_some())
+        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
     let store = Store::connect(&database)
         .await
         .with_context(|| format!("cannot open the database {}", database.describe()))?;
@@ -167,13 +252,24 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let leader = leadership::start(store.clone(), shutdown.clone());
 
-    let grpc_listener = TcpListener::bind(config.grpc_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (grpc_listen)", config.grpc_listen))?;
+    let (grpc_incoming, grpc_addr) = match door {
+        GrpcDoor::Listen => {
+            let listener = TcpListener::bind(config.grpc_listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {} (grpc_listen)", config.grpc_listen)
+                })?;
+            let addr = listener.local_addr()?;
+            (GrpcIncoming::Tcp(listener, agent_tls), addr)
+        }
+        GrpcDoor::InProcess(rx) => (
+            GrpcIncoming::InProcess(rx),
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+        ),
+    };
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http_listen)", config.http_listen))?;
-    let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
     // Ingest tells the alerter about escalation results right after commit,
@@ -183,10 +279,16 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         .audit_log
         .clone()
         .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
-    let audit = audit::AuditLog::open(&audit_path)
+    let audit_dir = audit_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let audit_key = audit::configured_key(&config.audit, &[&config.data_dir, audit_dir])?;
+    let audit = audit::AuditLog::open_with(&audit_path, audit_key)
         .with_context(|| format!("audit log {}", audit_path.display()))?;
     let ingest = ingest::IngestService::new(store.clone(), catalog_rx.clone(), shutdown.clone())
         .with_fleet(config.fleet.clone())
+        .with_raw_retention(config.raw_retention)
         .with_escalations(escalation_tx)
         .with_audit(audit.clone());
     let sessions = ingest.tasks();
@@ -199,24 +301,37 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
             // disconnected and their slot frees up.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // An agent needs one stream; a few more cover a reconnect racing
+            // the old stream. More on one connection is abuse (each stream
+            // is a session task waiting for a Hello).
+            .max_concurrent_streams(ingest::MAX_STREAMS_PER_CONNECTION)
+            .http2_max_pending_accept_reset_streams(Some(16))
             .tcp_nodelay(true)
             .add_service(ingest.into_server());
-        let served = match agent_tls {
+        let served = match grpc_incoming {
             // TLS accepted here (agent_tls), so refusals are logged with reasons.
-            Some(acceptor) => {
+            GrpcIncoming::Tcp(listener, Some(acceptor)) => {
                 server
                     .serve_with_incoming_shutdown(
-                        agent_tls::incoming(grpc_listener, acceptor, stop.clone()),
+                        agent_tls::incoming(listener, acceptor, stop.clone()),
                         stop.clone().cancelled_owned(),
                     )
                     .await
             }
-            None => {
+            GrpcIncoming::Tcp(listener, None) => {
                 server
                     .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(grpc_listener),
+                        TcpListenerStream::new(listener),
                         stop.clone().cancelled_owned(),
                     )
+                    .await
+            }
+            GrpcIncoming::InProcess(rx) => {
+                use tokio_stream::StreamExt as _;
+                let connections = tokio_stream::wrappers::ReceiverStream::new(rx)
+                    .map(|s| Ok::<_, std::io::Error>(InProcessStream(s)));
+                server
+                    .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned())
                     .await
             }
         };
@@ -244,16 +359,13 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
         audit: audit.clone(),
         access: access.clone(),
         reloader: (!config.catalog.is_empty()).then(|| reloader.clone()),
+        storage: Arc::new(http_server::StorageGuard::new(config.http.storage_timeout)),
     });
     let stop = shutdown.clone();
+    let http_config = config.http.clone();
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(http_listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed; stopping");
-            stop.cancel();
-        }
+        // Header-read timeout and connection cap: see `http_server`.
+        http_server::serve(http_listener, router, &http_config, stop).await;
     }));
 
     let generator_url = format!(
@@ -458,7 +570,8 @@ async fn prune(store: Store, retention: Duration, stop: CancellationToken) {
 }
 
 impl Running {
-    /// The bound gRPC address (the real port when the config said 0).
+    /// The bound gRPC address (the real port when the config said 0;
+    /// `0.0.0.0:0` after [`start_in_process`], which binds none).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
     }

@@ -22,10 +22,48 @@ const DAY: i64 = 24 * 60;
 /// (probe, threshold µs, region): the key of [`MinuteSums`].
 pub type SeriesKey = (String, u64, String);
 
+/// Slots per chunk of the minute ring. Chunks are allocated on first use,
+/// so a series that saw a few minutes costs a chunk or two (~1.4 KB each),
+/// not the whole ring (~108 KB): series come and go with the catalog and
+/// with what agents report.
+const CHUNK: usize = 60;
+const CHUNKS: usize = MINUTE_SLOTS as usize / CHUNK;
+const _: () = assert!(CHUNKS * CHUNK == MINUTE_SLOTS as usize);
+
+/// (minute, good, total); `i64::MIN` marks a slot never written.
+type Slot = (i64, u64, u64);
+const EMPTY: Slot = (i64::MIN, 0, 0);
+
+/// The ring by `minute % MINUTE_SLOTS`, allocated a chunk at a time.
+#[derive(Default)]
+struct MinuteRing {
+    chunks: Vec<Option<Box<[Slot; CHUNK]>>>,
+}
+
+impl MinuteRing {
+    fn index(minute: i64) -> (usize, usize) {
+        let i = minute.rem_euclid(MINUTE_SLOTS) as usize;
+        (i / CHUNK, i % CHUNK)
+    }
+
+    fn get(&self, minute: i64) -> Option<&Slot> {
+        let (c, o) = Self::index(minute);
+        self.chunks.get(c)?.as_ref().map(|chunk| &chunk[o])
+    }
+
+    fn get_mut(&mut self, minute: i64) -> &mut Slot {
+        let (c, o) = Self::index(minute);
+        if self.chunks.is_empty() {
+            self.chunks.resize_with(CHUNKS, || None);
+        }
+        &mut self.chunks[c].get_or_insert_with(|| Box::new([EMPTY; CHUNK]))[o]
+    }
+}
+
 #[derive(Default)]
 struct Series {
     /// Ring by `minute % MINUTE_SLOTS`: (minute, good, total).
-    minutes: Vec<(i64, u64, u64)>,
+    minutes: MinuteRing,
     /// Hour index (minute / 60) → sums.
     hours: HashMap<i64, (u64, u64)>,
     /// UTC day index (minute / 1440) → sums.
@@ -34,10 +72,7 @@ struct Series {
 
 impl Series {
     fn add(&mut self, minute: i64, good: u64, total: u64) {
-        if self.minutes.is_empty() {
-            self.minutes = vec![(i64::MIN, 0, 0); MINUTE_SLOTS as usize];
-        }
-        let slot = &mut self.minutes[minute.rem_euclid(MINUTE_SLOTS) as usize];
+        let slot = self.minutes.get_mut(minute);
         if slot.0 == minute {
             slot.1 += good;
             slot.2 += total;
@@ -61,8 +96,7 @@ impl Series {
         if (old_good, old_total) == (good, total) {
             return;
         }
-        let slot = &mut self.minutes[minute.rem_euclid(MINUTE_SLOTS) as usize];
-        *slot = (minute, good, total);
+        *self.minutes.get_mut(minute) = (minute, good, total);
         let shift = |v: &mut (u64, u64)| {
             v.0 = (v.0 + good).saturating_sub(old_good);
             v.1 = (v.1 + total).saturating_sub(old_total);
@@ -72,7 +106,7 @@ impl Series {
     }
 
     fn minute(&self, m: i64) -> Option<(u64, u64)> {
-        let slot = self.minutes.get(m.rem_euclid(MINUTE_SLOTS) as usize)?;
+        let slot = self.minutes.get(m)?;
         (slot.0 == m).then_some((slot.1, slot.2))
     }
 
@@ -168,9 +202,6 @@ impl Rollup {
             .series
             .entry((probe.to_string(), threshold_us, region.to_string()))
             .or_default();
-        if series.minutes.is_empty() {
-            series.minutes = vec![(i64::MIN, 0, 0); MINUTE_SLOTS as usize];
-        }
         series.set(minute, good, total);
         true
     }
@@ -248,6 +279,22 @@ impl std::fmt::Debug for Rollup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ring_is_allocated_a_chunk_at_a_time() {
+        let mut s = Series::default();
+        assert!(s.minutes.chunks.is_empty());
+        s.add(100, 1, 2);
+        s.add(101, 0, 1);
+        let allocated = s.minutes.chunks.iter().filter(|c| c.is_some()).count();
+        assert_eq!(allocated, 1);
+        assert_eq!(s.minute(100), Some((1, 2)));
+        assert_eq!(s.minute(102), None);
+        // A minute one ring later reuses the slot.
+        s.add(100 + MINUTE_SLOTS, 1, 1);
+        assert_eq!(s.minute(100), None);
+        assert_eq!(s.minute(100 + MINUTE_SLOTS), Some((1, 1)));
+    }
 
     /// Brute force over a dense random history: every start minute, old or
     /// recent, on or off an hour boundary, sums to the same as the rows.

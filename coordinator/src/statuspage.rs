@@ -711,22 +711,20 @@ pub fn routes() -> Router<ApiState> {
         .route("/badge/{file}", get(badge))
 }
 
-/// A failed store read: logged, answered with 500 JSON.
-struct Failed(StoreError);
+/// A failed store call: the details are logged by the storage guard; the
+/// public answer is 500 `{"error": "storage unavailable"}` (or `storage
+/// error`), nothing about the database.
+struct Failed(crate::http_server::StorageError);
 
-impl From<StoreError> for Failed {
-    fn from(e: StoreError) -> Self {
+impl From<crate::http_server::StorageError> for Failed {
+    fn from(e: crate::http_server::StorageError) -> Self {
         Failed(e)
     }
 }
 
 impl IntoResponse for Failed {
     fn into_response(self) -> Response {
-        tracing::error!(error = %self.0, "status page request failed");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("storage error: {}", self.0),
-        )
+        error(StatusCode::INTERNAL_SERVER_ERROR, &self.0.to_string())
     }
 }
 
@@ -765,8 +763,9 @@ pub fn base_url(headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-/// Evaluates the SLOs and syncs the page.
-async fn current(st: &ApiState) -> Result<(PageState, std::sync::Arc<Catalog>), Failed> {
+/// Evaluates the SLOs and syncs the page. Callers run it inside the
+/// storage guard with the rest of their store work.
+async fn current(st: &ApiState) -> Result<(PageState, std::sync::Arc<Catalog>), StoreError> {
     let catalog = st.catalog.borrow().catalog.clone();
     let now = now_ms();
     let statuses = slo::evaluate(&st.store, &catalog, now).await?;
@@ -882,11 +881,41 @@ fn incidents_json(incidents: &[Incident], page: &PageState, base: &str) -> Vec<V
         .collect()
 }
 
+/// The page and the open incidents (newest first), under the storage guard.
+async fn page_and_open(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
+    Ok(st
+        .storage
+        .run("status page", async {
+            let (page, _) = current(st).await?;
+            let mut open = st.store.open_incidents().await?;
+            open.reverse();
+            Ok((page, open))
+        })
+        .await?)
+}
+
+/// The page and the recent incidents, under the storage guard.
+async fn page_and_recent(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
+    Ok(st
+        .storage
+        .run("status page", async {
+            let (page, _) = current(st).await?;
+            Ok((page, st.store.recent_incidents(INCIDENT_LIMIT).await?))
+        })
+        .await?)
+}
+
+/// The page alone, under the storage guard.
+async fn page_only(st: &ApiState) -> Result<PageState, Failed> {
+    Ok(st
+        .storage
+        .run("status page", async { Ok(current(st).await?.0) })
+        .await?)
+}
+
 async fn summary(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, Failed> {
-    let (page, _) = current(&st).await?;
+    let (page, open) = page_and_open(&st).await?;
     let base = base_url(&headers);
-    let mut open = st.store.open_incidents().await?;
-    open.reverse();
     Ok(public_json(json!({
         "page": page_json(&page, &base),
         "components": components_json(&page),
@@ -897,7 +926,7 @@ async fn summary(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respo
 }
 
 async fn status(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, Failed> {
-    let (page, _) = current(&st).await?;
+    let page = page_only(&st).await?;
     Ok(public_json(json!({
         "page": page_json(&page, &base_url(&headers)),
         "status": status_json(&page),
@@ -905,7 +934,7 @@ async fn status(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
 }
 
 async fn components(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, Failed> {
-    let (page, _) = current(&st).await?;
+    let page = page_only(&st).await?;
     Ok(public_json(json!({
         "page": page_json(&page, &base_url(&headers)),
         "components": components_json(&page),
@@ -913,9 +942,8 @@ async fn components(State(st): State<ApiState>, headers: HeaderMap) -> Result<Re
 }
 
 async fn incidents(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, Failed> {
-    let (page, _) = current(&st).await?;
+    let (page, recent) = page_and_recent(&st).await?;
     let base = base_url(&headers);
-    let recent = st.store.recent_incidents(INCIDENT_LIMIT).await?;
     Ok(public_json(json!({
         "page": page_json(&page, &base),
         "incidents": incidents_json(&recent, &page, &base),
@@ -932,17 +960,22 @@ async fn incident_file(
     let Some(name) = file.strip_suffix(".json") else {
         return Ok(error(StatusCode::NOT_FOUND, "not found"));
     };
-    let (page, _) = current(&st).await?;
     let base = base_url(&headers);
     if name == "unresolved" {
-        let mut open = st.store.open_incidents().await?;
-        open.reverse();
+        let (page, open) = page_and_open(&st).await?;
         return Ok(public_json(json!({
             "page": page_json(&page, &base),
             "incidents": incidents_json(&open, &page, &base),
         })));
     }
-    match st.store.incident(name).await? {
+    let (page, incident) = st
+        .storage
+        .run("status page", async {
+            let (page, _) = current(&st).await?;
+            Ok((page, st.store.incident(name).await?))
+        })
+        .await?;
+    match incident {
         Some(i) => Ok(public_json(json!({
             "page": page_json(&page, &base),
             "incident": incident_json(&i, &page, &base),
@@ -1081,9 +1114,8 @@ pub fn atom_feed(page: &PageState, incidents: &[Incident], base: &str) -> String
 }
 
 async fn history(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, Failed> {
-    let (page, _) = current(&st).await?;
+    let (page, recent) = page_and_recent(&st).await?;
     let base = base_url(&headers);
-    let recent = st.store.recent_incidents(INCIDENT_LIMIT).await?;
     let body = atom_feed(&page, &recent, &base);
     Ok((
         [
@@ -1239,13 +1271,19 @@ async fn badge(State(st): State<ApiState>, Path(file): Path<String>) -> Result<R
             &format!("no SLO `{slo_id}` in the catalog"),
         ));
     };
-    let status = slo::evaluate_one(&st.store, &catalog, def, now_ms()).await?;
-    let escalating = st
-        .store
-        .escalation_alerts()
-        .await?
-        .iter()
-        .any(|(f, _)| f.alert.slo == slo_id);
+    let (status, escalating) = st
+        .storage
+        .run("badge", async {
+            let status = slo::evaluate_one(&st.store, &catalog, def, now_ms()).await?;
+            let escalating = st
+                .store
+                .escalation_alerts()
+                .await?
+                .iter()
+                .any(|(f, _)| f.alert.slo == slo_id);
+            Ok((status, escalating))
+        })
+        .await?;
     let b = badge_for(&status, escalating);
     if !svg {
         return Ok(public_json(b.to_json()));

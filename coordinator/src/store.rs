@@ -31,7 +31,7 @@ use sqlx::{AnyPool, ConnectOptions, Row};
 
 /// The schema this code writes. Bump it together with a migration step in
 /// [`Store::migrate`] when tables change.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// File name inside the data directory.
 pub const DB_FILE: &str = "authpulse.db";
@@ -85,6 +85,28 @@ const CREATE_MINUTE_COUNTS: &str = "CREATE TABLE IF NOT EXISTS minute_counts (
 /// ([`Store::refresh_rollup`]).
 const MIGRATE_5_TO_6: &[&str] =
     &["ALTER TABLE minute_counts ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0"];
+
+/// Results that carried an escalation (the result's or a step's class), by
+/// when the coordinator received them (schema 7): gates block on an
+/// escalation *received* within their window, so one that arrives late
+/// (an agent's spool after an outage) still blocks, and this small table
+/// answers that without scanning results by receive time.
+const CREATE_ESCALATIONS: &str = "CREATE TABLE IF NOT EXISTS escalations (
+        agent_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        probe_id TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (agent_id, seq)
+    )";
+
+/// Schema 7: the escalations stored so far (their receive time is known).
+const MIGRATE_6_TO_7: &[&str] = &[
+    "INSERT INTO escalations (agent_id, seq, probe_id, started_ms, received_ms)
+     SELECT agent_id, seq, probe_id, started_ms, received_ms FROM results
+     WHERE failure_class = 11 OR steps_json LIKE '%\"failure_class\":11%'
+     ON CONFLICT (agent_id, seq) DO NOTHING",
+];
 
 /// PostgreSQL only: what SQLite has implicitly (`rowid` orders incident
 /// updates) or doesn't need (one process, so no change feed to index).
@@ -199,6 +221,8 @@ const SCHEMA: &[&str] = &[
     CREATE_MINUTE_SKETCHES,
     CREATE_MINUTE_COUNTS,
     CREATE_MINUTE_THRESHOLDS,
+    CREATE_ESCALATIONS,
+    "CREATE INDEX IF NOT EXISTS escalations_probe_received ON escalations (probe_id, received_ms)",
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS results (
         agent_id TEXT NOT NULL,
@@ -619,6 +643,34 @@ const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA synchronous = NORMAL",
 ];
 
+/// The SQLite database file created with mode 0600 before SQLite opens it
+/// (its `-wal` and `-shm` files take the mode of the database file), and
+/// all three tightened to 0600 if an older version left them readable:
+/// they hold every result and detail.
+fn private_sqlite_files(path: &Path) -> Result<()> {
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let data_dir = |source| StoreError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut create = std::fs::OpenOptions::new();
+    create.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        create.mode(0o600);
+    }
+    create.open(path).map_err(data_dir)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        crate::audit::private_file(Path::new(&p)).map_err(data_dir)?;
+    }
+    Ok(())
+}
+
 fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
     let options = AnyPoolOptions::new()
         .max_connections(max)
@@ -651,7 +703,7 @@ const REFRESH_OVERLAP_MS: i64 = 60_000;
 impl Store {
     /// Opens (creating if needed) `<dir>/authpulse.db` and brings its schema up to date.
     pub async fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+        crate::audit::private_dir(dir, false).map_err(|source| StoreError::DataDir {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -665,11 +717,14 @@ impl Store {
         let (options, write_conns, read_conns) = match db {
             Database::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-                        path: dir.to_path_buf(),
-                        source,
+                    crate::audit::private_dir(dir, false).map_err(|source| {
+                        StoreError::DataDir {
+                            path: dir.to_path_buf(),
+                            source,
+                        }
                     })?;
                 }
+                private_sqlite_files(path)?;
                 let url = sqlx::sqlite::SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
@@ -944,11 +999,17 @@ impl Store {
             }
             // 4 -> 5 only added `minute_sketches` (created above);
             // percentiles start with the results stored from then on.
-            Some(4 | 5) => &[MIGRATE_5_TO_6],
+            Some(4 | 5) => &[MIGRATE_5_TO_6, MIGRATE_6_TO_7],
+            Some(6) => &[MIGRATE_6_TO_7],
             // SCHEMA created `minute_counts` (with `updated_ms`) above.
-            Some(1) => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
-            Some(2) => &[MIGRATE_2_TO_3, MIGRATE_3_TO_4],
-            Some(3) => &[MIGRATE_3_TO_4],
+            Some(1) => &[
+                MIGRATE_1_TO_2,
+                MIGRATE_2_TO_3,
+                MIGRATE_3_TO_4,
+                MIGRATE_6_TO_7,
+            ],
+            Some(2) => &[MIGRATE_2_TO_3, MIGRATE_3_TO_4, MIGRATE_6_TO_7],
+            Some(3) => &[MIGRATE_3_TO_4, MIGRATE_6_TO_7],
             Some(_) => {
                 tx.commit().await?;
                 return Ok(());
@@ -994,9 +1055,23 @@ impl Store {
         results: &[ProbeResult],
         acked_seq: Option<u64>,
     ) -> Result<InsertStats> {
+        self.insert_batch_received(agent_id, results, acked_seq, now_ms())
+            .await
+    }
+
+    /// [`insert_batch_acked`](Self::insert_batch_acked) as if the batch had
+    /// arrived at `received` (ms since the epoch): staleness and escalation
+    /// windows are judged on it. Ingest passes the current time; tests and
+    /// imports may pass another.
+    pub async fn insert_batch_received(
+        &self,
+        agent_id: &str,
+        results: &[ProbeResult],
+        acked_seq: Option<u64>,
+        received: i64,
+    ) -> Result<InsertStats> {
         // Rows per multi-row INSERT: far below both engines' parameter limits.
         const CHUNK: usize = 200;
-        let received = now_ms();
         // Checked first: nothing of an invalid batch is written.
         let mut seqs = Vec::with_capacity(results.len());
         let mut prepared = Vec::with_capacity(results.len());
@@ -1062,6 +1137,9 @@ impl Store {
             BTreeMap::new();
         // (probe, region) -> (started, seq) of the newest result.
         let mut latest: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+        // Indices of newly stored results that carry an escalation.
+        let mut escalated: Vec<usize> = Vec::new();
+        let escalation = authpulse_proto::v1::FailureClass::Escalation as i32;
         for (i, r) in results.iter().enumerate() {
             // `remove`: a seq sent twice in one batch is stored once.
             if !inserted.remove(&seqs[i]) {
@@ -1070,6 +1148,10 @@ impl Store {
             }
             stats.inserted += 1;
             let (t, steps, _) = &prepared[i];
+            if r.failure_class == escalation || steps.iter().any(|s| s.failure_class == escalation)
+            {
+                escalated.push(i);
+            }
             let ok = r.outcome == authpulse_proto::v1::Outcome::Success as i32;
             let minute = minute_of(r.started_unix_ms);
             let key = (r.probe_id.as_str(), r.region.as_str(), minute);
@@ -1126,6 +1208,24 @@ impl Store {
                     .bind(agent_id)
                     .bind(*seq)
                     .bind(*started);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        if !escalated.is_empty() {
+            let mut sql = String::from(
+                "INSERT INTO escalations (agent_id, seq, probe_id, started_ms, received_ms) VALUES ",
+            );
+            push_placeholders(&mut sql, self.backend, escalated.len(), 5);
+            sql.push_str(" ON CONFLICT (agent_id, seq) DO NOTHING");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &i in &escalated {
+                q = q
+                    .bind(agent_id)
+                    .bind(seqs[i])
+                    .bind(&results[i].probe_id)
+                    .bind(results[i].started_unix_ms)
+                    .bind(received);
             }
             q.execute(&mut *tx).await?;
         }
@@ -1521,6 +1621,10 @@ impl Store {
             tokio::task::yield_now().await;
         }
         sqlx::query("DELETE FROM latest WHERE started_ms < $1")
+            .bind(older_than_ms)
+            .execute(&self.write)
+            .await?;
+        sqlx::query("DELETE FROM escalations WHERE received_ms < $1")
             .bind(older_than_ms)
             .execute(&self.write)
             .await?;
@@ -1982,6 +2086,26 @@ impl Store {
             .bind(serde_json::to_string(probe_ids)?)
             .bind(since_ms)
             .bind(class)
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    /// When the coordinator last received a result of `probe_ids` carrying an
+    /// escalation, if at or after `since_ms` (its receive time, not the
+    /// agent's start time: a late escalation still counts as recent).
+    pub async fn last_escalation_received_since(
+        &self,
+        probe_ids: &[String],
+        since_ms: i64,
+    ) -> Result<Option<i64>> {
+        let sql = format!(
+            "SELECT MAX(received_ms) FROM escalations
+             WHERE probe_id IN {} AND received_ms >= $2",
+            self.text_list(1)
+        );
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(probe_ids)?)
+            .bind(since_ms)
             .fetch_one(&self.read)
             .await?)
     }

@@ -56,6 +56,7 @@ async fn health_readiness_metrics_and_404() {
         reloader: None,
         leader: tokio::sync::watch::channel(true).1,
         gate_decisions: Default::default(),
+        storage: Default::default(),
     };
 
     let (status, body, _) = oneshot(&state, "/healthz").await;

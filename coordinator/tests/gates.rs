@@ -113,11 +113,13 @@ impl<'a> Feed<'a> {
         self.store(results).await;
     }
 
+    /// Stores `results` as if they had arrived right after the newest ran.
     async fn store(&self, results: Vec<ProbeResult>) {
+        let received = results.iter().map(|r| r.started_unix_ms + 1).max();
         self.h
             .running
             .store()
-            .insert_batch("a1", &results)
+            .insert_batch_received("a1", &results, None, received.unwrap_or_default())
             .await
             .expect("insert");
     }
@@ -498,14 +500,28 @@ async fn http_contract_404_always200_flagger_and_audit() {
         .await
         .expect("post");
     assert_eq!(r.status().as_u16(), 200);
+    // Without a body: the marker header says it is not a cross-site form.
     let r = client
         .post(format!("{base}/fresh"))
+        .header("x-authpulse-request", "1")
         .send()
         .await
         .expect("post");
     assert_eq!(r.status().as_u16(), 200);
+    // The open API refuses what a web page could send cross-site: no
+    // content type, or text/plain (415, not decided, not audited).
+    for body in ["", "not json"] {
+        let r = client
+            .post(format!("{base}/fresh"))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 415, "body {body:?}");
+    }
     let r = client
         .post(format!("{base}/fresh"))
+        .header("content-type", "application/json")
         .body("not json")
         .send()
         .await
@@ -532,7 +548,7 @@ async fn http_contract_404_always200_flagger_and_audit() {
         .filter(|e| e["kind"] == "gate_decision")
         .collect();
     // always200 (fail), POST (fail), POST (pass) twice; not the 404s, the
-    // 400s or the listing.
+    // 400s, the 415s or the listing.
     assert_eq!(decisions.len(), 4, "{decisions:#?}");
     assert!(verified.entries >= 4);
     let flagger = entries

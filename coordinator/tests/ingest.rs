@@ -85,11 +85,19 @@ async fn low_watermark_settles_what_the_agent_dropped() {
             .await,
         11
     );
-    // A watermark alone (no results) settles too.
-    assert_eq!(a.batch(vec![], 15).await, 14);
+    // A watermark can't settle seqs the agent never sent: alone, it moves
+    // nothing past the highest seq seen (a forged u64::MAX neither)...
+    assert_eq!(a.batch(vec![], 15).await, 11);
+    assert_eq!(a.batch(vec![], u64::MAX).await, 11);
+    // ...and with the result that carries it, it settles the dropped 12..14.
+    assert_eq!(
+        a.batch(seqs("agent-2", "us-east", "discovery", &[15]), 15)
+            .await,
+        15
+    );
     assert_eq!(
         h.running.store().acked_seq("agent-2").await.expect("ack"),
-        14,
+        15,
         "the ack is persisted"
     );
     h.running.shutdown().await;

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod decision_server;
 pub mod deploy_check;
 pub mod dns_server;
+pub mod fake_agent;
 pub mod fault;
 pub mod feed_check;
 pub mod fleet;

@@ -56,6 +56,11 @@ impl Process {
     }
 
     /// The stdout lines received so far and not yet consumed.
+    /// The OS process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn drain_stdout(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(line) = self.lines.try_recv() {

@@ -173,6 +173,32 @@ async fn standalone_serves_slos_and_metrics() {
     )
     .await;
     assert_eq!(slo["good"], slo["total"], "{slo}");
+    // Results flowed, yet the process listens on the HTTP port only: its
+    // agent reaches the coordinator in memory, no gRPC port exists for
+    // another local process to pose as the agent.
+    let pid = p.pid().expect("running");
+    let http_port: u16 = api
+        .rsplit(':')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("port");
+    assert_eq!(listening_ports(pid), vec![http_port]);
+    let log = p.log_text();
+    assert!(
+        !log.contains("plain-text gRPC") && !log.contains("insecure mode"),
+        "no plaintext-gRPC warning for the in-process agent: {log}"
+    );
+    // The agent's data is owner-only.
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&data.join("agent")), 0o700);
+    assert_eq!(mode(&data.join("agent/assignment.json")), 0o600);
     let metrics = authpulse_tests::get_text(&client, format!("{api}/metrics")).await;
     assert!(
         metrics.contains("authpulse_agent_probe_runs_total"),
@@ -192,6 +218,35 @@ async fn standalone_serves_slos_and_metrics() {
         "clean exit on SIGTERM: {}",
         p.log_text()
     );
+}
+
+/// TCP ports process `pid` listens on (its sockets, matched by inode
+/// against /proc/net/tcp and tcp6), sorted.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().expect("local address");
+                ports.push(u16::from_str_radix(port, 16).expect("hex port"));
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 #[tokio::test]

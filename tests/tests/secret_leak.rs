@@ -424,37 +424,18 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
         "the agent logged at trace level"
     );
     for root in [&coord_dir, &agent_dir] {
-        let mut stack = vec![root.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).expect("dir").flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    outputs.push((p.display().to_string(), std::fs::read(&p).expect("file")));
-                }
-            }
-        }
+        files_under(root, &mut outputs);
     }
     assert!(
         outputs.iter().any(|(n, _)| n.ends_with("authpulse.db")),
         "the database was searched"
     );
-    let mut leaks = Vec::new();
+    let secrets: Vec<(String, String)> = secrets
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    let mut leaks = find(&outputs, &secrets);
     for (where_, bytes) in &outputs {
-        for (name, value) in &secrets {
-            if let Some(i) = bytes
-                .windows(value.len())
-                .position(|w| w == value.as_bytes())
-            {
-                // Context, with the value itself masked, to find the culprit.
-                let from = i.saturating_sub(120);
-                let to = (i + value.len() + 60).min(bytes.len());
-                let around =
-                    String::from_utf8_lossy(&bytes[from..to]).replace(value.as_str(), "<SECRET>");
-                leaks.push(format!("secret `{name}` in {where_}: …{around}…"));
-            }
-        }
         // A JWT (header.payload) issued during the run.
         let text = String::from_utf8_lossy(bytes);
         if let Some(i) = text.find("eyJ")
@@ -470,5 +451,333 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
             ));
         }
     }
+    assert!(leaks.is_empty(), "leaks:\n{}", leaks.join("\n"));
+}
+
+/// Every file under `root`, named by path, into `outputs`.
+fn files_under(root: &std::path::Path, outputs: &mut Vec<(String, Vec<u8>)>) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                outputs.push((p.display().to_string(), std::fs::read(&p).expect("file")));
+            }
+        }
+    }
+}
+
+/// Each `(name, value)` found in an output, with some context (the value
+/// itself masked) to find the culprit.
+fn find(outputs: &[(String, Vec<u8>)], needles: &[(String, String)]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for (where_, bytes) in outputs {
+        for (name, value) in needles {
+            if let Some(i) = bytes
+                .windows(value.len())
+                .position(|w| w == value.as_bytes())
+            {
+                let from = i.saturating_sub(120);
+                let to = (i + value.len() + 60).min(bytes.len());
+                let around =
+                    String::from_utf8_lossy(&bytes[from..to]).replace(value.as_str(), "<SECRET>");
+                leaks.push(format!("secret `{name}` in {where_}: …{around}…"));
+            }
+        }
+    }
+    leaks
+}
+
+/// The echo test's secret: quotes, a slash, a plus, spaces and an
+/// ampersand, so its JSON, URL and base64 forms all differ from it.
+const ECHO_KEY: &str = "Echo-canary \"q/u+o t&x\" 4b1f-77c2";
+
+/// Percent-encoding with RFC 3986 unreserved characters kept; `space`
+/// is what a space becomes (`+` in form bodies, `%20` in query strings).
+fn percent(s: &str, space: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b' ' => space.to_string(),
+            b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// URL-safe base64 without padding (RFC 4648 §5).
+fn base64_url(data: &[u8]) -> String {
+    base64(data)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// What the echo server answers (always 500) for a path, given the key it
+/// received in `X-Api-Key`.
+fn echo_body(path: &str, key: &str) -> String {
+    match path {
+        "/json" => format!(
+            r#"{{"error":"invalid_key","key":{}}}"#,
+            serde_json::to_string(key).expect("json")
+        ),
+        "/form" => format!("error=invalid_key&key={}&retry=0", percent(key, "+")),
+        "/query" => format!("rejected GET /cb?key={}&state=1", percent(key, "%20")),
+        "/base64" => format!(
+            "Authorization: Basic {} / token {}",
+            base64(format!("probe:{key}").as_bytes()),
+            base64_url(key.as_bytes())
+        ),
+        // The key straddles where a detail is cut (200 characters).
+        "/cut" => format!("{}{key} (end)", "x".repeat(190)),
+        // The server cut its own echo short.
+        "/self-cut" => format!("invalid key {}", key.get(..14).unwrap_or(key)),
+        _ => "no such echo".into(),
+    }
+}
+
+/// An HTTP/1.1 server on loopback that answers every request with 500 and
+/// [`echo_body`] for its path and `X-Api-Key` header.
+async fn echo_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("x-api-key")
+                            .then(|| value.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let body = echo_body(&path, &key);
+                let reply = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A server that echoes the secret it was sent — JSON-escaped, URL-encoded
+/// (form and query), base64 (alone and inside an HTTP Basic credential),
+/// straddling the 200-character cut, and cut short by the server itself —
+/// through real binaries: no form of it, nor its first 10 characters,
+/// reaches the API, the logs, the metrics, the database or the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_echoed_in_any_encoding_is_redacted_everywhere() {
+    let dir = TempDir::new("ap-leak-echo");
+    let echo = echo_server().await;
+    let secrets_dir = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets_dir).expect("secrets dir");
+    std::fs::write(secrets_dir.join("echo_key"), ECHO_KEY).expect("secret file");
+    let paths = ["json", "form", "query", "base64", "cut", "self-cut"];
+    let mut catalog = String::from("probes:\n");
+    for p in paths {
+        catalog.push_str(&format!(
+            "  - id: echo-{p}\n    kind: http\n    interval: 2s\n    timeout: 2s\n    \
+             url: {echo}/{p}\n    headers: {{ X-Api-Key: {{ secret: echo_key }} }}\n    \
+             expect: {{ status: [200] }}\n"
+        ));
+    }
+    let catalog_path = dir.path().join("catalog.yaml");
+    std::fs::write(&catalog_path, catalog).expect("catalog");
+
+    let grpc = free_port();
+    let coord_dir = dir.path().join("coordinator-data");
+    let coord_cfg = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &coord_cfg,
+        format!(
+            "grpc_listen: 127.0.0.1:{grpc}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n",
+            coord_dir.display(),
+            catalog_path.display()
+        ),
+    )
+    .expect("config");
+    let trace = [("AUTHPULSE_LOG", "trace")];
+    let mut coordinator = Process::start(
+        "authpulse-coordinator",
+        &["--config", coord_cfg.to_str().expect("utf8")],
+        &trace,
+        dir.path(),
+    )
+    .await;
+    let api = format!(
+        "http://{}",
+        coordinator.line_after("listening on http://").await
+    );
+    let agent_dir = dir.path().join("agent-data");
+    let agent_cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "agent_id: leak-echo\nregion: local\ncoordinator: http://127.0.0.1:{grpc}\ninsecure: true\nlisten: 127.0.0.1:0\ndata_dir: {}\nsecrets_dir: {}\n",
+            agent_dir.display(),
+            secrets_dir.display()
+        ),
+    )
+    .expect("agent config");
+    let mut agent = Process::start(
+        "authpulse-agent",
+        &["--config", agent_cfg.to_str().expect("utf8")],
+        &trace,
+        dir.path(),
+    )
+    .await;
+    let agent_http = format!("http://{}", agent.line_after("listening on http://").await);
+
+    let client = reqwest::Client::new();
+    let probes: Value = wait_for(
+        Duration::from_secs(60),
+        "a result of every echo probe",
+        || {
+            let client = client.clone();
+            let api = api.clone();
+            async move {
+                let v: Value = client
+                    .get(format!("{api}/api/v1/probes"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let seen = v["probes"].as_array()?;
+                paths
+                    .iter()
+                    .all(|p| {
+                        seen.iter().any(|r| {
+                            r["probe_id"] == format!("echo-{p}") && r["detail"].as_str().is_some()
+                        })
+                    })
+                    .then_some(v)
+            }
+        },
+    )
+    .await;
+    // The echoes really arrived: each detail quotes the body, the secret
+    // replaced (the self-cut one has only a prefix, which is removed).
+    for p in paths {
+        let r = probes["probes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["probe_id"] == format!("echo-{p}")))
+            .expect("result");
+        let detail = r["detail"].as_str().unwrap_or_default();
+        assert_eq!(r["failure_class"], "http_status", "{p}: {r}");
+        if p == "self-cut" {
+            assert!(detail.trim_end().ends_with("invalid key"), "{p}: {detail}");
+        } else {
+            assert!(detail.contains("[redacted]"), "{p}: {detail}");
+        }
+    }
+
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(path)
+                .send()
+                .await
+                .expect("GET")
+                .bytes()
+                .await
+                .expect("body")
+                .to_vec()
+        }
+    };
+    let mut outputs: Vec<(String, Vec<u8>)> = vec![
+        (
+            "api probes".into(),
+            get(format!("{api}/api/v1/probes")).await,
+        ),
+        (
+            "api agents".into(),
+            get(format!("{api}/api/v1/agents")).await,
+        ),
+        (
+            "coordinator metrics".into(),
+            get(format!("{api}/metrics")).await,
+        ),
+        (
+            "agent metrics".into(),
+            get(format!("{agent_http}/metrics")).await,
+        ),
+    ];
+    agent.terminate().await;
+    coordinator.terminate().await;
+    outputs.push((
+        "agent stdout".into(),
+        agent.drain_stdout().join("\n").into_bytes(),
+    ));
+    outputs.push(("agent log".into(), agent.log_text().into_bytes()));
+    outputs.push((
+        "coordinator log".into(),
+        coordinator.log_text().into_bytes(),
+    ));
+    files_under(&coord_dir, &mut outputs);
+    files_under(&agent_dir, &mut outputs);
+
+    let json = serde_json::to_string(ECHO_KEY).expect("json");
+    let basic = base64(format!("probe:{ECHO_KEY}").as_bytes());
+    let needles: Vec<(String, String)> = [
+        ("as is", ECHO_KEY.to_string()),
+        ("JSON-escaped", json[1..json.len() - 1].to_string()),
+        ("form-encoded", percent(ECHO_KEY, "+")),
+        ("query-encoded", percent(ECHO_KEY, "%20")),
+        ("base64", base64(ECHO_KEY.as_bytes())),
+        ("base64url", base64_url(ECHO_KEY.as_bytes())),
+        (
+            "in a Basic credential",
+            basic[basic.len() - 16..].to_string(),
+        ),
+        ("its first 10 characters", ECHO_KEY[..10].to_string()),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v))
+    .collect();
+    let leaks = find(&outputs, &needles);
     assert!(leaks.is_empty(), "leaks:\n{}", leaks.join("\n"));
 }

@@ -291,8 +291,18 @@ fn redact(mut o: ProbeOutcome, r: &Redactor) -> ProbeOutcome {
     o
 }
 
-/// Short text of a response body for details: bounded, one line.
+/// Short text of a response body for details: one line, marked so that the
+/// run's redaction scrubs it first and then cuts it to 200 characters (see
+/// `redact`): cutting first could leave part of a secret behind. Only for
+/// detail and failure text, which always passes through [`run`]'s redaction;
+/// values for later steps use [`one_line`].
 pub fn snippet(body: &[u8]) -> String {
+    crate::redact::quote(body)
+}
+
+/// A body as one line of at most 200 characters, unmarked and unredacted
+/// (a journey output, never a detail).
+pub fn one_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let one_line: String = text
         .chars()

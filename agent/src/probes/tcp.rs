@@ -167,7 +167,7 @@ async fn exchange(
         }
     };
     timings.total = started.elapsed();
-    let text = snippet(&received);
+    let text = super::one_line(&received);
     let detail = format!("reply matches /{re}/ after {}", ms(timings.total));
     (done(failure, timings, detail), Some(text))
 }

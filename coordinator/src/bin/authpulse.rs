@@ -150,15 +150,28 @@ the time is up; the exit status is then that of the last answer.";
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every entry's hash and the chain; names the first bad entry.
+    /// Check every entry's hash and the chain (and, with a key, every
+    /// entry's MAC); names the first bad entry.
     #[command(
-        after_help = "Example:\n  authpulse audit verify /var/lib/authpulse/audit.jsonl\n\n\
-        Exit status: 0 the chain is intact (prints \"ok: N entries\"), 1 an entry was edited,\n\
-        removed, reordered or truncated (prints its line number and seq), 2 the file can't be read."
+        after_help = "Example:\n  authpulse audit verify /var/lib/authpulse/audit.jsonl --key-file /etc/authpulse/audit.key\n\n\
+        Without a key only the hash chain is checked: that finds accidental damage, but anyone\n\
+        who can write the file can rewrite it and recompute the hashes. With the coordinator's\n\
+        key (audit.hmac_key_file / AUTHPULSE_AUDIT_KEY) every MAC is checked too, so a rewrite\n\
+        without the key fails. Removing entries from the end is found by neither: keep the head.\n\n\
+        Exit status: 0 intact (prints \"ok: N entries\"), 1 an entry was edited, removed,\n\
+        reordered or truncated, or its MAC is wrong (prints its line number and seq), 2 the\n\
+        file or the key can't be read."
     )]
     Verify {
         /// The audit log (JSON lines), e.g. <data_dir>/audit.jsonl.
         file: PathBuf,
+        /// A file holding the HMAC key (as audit.hmac_key_file); repeat for
+        /// a log written with more than one key.
+        #[arg(long, value_name = "FILE")]
+        key_file: Vec<PathBuf>,
+        /// An environment variable holding the key, e.g. AUTHPULSE_AUDIT_KEY.
+        #[arg(long, value_name = "VAR")]
+        key_env: Option<String>,
     },
 }
 
@@ -345,7 +358,11 @@ fn main() -> ExitCode {
                 json,
             )
             .await),
-            Command::Audit(AuditCommand::Verify { file }) => Ok(audit_verify(&file)),
+            Command::Audit(AuditCommand::Verify {
+                file,
+                key_file,
+                key_env,
+            }) => Ok(audit_verify(&file, &key_file, key_env.as_deref())),
         }
     });
     match result {
@@ -357,11 +374,60 @@ fn main() -> ExitCode {
     }
 }
 
-fn audit_verify(file: &std::path::Path) -> ExitCode {
-    use authpulse_coordinator::audit::{VerifyError, verify};
-    match verify(file) {
-        Ok(v) => {
+fn audit_verify(file: &std::path::Path, key_files: &[PathBuf], key_env: Option<&str>) -> ExitCode {
+    use authpulse_coordinator::audit::{AuditKey, VerifyError, verify_with};
+    let mut keys = Vec::new();
+    for f in key_files {
+        match AuditKey::from_file(f) {
+            Ok(k) => keys.push(k),
+            Err(e) => {
+                eprintln!("authpulse: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(var) = key_env {
+        match AuditKey::from_env(var) {
+            Ok(Some(k)) => keys.push(k),
+            Ok(None) => {
+                eprintln!("authpulse: --key-env {var}: the variable is not set");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("authpulse: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match verify_with(file, &keys) {
+        Ok(v) if keys.is_empty() => {
             println!("ok: {} entries (head {})", v.entries, v.head);
+            println!(
+                "hash chain only (no key given): this finds accidental damage, not a rewrite by \
+                 someone who recomputed the hashes{}",
+                if v.macs > 0 {
+                    format!(
+                        "; {} entries carry MACs: pass --key-file to check them",
+                        v.macs
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            println!(
+                "ok: {} entries (head {}), MACs checked with the key",
+                v.entries, v.head
+            );
+            if let Some(first) = v.first_mac_seq.filter(|s| *s > 1) {
+                println!(
+                    "entries 1 to {} were written without a key; the MAC of seq {first} vouches \
+                     for them through the hash chain",
+                    first - 1
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(VerifyError::Bad(bad)) => {
@@ -564,31 +630,34 @@ async fn standalone(
     authpulse_agent::process::init_logging();
     let agent_data_dir = data_dir.join("agent");
     let config = authpulse_coordinator::config::CoordinatorConfig {
-        grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         http_listen: listen,
         data_dir,
         catalog,
-        // The agent is in this process and talks over loopback only.
-        insecure: true,
         api: authpulse_coordinator::api_access::ApiConfig {
             insecure_open: insecure_open_api,
             ..Default::default()
         },
         ..Default::default()
     };
-    let coordinator = authpulse_coordinator::start(config).await?;
+    // The agent is in this process and reaches the coordinator over
+    // in-memory connections: no gRPC port, so no other local process can
+    // pose as the agent (or as anything else) to the coordinator.
+    let (coordinator, connections) = authpulse_coordinator::start_in_process(config).await?;
     let agent_config = authpulse_agent::AgentConfig {
         agent_id: "standalone".into(),
         region,
         labels: Default::default(),
-        coordinator: format!("http://{}", coordinator.grpc_addr()).into(),
+        coordinator: authpulse_agent::config::Coordinators::new(Vec::new()),
         tls: None,
-        insecure: true,
+        insecure: false,
         listen: None,
         data_dir: agent_data_dir,
         secrets_dir,
         max_concurrency: 64,
         spool_max_bytes: authpulse_agent::spool::DEFAULT_MAX_BYTES,
+        in_process: Some(authpulse_agent::in_process::InProcessConnector::new(
+            connections,
+        )),
     };
     let agent =
         authpulse_agent::Agent::start(agent_config, authpulse_coordinator::metrics_handle())
