@@ -408,6 +408,7 @@ impl IngestService {
         shutdown: CancellationToken,
     ) -> Self {
         describe_metrics();
+        let initial = catalog.borrow().clone();
         IngestService {
             inner: Arc::new(Inner {
                 store,
@@ -420,7 +421,12 @@ impl IngestService {
                 escalations: None,
                 audit: crate::audit::AuditLog::default(),
                 raw_retention: Duration::from_secs(7 * 86_400),
-                history: Mutex::new(CatalogHistory::default()),
+                // Seeded now: a reload before the first batch must still
+                // leave this version as the previous one.
+                history: Mutex::new(CatalogHistory {
+                    current: Some(initial),
+                    previous: None,
+                }),
                 pending_hellos: Arc::new(Semaphore::new(MAX_PENDING_HELLOS)),
                 reject_audit: Mutex::new(RejectAudit::default()),
             }),
@@ -876,6 +882,11 @@ impl Session {
                         continue;
                     }
                     let snapshot = catalog.borrow_and_update().clone();
+                    self.inner
+                        .history
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .observe(snapshot.clone());
                     tracing::info!(agent_id = %self.agent_id, version = snapshot.version, "pushing new assignment");
                     if let Err(end) = self.push_assignment(&snapshot).await {
                         return end;
