@@ -11,9 +11,7 @@ use std::collections::BTreeSet;
 
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
-use authpulse_proto::v1::{
-    AgentMessage, Hello, ProbeResult, ResultBatch, StepResult, Timings,
-};
+use authpulse_proto::v1::{AgentMessage, Hello, ProbeResult, ResultBatch, StepResult, Timings};
 use common::{AgentConn, Harness, http_get, now_ms, start_default};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -67,16 +65,24 @@ fn timings() -> impl Strategy<Value = Option<Timings>> {
 }
 
 fn step() -> impl Strategy<Value = StepResult> {
-    (".{0,40}", ".{0,20}", enum_value(), enum_value(), timings(), ".{0,100}").prop_map(
-        |(name, kind, outcome, failure_class, timings, detail)| StepResult {
-            name,
-            kind,
-            outcome,
-            failure_class,
-            timings,
-            detail,
-        },
+    (
+        ".{0,40}",
+        ".{0,20}",
+        enum_value(),
+        enum_value(),
+        timings(),
+        ".{0,100}",
     )
+        .prop_map(
+            |(name, kind, outcome, failure_class, timings, detail)| StepResult {
+                name,
+                kind,
+                outcome,
+                failure_class,
+                timings,
+                detail,
+            },
+        )
 }
 
 fn result(now: i64) -> impl Strategy<Value = ProbeResult> {
@@ -134,14 +140,16 @@ fn case(now: i64) -> impl Strategy<Value = Case> {
         prop_oneof![8 => Just(true), 1 => Just(false)],
         prop_oneof![4 => Just(0u64), 1 => any::<u64>()],
     )
-        .prop_map(|((region, version, labels), results, renumber, low_watermark)| Case {
-            region,
-            version,
-            labels,
-            results,
-            renumber,
-            low_watermark,
-        })
+        .prop_map(
+            |((region, version, labels), results, renumber, low_watermark)| Case {
+                region,
+                version,
+                labels,
+                results,
+                renumber,
+                low_watermark,
+            },
+        )
 }
 
 /// Sends one case on a fresh stream of agent `agent_id`; returns the seqs
@@ -154,7 +162,9 @@ async fn drive(h: &Harness, agent_id: &str, mut c: Case) -> Result<Option<BTreeS
             agent_id: agent_id.into(),
             region: c.region.clone(),
             version: c.version.clone(),
-            labels: (0..c.labels).map(|i| (format!("k{i}"), "v".into())).collect(),
+            labels: (0..c.labels)
+                .map(|i| (format!("k{i}"), "v".into()))
+                .collect(),
             sent_unix_ms: now_ms(),
             ..Default::default()
         })),
@@ -192,7 +202,10 @@ async fn drive(h: &Harness, agent_id: &str, mut c: Case) -> Result<Option<BTreeS
                 if let Some(top) = sent.iter().next_back()
                     && ack.acked_seq > *top
                 {
-                    return Err(format!("ack {} past the highest seq sent {top}", ack.acked_seq));
+                    return Err(format!(
+                        "ack {} past the highest seq sent {top}",
+                        ack.acked_seq
+                    ));
                 }
                 return Ok(Some(sent.difference(&refused).copied().collect()));
             }

@@ -131,7 +131,11 @@ impl FakeAgent {
         }
     }
 
-    pub async fn hello(&mut self, agent_id: &str, region: &str) -> Result<(Ack, Assignment), String> {
+    pub async fn hello(
+        &mut self,
+        agent_id: &str,
+        region: &str,
+    ) -> Result<(Ack, Assignment), String> {
         self.hello_with(Hello {
             agent_id: agent_id.into(),
             region: region.into(),
@@ -144,7 +148,11 @@ impl FakeAgent {
 
     /// Sends a batch and returns the ack that answers it (assignments pushed
     /// meanwhile are skipped).
-    pub async fn batch(&mut self, results: Vec<ProbeResult>, low_watermark: u64) -> Result<Ack, String> {
+    pub async fn batch(
+        &mut self,
+        results: Vec<ProbeResult>,
+        low_watermark: u64,
+    ) -> Result<Ack, String> {
         self.send(AgentMsg::Results(ResultBatch {
             results,
             low_watermark,

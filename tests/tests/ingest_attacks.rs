@@ -74,7 +74,11 @@ async fn a_foreign_region_cannot_dilute_an_outage_into_a_pass() {
     let ack = us.batch(failures, 0).await.expect("us batch");
     assert_eq!((ack.acked_seq, ack.refused.len()), (20, 0), "{ack:?}");
     let (status, v) = gate(&c, &client, "deploy").await;
-    assert_eq!((status, v["decision"].as_str()), (503, Some("fail")), "{v:#}");
+    assert_eq!(
+        (status, v["decision"].as_str()),
+        (503, Some("fail")),
+        "{v:#}"
+    );
 
     // A certified eu agent floods successes for the us-only probe, and
     // results for probes that don't exist.
@@ -98,7 +102,9 @@ async fn a_foreign_region_cannot_dilute_an_outage_into_a_pass() {
             ack.refused[0]
         );
         assert!(
-            ack.refused[0].reason.contains("not assigned to this agent's region"),
+            ack.refused[0]
+                .reason
+                .contains("not assigned to this agent's region"),
             "{}",
             ack.refused[0].reason
         );
@@ -115,14 +121,21 @@ async fn a_foreign_region_cannot_dilute_an_outage_into_a_pass() {
     // Its own probe is still accepted from the same stream.
     seq += 1;
     let ack = eu
-        .batch(vec![result("eu-1", "eu-west", seq, "eu-login", true, now)], 0)
+        .batch(
+            vec![result("eu-1", "eu-west", seq, "eu-login", true, now)],
+            0,
+        )
         .await
         .expect("own probe");
     assert_eq!((ack.acked_seq, ack.refused.len()), (seq, 0));
 
     // The gate still blocks, the SLO counts only the us failures.
     let (status, v) = gate(&c, &client, "deploy").await;
-    assert_eq!((status, v["decision"].as_str()), (503, Some("fail")), "{v:#}");
+    assert_eq!(
+        (status, v["decision"].as_str()),
+        (503, Some("fail")),
+        "{v:#}"
+    );
     let (_, probes) = get(&client, format!("{}/api/v1/probes", c.api)).await;
     assert!(!probes.contains("made-up-probe"), "{probes}");
     let m = metrics(&c, &client).await;
@@ -148,7 +161,14 @@ async fn forged_times_and_values_are_refused_and_every_endpoint_keeps_answering(
     us.hello("us-1", "us-east").await.expect("hello");
     let now = now_ms();
 
-    let far_future = result("us-1", "us-east", 1, "us-login", true, now + 80 * 365 * 86_400_000);
+    let far_future = result(
+        "us-1",
+        "us-east",
+        1,
+        "us-login",
+        true,
+        now + 80 * 365 * 86_400_000,
+    );
     let mut maxed = result("us-1", "us-east", 2, "us-login", true, i64::MAX);
     maxed.duration_us = u64::MAX;
     maxed.outcome = 99;
@@ -189,7 +209,10 @@ async fn forged_times_and_values_are_refused_and_every_endpoint_keeps_answering(
         .expect("real");
     assert_eq!((ack.acked_seq, ack.refused.len()), (7, 0));
     let (_, probes) = get(&client, format!("{}/api/v1/probes", c.api)).await;
-    assert!(!probes.contains("2106-") && !probes.contains("9999-"), "{probes}");
+    assert!(
+        !probes.contains("2106-") && !probes.contains("9999-"),
+        "{probes}"
+    );
 
     for path in [
         "/api/v1/probes",
@@ -276,7 +299,11 @@ async fn hostile_hellos_and_stream_floods_stay_bounded() {
     let audit = std::fs::read_to_string(&audit_path).expect("audit");
     let rejected = audit.matches("\"agent_rejected\"").count();
     assert!(rejected <= 12, "{rejected} agent_rejected entries");
-    assert!(audit.len() < 64 * 1024, "audit log grew to {} bytes", audit.len());
+    assert!(
+        audit.len() < 64 * 1024,
+        "audit log grew to {} bytes",
+        audit.len()
+    );
 
     // More than a few concurrent streams on one connection wait: the 5th
     // stream opens only once an earlier one has ended.
@@ -284,7 +311,10 @@ async fn hostile_hellos_and_stream_floods_stay_bounded() {
     for _ in 0..4 {
         open.push(FakeAgent::open(channel.clone()).await.expect("stream"));
     }
-    let fifth = tokio::time::timeout(Duration::from_millis(1500), FakeAgent::open(channel.clone()));
+    let fifth = tokio::time::timeout(
+        Duration::from_millis(1500),
+        FakeAgent::open(channel.clone()),
+    );
     assert!(fifth.await.is_err(), "a 5th concurrent stream was accepted");
     drop(open);
 
@@ -326,7 +356,11 @@ async fn a_late_escalation_blocks_the_gate_when_it_arrives() {
         .collect();
     us.batch(ok, 0).await.expect("batch");
     let (status, v) = gate(&c, &client, "no-escalation").await;
-    assert_eq!((status, v["decision"].as_str()), (200, Some("pass")), "{v:#}");
+    assert_eq!(
+        (status, v["decision"].as_str()),
+        (200, Some("pass")),
+        "{v:#}"
+    );
 
     // An escalation that ran 20 minutes ago (spooled through an outage)
     // arrives now: it blocks for the 5 minutes after it arrived.
@@ -358,10 +392,14 @@ async fn a_disconnected_agent_is_down_only_after_agent_down_after() {
     .await;
     drop(a);
     // Gracefully gone: still up right after (a restart is not an outage)...
-    let seen = wait_for(Duration::from_secs(10), "the disconnect to be recorded", || async {
-        let a = c.agent(&client, "us-1").await?;
-        (a["connected"] == false).then_some(a)
-    })
+    let seen = wait_for(
+        Duration::from_secs(10),
+        "the disconnect to be recorded",
+        || async {
+            let a = c.agent(&client, "us-1").await?;
+            (a["connected"] == false).then_some(a)
+        },
+    )
     .await;
     assert_eq!(seen["status"], "up", "{seen}");
     // ...and down once silent for longer than agent_down_after.
