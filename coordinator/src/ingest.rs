@@ -1067,6 +1067,8 @@ impl Session {
         let low_watermark = batch.low_watermark.min(self.highest_seen.saturating_add(1));
         let all_seqs: Vec<u64> = batch.results.iter().map(|r| r.seq).collect();
         let (results, refused) = self.admit(batch.results);
+        // Before the ack tracker learns this batch: it tells resends apart.
+        let fresh = self.fresh(&results).await?;
         // Refused results are settled too: the agent must not resend them.
         let acked = self.acks.stored(all_seqs, low_watermark);
         let store = &self.inner.store;
@@ -1085,7 +1087,6 @@ impl Session {
             )
             .await;
         }
-        let fresh = self.fresh(&results).await?;
         // The ack this batch earns is recorded in the batch's own
         // transaction (one commit per batch) and sent only after that
         // commit. If the commit fails the stream ends, and this session's

@@ -144,6 +144,8 @@ async fn a_foreign_region_cannot_dilute_an_outage_into_a_pass() {
         501.0,
         "{m}"
     );
+    // Only the admitted results are counted per probe: 20 us, 1 eu.
+    assert_eq!(metric(&m, "authpulse_probe_results_total"), 21.0, "{m}");
     // Refusals are audited, summed (one entry per stream and minute).
     let audit = std::fs::read_to_string(dir.path().join("coordinator-data/audit.jsonl"))
         .expect("audit log");
