@@ -7,6 +7,7 @@ pub mod coordinator_tls;
 pub mod http;
 pub mod jwt;
 pub mod last_assignment;
+pub mod login;
 pub mod oauth;
 pub mod probes;
 pub mod process;
