@@ -9,6 +9,7 @@ pub mod dns_server;
 pub mod fault;
 pub mod feed_check;
 pub mod fleet;
+pub mod idp;
 pub mod line_server;
 pub mod moto;
 pub mod mtls;

@@ -12,24 +12,25 @@ default), creates the users and the client, serves the WSGI application on a
 free port and prints exactly one line to stdout:
     listening on http://127.0.0.1:<port>
 Everything else goes to stderr. It exits when stdin reaches EOF (its parent
-died or closed it) or on SIGTERM.
+died or closed it) or on SIGTERM, removing the data directory it made.
 """
 
 import argparse
 import importlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
-from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+class Server(WSGIServer):
+    """One request at a time: SQLite and the tests need no more, and
+    concurrent writers would only meet SQLite's lock."""
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -60,7 +61,7 @@ def main():
     from django.core.wsgi import get_wsgi_application
 
     server = make_server(
-        "127.0.0.1", 0, get_wsgi_application(), ThreadingServer, QuietHandler
+        "127.0.0.1", 0, get_wsgi_application(), Server, QuietHandler
     )
     port = server.server_address[1]
 
@@ -82,6 +83,8 @@ def main():
     real_stdout.write(f"listening on http://127.0.0.1:{port}\n")
     real_stdout.flush()
     server.serve_forever()
+    if not args.dir:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

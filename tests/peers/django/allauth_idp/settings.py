@@ -13,7 +13,10 @@ ROOT_URLCONF = "allauth_idp.urls"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(DATA, "db.sqlite3")}
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(DATA, "db.sqlite3"),
+        # Tests log in concurrently: wait for SQLite's lock instead of failing.
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+    }
 }
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -67,3 +70,9 @@ if not os.path.exists(_key_file):
         f.write(_pem)
 with open(_key_file) as f:
     IDP_OIDC_PRIVATE_KEY = f.read()
+# Server errors (with tracebacks) to stderr, which the test harness keeps.
+LOGGING = {
+    "version": 1,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+}

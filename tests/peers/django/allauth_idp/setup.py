@@ -19,10 +19,10 @@ def run():
     client = Client(
         id="probe-web",
         name="authpulse probe",
-        secret="probe-web-secret",
         type=Client.Type.CONFIDENTIAL,
         skip_consent=False,
     )
+    client.set_secret("probe-web-secret")  # stored hashed
     client.set_redirect_uris(["https://probe.invalid/cb"])
     client.set_scopes(["openid", "profile", "email"])
     client.grant_types = "authorization_code\nrefresh_token"

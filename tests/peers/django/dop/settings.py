@@ -9,7 +9,10 @@ ROOT_URLCONF = "dop.urls"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(DATA, "db.sqlite3")}
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(DATA, "db.sqlite3"),
+        # Tests log in concurrently: wait for SQLite's lock instead of failing.
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+    }
 }
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -48,3 +51,9 @@ LOGIN_URL = "two_factor:login"
 LOGIN_REDIRECT_URL = "/"
 # Codes from a TOTP device are accepted once; the window is +-1 step.
 OTP_TOTP_TOLERANCE = 1
+# Server errors (with tracebacks) to stderr, which the test harness keeps.
+LOGGING = {
+    "version": 1,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+}
