@@ -65,22 +65,24 @@ impl DjangoIdp {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn the Django IdP");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the {app} IdP has no stdin/stdout pipes");
+        };
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the IdP's stdout");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let base = match (read, line.trim().strip_prefix("listening on ")) {
+            (Ok(_), Some(base)) => base.to_string(),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "the {app} IdP did not start (first line {line:?}); its log: {}",
                     std::fs::read_to_string(&log_path).unwrap_or_default()
-                )
-            })
-            .to_string();
+                );
+            }
+        };
         if let Ok(mut keep) = KEEP.lock() {
             keep.push((child, stdin));
         }
