@@ -135,3 +135,25 @@ async fn saved_pages_hold_no_secret_byte() {
         "the password field is recorded, hidden"
     );
 }
+
+#[test]
+fn login_steps_and_consent_button_are_validated_at_load() {
+    let errs = catalog::load_str(
+        "t.yaml",
+        "probes:\n  - id: a\n    kind: authorization_code\n    issuer: http://127.0.0.1:1\n    client_id: c\n    redirect_uri: https://probe.invalid/cb\n    username: u\n    password: p\n    consent_button: \"button[\"\n    login_steps:\n      - on: \"^http://(\"\n        click: \"#ok\"\n      - on: \".*login\"\n        fill: { user: u }\n",
+    )
+    .expect_err("rejected")
+    .to_string();
+    assert!(
+        errs.contains("t.yaml:9") && errs.contains("consent_button"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("t.yaml:11") && errs.contains("invalid regular expression"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("t.yaml:13") && errs.contains("a URL regular expression starts with `^`"),
+        "{errs}"
+    );
+}
