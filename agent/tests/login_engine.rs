@@ -157,3 +157,73 @@ fn login_steps_and_consent_button_are_validated_at_load() {
         "{errs}"
     );
 }
+
+/// A body whose endpoints are all on `server` (no discovery).
+fn fake(server: &authpulse_tests::fault::FaultServer, extra: &str) -> String {
+    format!(
+        "  - id: login\n    timeout: 5s\n    kind: authorization_code\n    authorization_endpoint: {}\n    token_endpoint: {}\n    client_id: probe-web\n    client_secret: {{ secret: web_secret }}\n    redirect_uri: https://probe.invalid/cb\n    username: alice\n    password: {{ secret: alice_password }}\n{extra}",
+        server.url("/authorize"),
+        server.url("/token")
+    )
+}
+
+fn html(body: &str) -> authpulse_tests::fault::Reply {
+    authpulse_tests::fault::Reply::Respond {
+        status: 200,
+        headers: vec![("content-type".into(), "text/html".into())],
+        body: body.into(),
+        delay: std::time::Duration::ZERO,
+    }
+}
+
+#[tokio::test]
+async fn a_script_only_page_needs_javascript() {
+    let idp = authpulse_tests::fault::FaultServer::start(|_| {
+        html("<html><head><title>Sign in</title><script src=/app.js></script></head><body><div id=root></div><noscript>You need to enable JavaScript to run this app.</noscript></body></html>")
+    })
+    .await;
+    let o = run(&fake(&idp, ""), None).await;
+    assert_eq!(class(&o), Some(FailureClass::Protocol), "{o:?}");
+    assert!(
+        o.detail.contains("the login page needs JavaScript"),
+        "{}",
+        o.detail
+    );
+}
+
+#[tokio::test]
+async fn meta_refresh_then_a_page_loop_ends_at_the_page_limit() {
+    // Every page refreshes to the next: the limit names the last page.
+    let idp = authpulse_tests::fault::FaultServer::start(|line| {
+        let n: usize = line
+            .split(['=', ' '])
+            .find_map(|p| p.parse().ok())
+            .unwrap_or(0);
+        html(&format!(
+            "<html><head><title>Hop {n}</title><meta http-equiv=refresh content=\"0; url=/hop?n={}\"></head></html>",
+            n + 1
+        ))
+    })
+    .await;
+    let o = run(&fake(&idp, "    max_pages: 3\n"), None).await;
+    assert_eq!(class(&o), Some(FailureClass::Protocol), "{o:?}");
+    assert!(
+        o.detail.contains("no end of the login after 3 pages") && o.detail.contains("title \"Hop"),
+        "{}",
+        o.detail
+    );
+}
+
+#[tokio::test]
+async fn a_form_post_to_the_redirect_uri_ends_the_walk() {
+    // response_mode=form_post: the self-posting form is read, not submitted.
+    let idp = authpulse_tests::fault::FaultServer::start(|_| {
+        html("<html><body onload=\"document.forms[0].submit()\"><form method=post action=\"https://probe.invalid/cb\"><input type=hidden name=code value=abc><input type=hidden name=state value=forged></form></body></html>")
+    })
+    .await;
+    let o = run(&fake(&idp, ""), None).await;
+    // The callback was reached (its state is then checked, and is not ours).
+    assert_eq!(class(&o), Some(FailureClass::Protocol), "{o:?}");
+    assert!(o.detail.contains("state mismatch"), "{}", o.detail);
+    assert_eq!(idp.requests(), 1, "nothing was posted anywhere");
+}
