@@ -8,6 +8,7 @@ pub mod http;
 pub mod in_process;
 pub mod jwt;
 pub mod last_assignment;
+pub mod login;
 pub mod oauth;
 pub mod private_fs;
 pub mod probes;

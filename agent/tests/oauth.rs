@@ -62,6 +62,7 @@ async fn run_outputs(
         memory,
         scope: def.id.clone(),
         outputs: Map::new(),
+        save_pages: None,
     };
     let o = probes::dispatch(&def.spec, &mut ctx).await;
     (o, ctx.outputs)

@@ -10,6 +10,7 @@ pub mod fake_agent;
 pub mod fault;
 pub mod feed_check;
 pub mod fleet;
+pub mod idp;
 pub mod line_server;
 pub mod moto;
 pub mod mtls;

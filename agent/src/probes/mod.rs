@@ -148,6 +148,9 @@ pub struct RunContext<'a> {
     /// Values later journey steps read as `{{ steps.<name>.<key> }}`. Never
     /// sent to the coordinator.
     pub outputs: Map<String, Json>,
+    /// `authpulse probe --save-pages DIR`: interactive logins save each page
+    /// there, secrets hidden ([`crate::login::save`]).
+    pub save_pages: Option<std::path::PathBuf>,
 }
 
 impl RunContext<'_> {
@@ -247,6 +250,17 @@ pub async fn run(
     secrets: &SecretStore,
     memory: &ProbeMemory,
 ) -> ProbeOutcome {
+    run_saving_pages(probe, net, secrets, memory, None).await
+}
+
+/// [`run`], saving the pages of interactive logins in `save_pages`.
+pub async fn run_saving_pages(
+    probe: &ProbeDef,
+    net: &NetContext,
+    secrets: &SecretStore,
+    memory: &ProbeMemory,
+    save_pages: Option<std::path::PathBuf>,
+) -> ProbeOutcome {
     let started = Instant::now();
     let deadline = started + probe.timeout;
     let mut ctx = RunContext {
@@ -257,6 +271,7 @@ pub async fn run(
         memory,
         scope: probe.id.clone(),
         outputs: Map::new(),
+        save_pages,
     };
     let body = dispatch(&probe.spec, &mut ctx);
     // Probes honour the deadline phase by phase; this outer bound (with a

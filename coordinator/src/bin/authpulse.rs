@@ -78,6 +78,10 @@ enum Command {
         json: bool,
         #[arg(long, env = "AUTHPULSE_SECRETS_DIR")]
         secrets_dir: Option<PathBuf>,
+        /// Save every page of an interactive login (HTML, the form chosen, the
+        /// fields sent with secrets as `<secret NAME>`, the answer's status) in DIR.
+        #[arg(long, value_name = "DIR")]
+        save_pages: Option<PathBuf>,
     },
     /// Coordinator + one in-process agent with SQLite under --data-dir.
     #[command(
@@ -322,7 +326,8 @@ fn main() -> ExitCode {
                 id,
                 json,
                 secrets_dir,
-            } => probe(&catalog, &id, json, secrets_dir).await,
+                save_pages,
+            } => probe(&catalog, &id, json, secrets_dir, save_pages).await,
             Command::Certs(command) => certs(command),
             Command::Standalone {
                 catalog,
@@ -529,7 +534,10 @@ async fn probe(
     id: &str,
     json: bool,
     secrets_dir: Option<PathBuf>,
+    save_pages: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    // AUTHPULSE_LOG, as for the other binaries (JSON lines on stderr).
+    authpulse_agent::process::init_logging();
     let catalog = authpulse_proto::catalog::load_files(catalog)
         .map_err(|e| anyhow::anyhow!("invalid catalog:\n{e}"))?;
     let Some(def) = catalog.probe(id) else {
@@ -538,7 +546,14 @@ async fn probe(
     };
     let net = authpulse_agent::http::NetContext::new().context("network setup")?;
     let secrets = authpulse_agent::secrets::SecretStore::new(secrets_dir);
-    let outcome = authpulse_agent::probes::run(def, &net, &secrets, &Default::default()).await;
+    let outcome = authpulse_agent::probes::run_saving_pages(
+        def,
+        &net,
+        &secrets,
+        &Default::default(),
+        save_pages,
+    )
+    .await;
     if json {
         println!("{}", outcome_json(id, def.kind(), &outcome));
     } else {

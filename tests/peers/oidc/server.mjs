@@ -17,6 +17,10 @@
 //   probe-pkjwt    private_key_jwt (RS256 or ES256), grant client_credentials, scope api:read;
 //              registered only when env OIDC_PEER_PKJWT_PUBLIC_KEYS holds its public key(s)
 //              (PEM "PUBLIC KEY" blocks, concatenated): tests generate the key pair
+//   probe-idf  like probe-web, with the pages of an identifier-first IdP: the username on one
+//              page ("Continue"), the password on the next (username hidden), and a consent
+//              page whose buttons are, in this order, Deny, "Switch user" (value=logout, which
+//              ends the sign-in) and Accept
 //   probe-ropc confidential, client_secret_basic, secret "probe-ropc-secret", grants password +
 //              refresh_token, scopes openid offline_access profile email api:read
 // Features: devInteractions behind a login guard (users alice, and bob with a TOTP
@@ -148,6 +152,16 @@ const configuration = {
     },
     {
       client_id: 'probe-web',
+      client_secret: 'probe-web-secret',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['https://probe.invalid/cb'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    {
+      // Identifier-first login and a consent page with Deny / Switch user /
+      // Accept (see identifierFirst below); otherwise like probe-web.
+      client_id: 'probe-idf',
       client_secret: 'probe-web-secret',
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -386,6 +400,39 @@ function otpPage(action, error) {
 </form>`);
 }
 
+// The identifier-first pages of probe-idf.
+function identifierPage(action, login = '', error = '') {
+  const err = error ? `<div class="alert alert-danger" role="alert">${escapeHtml(error)}</div>\n` : '';
+  return page('Sign in', `${err}<form action="${action}/identify" method="post">
+  <label for="username">Username</label>
+  <input type="text" id="username" name="username" autocomplete="username" value="${escapeHtml(login)}" required>
+  <label><input type="checkbox" name="remember" value="yes" checked> Remember me</label>
+  <button type="submit" name="action" value="continue">Continue</button>
+</form>
+<p><a href="/signup">Create an account</a></p>`);
+}
+
+function passwordPage(action, login, error = '') {
+  const err = error ? `<div class="alert alert-danger" role="alert">${escapeHtml(error)}</div>\n` : '';
+  return page('Enter your password', `${err}<p>Signing in as ${escapeHtml(login)}</p>
+<form action="${action}" method="post">
+  <input type="hidden" name="prompt" value="login">
+  <input type="hidden" name="flow" value="identifier-first">
+  <input type="hidden" name="login" value="${escapeHtml(login)}">
+  <input type="password" name="password" autocomplete="current-password" required>
+  <button type="submit">Sign in</button>
+</form>`);
+}
+
+function decisionPage(action) {
+  return page('Authorize probe-idf', `<p>probe-idf wants to access your account.</p>
+<form action="${action}/decide" method="post">
+  <button type="submit" name="decision" value="deny">Deny</button>
+  <button type="submit" name="decision" value="logout">Switch user</button>
+  <button type="submit" name="decision" value="accept">Accept</button>
+</form>`);
+}
+
 function readBody(req) {
   return new Promise((resolve, reject) => {
     const chunks = [];
@@ -397,9 +444,10 @@ function readBody(req) {
 
 function guardLogin(inner) {
   return async (req, res) => {
-    const m = /^\/interaction\/([^/?]+)(\/otp)?(\?.*)?$/.exec(req.url);
-    if (req.method !== 'POST' || !m) return inner(req, res);
-    const [, uid, otp] = m;
+    const m = /^\/interaction\/([^/?]+)(\/otp|\/identify|\/decide)?(\?.*)?$/.exec(req.url);
+    if (!m) return inner(req, res);
+    const [, uid, sub] = m;
+    const otp = sub === '/otp';
     const action = `/interaction/${uid}`;
     const html = (status, body) => {
       res.statusCode = status;
@@ -407,6 +455,19 @@ function guardLogin(inner) {
       res.setHeader('cache-control', 'no-store');
       res.end(body);
     };
+    if (req.method === 'GET' && !sub) {
+      let details;
+      try {
+        details = await provider.interactionDetails(req, res);
+      } catch {
+        return inner(req, res);
+      }
+      if (details.params.client_id !== 'probe-idf') return inner(req, res);
+      if (details.prompt.name === 'login') return html(200, identifierPage(action));
+      if (details.prompt.name === 'consent') return html(200, decisionPage(action));
+      return inner(req, res);
+    }
+    if (req.method !== 'POST') return inner(req, res);
     let raw;
     try {
       raw = await readBody(req);
@@ -414,7 +475,27 @@ function guardLogin(inner) {
       return html(400, page('Sign-in', '<p class="error">Could not read the request.</p>'));
     }
     const form = new URLSearchParams(raw);
-    if (otp) {
+    if (sub === '/identify') {
+      const login = form.get('username') || '';
+      if (!Object.hasOwn(loginUsers, login)) {
+        return html(200, identifierPage(action, login, 'We could not find an account with that username.'));
+      }
+      return html(200, passwordPage(action, login));
+    }
+    if (sub === '/decide') {
+      const decision = form.get('decision');
+      if (decision === 'deny') {
+        return provider.interactionFinished(req, res, {
+          error: 'access_denied', error_description: 'End-User denied the request',
+        }, { mergeWithLastSubmission: false });
+      }
+      if (decision === 'logout') {
+        return html(200, page('Signed out', '<p>You have been signed out. Close this window to continue.</p>'));
+      }
+      if (decision !== 'accept') return html(400, page('Consent', '<p class="error">Unknown decision.</p>'));
+      raw = 'prompt=consent';
+      req.url = action;
+    } else if (otp) {
       const account = pendingTotp.get(uid);
       if (!account) return html(400, page('Sign-in', '<p class="error">No sign-in in progress.</p>'));
       if (!totpValid(form.get('otp') || '')) return html(200, otpPage(`${action}/otp`, 'Invalid code.'));
@@ -424,6 +505,9 @@ function guardLogin(inner) {
     } else if (form.get('prompt') === 'login') {
       const login = form.get('login') || '';
       if (!Object.hasOwn(loginUsers, login) || form.get('password') !== loginUsers[login]) {
+        if (form.get('flow') === 'identifier-first') {
+          return html(200, passwordPage(action, login, 'Wrong password. Try again.'));
+        }
         return html(200, loginPage(action, login, 'Invalid username or password.'));
       }
       if (login === 'bob') {

@@ -353,8 +353,97 @@ pub struct AuthorizationCodeSpec {
         skip_serializing_if = "is_default_clock_skew"
     )]
     pub clock_skew: Duration,
+    /// CSS selector of the button to click on consent and similar pages
+    /// (default: the engine's choice of an affirmative button).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_button: Option<String>,
+    /// Pages scripted by hand where the heuristics can't know (the first
+    /// step whose `on` matches a page acts on it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub login_steps: Vec<LoginStep>,
+    /// Pages the login may walk before it ends with `protocol`.
+    #[serde(
+        default = "default_max_pages",
+        skip_serializing_if = "is_default_max_pages"
+    )]
+    pub max_pages: u8,
     #[serde(default)]
     pub tls: TlsSpec,
+}
+
+/// One scripted page of an interactive login: on a page that matches `on`,
+/// fill the named inputs and click `click` (or submit the form as Enter would).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginStep {
+    /// A regular expression on the page URL when it starts with `^` or
+    /// `http`, else a CSS selector that must match an element of the page.
+    pub on: String,
+    /// Input `name` -> value (`{ secret: NAME }` for secrets).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fill: std::collections::BTreeMap<String, Value>,
+    /// CSS selector of the submit button to click.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click: Option<String>,
+}
+
+impl LoginStep {
+    /// `on` is a URL regular expression (else a CSS selector).
+    pub fn on_is_url(&self) -> bool {
+        self.on.starts_with('^') || self.on.starts_with("http")
+    }
+}
+
+/// `login_steps` and `consent_button`: regexes and CSS selectors that parse.
+fn login_script(out: &mut Issues, steps: &[LoginStep], consent_button: &Option<String>) {
+    if let Some(sel) = consent_button
+        && let Err(e) = scraper::Selector::parse(sel)
+    {
+        out.push((
+            vec![key("consent_button")],
+            format!("`{sel}` is not a valid CSS selector: {e}"),
+        ));
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let at = |k: &str| vec![key("login_steps"), Seg::Index(i), key(k)];
+        if step.on_is_url() {
+            if let Err(e) = regex::Regex::new(&step.on) {
+                out.push((at("on"), format!("invalid regular expression: {e}")));
+            }
+        } else if let Err(e) = scraper::Selector::parse(&step.on) {
+            out.push((
+                at("on"),
+                format!(
+                    "`{}` is not a valid CSS selector ({e}); a URL regular expression starts with `^`",
+                    step.on
+                ),
+            ));
+        }
+        if let Some(sel) = &step.click
+            && let Err(e) = scraper::Selector::parse(sel)
+        {
+            out.push((
+                at("click"),
+                format!("`{sel}` is not a valid CSS selector: {e}"),
+            ));
+        }
+        if step.fill.is_empty() && step.click.is_none() {
+            out.push((
+                vec![key("login_steps"), Seg::Index(i)],
+                "a step needs `fill`, `click` or both".into(),
+            ));
+        }
+        if step.fill.keys().any(|k| k.trim().is_empty()) {
+            out.push((at("fill"), "input names must not be empty".into()));
+        }
+    }
+}
+
+fn default_max_pages() -> u8 {
+    10
+}
+fn is_default_max_pages(n: &u8) -> bool {
+    *n == default_max_pages()
 }
 
 fn default_openid() -> Vec<String> {
@@ -421,6 +510,19 @@ impl Validate for AuthorizationCodeSpec {
             if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 out.push((vec![key(name)], "must not be empty".into()));
             }
+        }
+        if let Some(sel) = &self.form_selector
+            && !sel.trim().is_empty()
+            && let Err(e) = scraper::Selector::parse(sel)
+        {
+            out.push((
+                vec![key("form_selector")],
+                format!("`{sel}` is not a valid CSS selector: {e}"),
+            ));
+        }
+        login_script(&mut out, &self.login_steps, &self.consent_button);
+        if !(1..=50).contains(&self.max_pages) {
+            out.push((vec![key("max_pages")], "must be between 1 and 50".into()));
         }
         check_tls(&mut out, &self.tls);
         out
