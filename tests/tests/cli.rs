@@ -319,12 +319,19 @@ fn import_openslo_prints_slos_that_validate_against_the_catalog() {
     assert!(err.contains("unknown probe `corp-logout`"), "{err}");
 }
 
-/// Every probe example in the README (a block that is a `probes:` list or
+/// Every probe example in the READMEs (a block that is a `probes:` list or
 /// list entries with an `id` and a `kind`) is a valid catalog.
 #[test]
 fn readme_probe_examples_are_valid() {
-    let readme =
-        std::fs::read_to_string(authpulse_tests::repo_root().join("README.md")).expect("README");
+    let readme: String = [
+        "README.md",
+        "proto/README.md",
+        "coordinator/README.md",
+        "deploy/README.md",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(authpulse_tests::repo_root().join(f)).expect("README"))
+    .collect();
     let dir = TempDir::new("ap-readme");
     let mut checked = 0;
     for (i, block) in readme.split("```yaml\n").skip(1).enumerate() {
