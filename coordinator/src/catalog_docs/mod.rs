@@ -1,0 +1,287 @@
+//! `authpulse docs --catalog`: a validated catalog rendered as a Markdown
+//! runbook for the people on call: every probe with the endpoint it talks to
+//! and what depends on it (SLOs, gates, journeys' steps), every SLO with its
+//! objective, window, budgeting and the burn-rate alert table the alerter
+//! really uses ([`crate::alerting::RULES`] and [`crate::alerting::factor`]),
+//! every gate's conditions, the status-page components and the secrets the
+//! agents must hold. Secret values never appear: references show as
+//! `secret: NAME`, inline credentials as "inline value, not shown", and
+//! header values only when they are references. The output depends on the
+//! catalog and the file names alone (catalog order for lists, sorted maps,
+//! no timestamps), so a runbook in git only changes when the catalog does.
+//! This module holds the frame (header, contents, who-uses-what) and the
+//! Markdown helpers the sections share; the sections are in `probes.rs`,
+//! `slos.rs`, `gates.rs` (with the components) and `secrets.rs`.
+mod gates;
+mod probes;
+mod secrets;
+mod slos;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use authpulse_proto::catalog::Catalog;
+
+use gates::{components, gates};
+use probes::probes;
+use secrets::secrets;
+use slos::slos;
+
+/// The catalog as Markdown. `sources` are the file names as given (shown in
+/// the header; nothing else about the environment is read).
+pub fn render(catalog: &Catalog, sources: &[String]) -> String {
+    let usage = Usage::of(catalog);
+    let mut doc = Doc::default();
+    header(&mut doc, catalog, sources);
+    contents(&mut doc, catalog);
+    probes(&mut doc, catalog, &usage);
+    slos(&mut doc, catalog, &usage);
+    gates(&mut doc, catalog);
+    components(&mut doc, catalog);
+    secrets(&mut doc, catalog);
+    doc.0
+}
+
+/// A growing Markdown text, one line per call.
+#[derive(Default)]
+struct Doc(String);
+
+impl Doc {
+    fn line(&mut self, text: impl AsRef<str>) {
+        self.0.push_str(text.as_ref());
+        self.0.push('\n');
+    }
+
+    fn blank(&mut self) {
+        self.0.push('\n');
+    }
+
+    fn row(&mut self, cells: &[String]) {
+        self.line(format!("| {} |", cells.join(" | ")));
+    }
+
+    fn table_head(&mut self, names: &[&str]) {
+        self.line(format!("| {} |", names.join(" | ")));
+        self.line(format!("|{}", "---|".repeat(names.len())));
+    }
+}
+
+/// Who uses what: probe id → SLO ids, SLO id → gate and component ids.
+/// Lists keep catalog order without repeats.
+struct Usage {
+    slos_of_probe: BTreeMap<String, Vec<String>>,
+    gates_of_slo: BTreeMap<String, Vec<String>>,
+    components_of_slo: BTreeMap<String, Vec<String>>,
+}
+
+impl Usage {
+    fn of(catalog: &Catalog) -> Usage {
+        let mut slos_of_probe: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for slo in &catalog.slos {
+            for reference in &slo.probes {
+                let probe = probe_of(reference);
+                push_unique(slos_of_probe.entry(probe.into()).or_default(), &slo.id);
+            }
+        }
+        let mut gates_of_slo: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for gate in &catalog.gates {
+            for slo in &gate.slos {
+                push_unique(gates_of_slo.entry(slo.clone()).or_default(), &gate.id);
+            }
+        }
+        let mut components_of_slo: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for component in &catalog.components {
+            for slo in &component.slos {
+                push_unique(
+                    components_of_slo.entry(slo.clone()).or_default(),
+                    &component.id,
+                );
+            }
+        }
+        Usage {
+            slos_of_probe,
+            gates_of_slo,
+            components_of_slo,
+        }
+    }
+
+    fn slos(&self, probe: &str) -> &[String] {
+        self.slos_of_probe.get(probe).map_or(&[], Vec::as_slice)
+    }
+
+    fn gates_of_slo(&self, slo: &str) -> &[String] {
+        self.gates_of_slo.get(slo).map_or(&[], Vec::as_slice)
+    }
+
+    /// Gates that read a probe through any of its SLOs.
+    fn gates_of_probe(&self, probe: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for slo in self.slos(probe) {
+            for gate in self.gates_of_slo(slo) {
+                push_unique(&mut out, gate);
+            }
+        }
+        out
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|x| x == item) {
+        list.push(item.to_string());
+    }
+}
+
+/// `journey/step` names the journey probe; a plain id names itself.
+fn probe_of(reference: &str) -> &str {
+    reference.split_once('/').map_or(reference, |(id, _)| id)
+}
+
+fn header(doc: &mut Doc, catalog: &Catalog, sources: &[String]) {
+    doc.line("# authpulse catalog runbook");
+    doc.blank();
+    let files: Vec<String> = sources.iter().map(|s| code(s)).collect();
+    doc.line(format!(
+        "Generated by `authpulse docs` from {}: {}, {}, {}, {}. Regenerate it after every \
+         catalog change; `authpulse validate` checks the same files.",
+        files.join(", "),
+        count(catalog.probes.len(), "probe", "probes"),
+        count(catalog.slos.len(), "SLO", "SLOs"),
+        count(catalog.gates.len(), "deploy gate", "deploy gates"),
+        count(catalog.components.len(), "component", "components"),
+    ));
+    doc.blank();
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn contents(doc: &mut Doc, catalog: &Catalog) {
+    doc.line("## Contents");
+    doc.blank();
+    doc.line("- [Probes](#probes)");
+    for p in &catalog.probes {
+        doc.line(format!("  - [{}](#{})", code(&p.id), probe_anchor(&p.id)));
+    }
+    doc.line("- [SLOs](#slos)");
+    for s in &catalog.slos {
+        doc.line(format!("  - [{}](#{})", code(&s.id), slo_anchor(&s.id)));
+    }
+    doc.line("- [Deploy gates](#deploy-gates)");
+    for g in &catalog.gates {
+        doc.line(format!("  - [{}](#{})", code(&g.id), gate_anchor(&g.id)));
+    }
+    doc.line("- [Components](#components)");
+    doc.line("- [Secrets](#secrets)");
+    doc.blank();
+}
+
+// Anchors are the ones GitHub and pandoc derive from the headings below
+// ("### Probe `x`" → `probe-x`); ids are [a-z0-9-], so they pass unchanged.
+fn probe_anchor(id: &str) -> String {
+    format!("probe-{id}")
+}
+fn slo_anchor(id: &str) -> String {
+    format!("slo-{id}")
+}
+fn gate_anchor(id: &str) -> String {
+    format!("gate-{id}")
+}
+
+fn probe_link(reference: &str) -> String {
+    format!(
+        "[{}](#{})",
+        code(reference),
+        probe_anchor(probe_of(reference))
+    )
+}
+fn slo_link(id: &str) -> String {
+    format!("[{}](#{})", code(id), slo_anchor(id))
+}
+fn gate_link(id: &str) -> String {
+    format!("[{}](#{})", code(id), gate_anchor(id))
+}
+
+fn list_or_none(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "—".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Inline code, with a longer fence when the text holds a backtick.
+fn code(s: &str) -> String {
+    if s.contains('`') {
+        format!("`` {s} ``")
+    } else {
+        format!("`{s}`")
+    }
+}
+
+/// A code cell: pipes would end the cell even inside backticks.
+fn cell(s: &str) -> String {
+    code(&s.replace('|', "\\|"))
+}
+
+/// Free text (descriptions, names) made safe for one table cell or line.
+fn text(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
+/// A number with at most `decimals` decimals, trailing zeros dropped.
+fn num(x: f64, decimals: usize) -> String {
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// `1m 30s`, `28d`, `500ms`: the catalog's own way of writing durations.
+fn duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut parts = Vec::new();
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            parts.push(format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secrets::secret_env;
+    use super::*;
+
+    #[test]
+    fn numbers_and_durations_read_like_the_catalog() {
+        assert_eq!(num(99.9, 4), "99.9");
+        assert_eq!(num(0.99 * 100.0, 4), "99");
+        assert_eq!(num((100.0 - 99.9) / 100.0 * 100.0, 4), "0.1");
+        assert_eq!(num(14.4 * 7.0 / 30.0, 4), "3.36");
+        assert_eq!(num(40_320.0, 0), "40320");
+        assert_eq!(duration(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(duration(Duration::from_secs(28 * 86_400)), "28d");
+        assert_eq!(duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(
+            secret_env("corp-web.secret"),
+            "AUTHPULSE_SECRET_CORP_WEB_SECRET"
+        );
+    }
+}
