@@ -61,39 +61,17 @@ impl Credentials {
     }
 }
 
-/// The DNS suffix of the partition `region` belongs to.
-fn dns_suffix(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    }
-}
-
-/// The region a request to `service` is signed for: IAM is global and
-/// signed for its partition's home region; everything else for `region`.
+/// The region a request to `service` is signed for (see
+/// [`authpulse_proto::catalog::aws_signing_region`]).
 pub fn signing_region(service: &str, region: &str) -> String {
-    match service {
-        "iam" if region.starts_with("cn-") => "cn-north-1".into(),
-        "iam" if region.starts_with("us-gov-") => "us-gov-west-1".into(),
-        "iam" => "us-east-1".into(),
-        _ => region.to_string(),
-    }
+    authpulse_proto::catalog::aws_signing_region(service, region)
 }
 
-/// `custom` if given, else the public endpoint of `service` in `region`.
+/// `custom` if given, else the public endpoint of `service` in `region`, as
+/// the catalog reference derives it; a bad URL is a `config` failure.
 pub fn endpoint(custom: Option<&str>, service: &str, region: &str) -> Result<Url, Failure> {
-    let raw = match custom {
-        Some(c) => c.to_string(),
-        None => match service {
-            "iam" if region.starts_with("cn-") => "https://iam.cn-north-1.amazonaws.com.cn".into(),
-            "iam" if region.starts_with("us-gov-") => "https://iam.us-gov.amazonaws.com".into(),
-            "iam" => "https://iam.amazonaws.com".into(),
-            _ => format!("https://{service}.{region}.{}", dns_suffix(region)),
-        },
-    };
-    Url::parse(&raw)
-        .map_err(|e| Failure::new(FailureClass::Config, format!("endpoint `{raw}`: {e}")))
+    authpulse_proto::catalog::aws_endpoint(custom, service, region)
+        .map_err(|e| Failure::new(FailureClass::Config, e))
 }
 
 /// `host[:port]` of an endpoint, for details.

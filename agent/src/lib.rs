@@ -12,7 +12,6 @@ pub mod login;
 pub mod oauth;
 pub mod private_fs;
 pub mod probes;
-pub mod process;
 pub mod redact;
 pub mod scheduler;
 pub mod secrets;

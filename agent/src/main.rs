@@ -26,10 +26,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    authpulse_agent::process::init_logging();
+    authpulse_process::init_logging();
     let cfg = authpulse_agent::AgentConfig::load(&args.config, args.insecure)?;
     let metrics = authpulse_agent::telemetry::install_recorder().context("metrics recorder")?;
-    let mut stop = authpulse_agent::process::ShutdownSignal::install();
+    let mut stop = authpulse_process::ShutdownSignal::install();
     let agent = authpulse_agent::Agent::start(cfg, metrics).await?;
     if let Some(addr) = agent.http_addr {
         println!("listening on http://{addr}");

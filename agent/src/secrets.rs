@@ -39,10 +39,7 @@ impl SecretStore {
     }
 
     pub fn env_name(name: &str) -> String {
-        format!(
-            "AUTHPULSE_SECRET_{}",
-            name.to_ascii_uppercase().replace(['-', '.'], "_")
-        )
+        authpulse_proto::catalog::secret_env_name(name)
     }
 
     pub fn get(&self, name: &str) -> Result<String, SecretError> {

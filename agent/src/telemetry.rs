@@ -186,13 +186,10 @@ fn refuse_remote(peer: SocketAddr) -> Option<Response> {
     ))
 }
 
-/// For a process that did not install the reloadable filter (an agent
-/// embedded in tests).
-fn no_log_control() -> Response {
-    json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "this process does not run the reloadable log filter",
-    )
+/// A shared log-level error as this listener's JSON error.
+fn log_level_error(e: &authpulse_process::log_level::LogLevelError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_error(status, &e.to_string())
 }
 
 /// `GET /log-level`: `{"filter": "...", "capped": ["aws_sigv4=info", ...]}`.
@@ -200,13 +197,9 @@ async fn get_log_level(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
     if let Some(refused) = refuse_remote(peer) {
         return refused;
     }
-    match crate::process::log_control() {
-        Some(control) => axum::Json(json!({
-            "filter": control.filter(),
-            "capped": crate::process::LogControl::capped(),
-        }))
-        .into_response(),
-        None => no_log_control(),
+    match authpulse_process::log_level::current() {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => log_level_error(&e),
     }
 }
 
@@ -216,33 +209,12 @@ async fn put_log_level(ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) 
     if let Some(refused) = refuse_remote(peer) {
         return refused;
     }
-    let Some(control) = crate::process::log_control() else {
-        return no_log_control();
-    };
-    let filter = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => match v.get("filter").and_then(|f| f.as_str()) {
-            Some(f) => f.to_string(),
-            None => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "expected a JSON body {\"filter\": \"...\"}",
-                );
-            }
-        },
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
-    };
-    match control.set(&filter) {
-        Ok(previous) => {
-            let now = control.filter();
-            tracing::warn!(filter = %now, previous = %previous, %peer, "log filter changed at run time");
-            axum::Json(json!({
-                "filter": now,
-                "previous": previous,
-                "capped": crate::process::LogControl::capped(),
-            }))
-            .into_response()
+    match authpulse_process::log_level::apply(&body) {
+        Ok(change) => {
+            tracing::warn!(filter = %change.filter, previous = %change.previous, %peer, "log filter changed at run time");
+            axum::Json(change.to_json()).into_response()
         }
-        Err(e) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => log_level_error(&e),
     }
 }
 

@@ -4,7 +4,7 @@
 //! store per request, so what it shows is what is committed. JSON field
 //! names here are an API contract (dashboards, the `authpulse` CLI, tests).
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use authpulse_proto::catalog::Sli;
 use authpulse_proto::v1::{FailureClass, Outcome};
@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::CatalogSnapshot;
+use crate::clock::{now_rfc3339, rfc3339_ms};
+use crate::http_server::StorageError;
 use crate::slo::{self, SloStatus};
 use crate::store::{AgentRow, Store, StoredResult, StoredStep, StoredTimings, now_ms};
 
@@ -91,9 +93,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Longest silence/acknowledgement `reason` (characters).
 pub const MAX_REASON_CHARS: usize = 1000;
-
-/// Longest log filter `PUT /api/v1/admin/log-level` takes (characters).
-const MAX_FILTER_CHARS: usize = 1000;
 
 pub fn router(state: ApiState) -> Router {
     let access = state.access.clone();
@@ -179,32 +178,19 @@ async fn admin_reload(
     }
 }
 
-/// For a process that did not install the reloadable log filter (a
-/// coordinator embedded in tests).
-fn no_log_control() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "this process does not run the reloadable log filter",
-    )
+/// A shared log-level error as this API's JSON error.
+fn log_level_error(e: &authpulse_process::log_level::LogLevelError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error(status, &e.to_string())
 }
 
 /// `GET /api/v1/admin/log-level`: the filter in force and the caps that
 /// apply on top of any filter.
 async fn admin_log_level() -> Response {
-    match authpulse_agent::process::log_control() {
-        Some(control) => Json(json!({
-            "filter": control.filter(),
-            "capped": authpulse_agent::process::LogControl::capped(),
-        }))
-        .into_response(),
-        None => no_log_control(),
+    match authpulse_process::log_level::current() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => log_level_error(&e),
     }
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogLevelBody {
-    filter: String,
 }
 
 /// `PUT /api/v1/admin/log-level` `{"filter": "debug,hyper=info"}`: swaps the
@@ -216,51 +202,35 @@ async fn admin_set_log_level(
     who: Option<axum::Extension<crate::api_access::Caller>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    use authpulse_process::log_level::LogLevelError;
     let who = caller(&who);
     let body = match body {
         Ok(b) => b,
         Err(e) => return body_refused(&e),
     };
-    let Some(control) = authpulse_agent::process::log_control() else {
-        return no_log_control();
+    // A body that is not a request is refused unaudited, as any bad body.
+    let asked = match authpulse_process::log_level::parse_body(&body) {
+        Ok(filter) => filter,
+        Err(e) => return log_level_error(&e),
     };
-    // Parsed here rather than by the `Json` extractor: any content type
-    // (curl -d sends a form type) and a JSON error body either way.
-    let Ok(body) = serde_json::from_slice::<LogLevelBody>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expected a JSON body {\"filter\": \"...\"}",
-        );
-    };
-    if body.filter.chars().count() > MAX_FILTER_CHARS {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("filter longer than {MAX_FILTER_CHARS} characters"),
-        );
-    }
-    match control.set(&body.filter) {
-        Ok(previous) => {
-            let now = control.filter();
+    match authpulse_process::log_level::set(&asked) {
+        Ok(change) => {
             st.audit.append(
                 "log_level",
-                json!({ "by": who, "result": "ok", "filter": now, "previous": previous }),
+                json!({ "by": who, "result": "ok", "filter": change.filter, "previous": change.previous }),
             );
-            tracing::warn!(filter = %now, %previous, by = %who, "log filter changed at run time");
-            Json(json!({
-                "filter": now,
-                "previous": previous,
-                "capped": authpulse_agent::process::LogControl::capped(),
-            }))
-            .into_response()
+            tracing::warn!(filter = %change.filter, previous = %change.previous, by = %who, "log filter changed at run time");
+            Json(change.to_json()).into_response()
         }
+        Err(e @ LogLevelError::NoControl) => log_level_error(&e),
         Err(e) => {
-            // Cut: a refused body must not bloat the audit log.
-            let asked: String = body.filter.chars().take(256).collect();
+            // Cut: a refused filter must not bloat the audit log.
+            let asked: String = asked.chars().take(256).collect();
             st.audit.append(
                 "log_level",
                 json!({ "by": who, "result": "refused", "filter": asked, "error": e.to_string() }),
             );
-            error(StatusCode::BAD_REQUEST, &e.to_string())
+            log_level_error(&e)
         }
     }
 }
@@ -335,7 +305,7 @@ async fn admin_silence(
     Path((slo, severity)): Path<(String, String)>,
     who: Option<axum::Extension<crate::api_access::Caller>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StorageError> {
     let body = match silence_body(body) {
         Ok(b) => b,
         Err(r) => return Ok(*r),
@@ -387,7 +357,7 @@ async fn admin_ack(
     Path((slo, severity)): Path<(String, String)>,
     who: Option<axum::Extension<crate::api_access::Caller>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StorageError> {
     let body = match silence_body(body) {
         Ok(b) => b,
         Err(r) => return Ok(*r),
@@ -412,42 +382,9 @@ async fn admin_ack(
     Ok(Json(json!({ "result": "acknowledged", "slo": slo, "severity": severity })).into_response())
 }
 
+/// The coordinator's one JSON error answer.
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
-/// A failed store call: logged with detail by the
-/// [`StorageGuard`](crate::http_server::StorageGuard), answered 500 with
-/// no internals (`storage unavailable` / `storage error`).
-pub(crate) struct ApiError(crate::http_server::StorageError);
-
-impl From<crate::http_server::StorageError> for ApiError {
-    fn from(e: crate::http_server::StorageError) -> Self {
-        ApiError(e)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        error(StatusCode::INTERNAL_SERVER_ERROR, &self.0.to_string())
-    }
-}
-
-/// The last millisecond RFC 3339 can show (9999-12-31T23:59:59.999Z);
-/// humantime panics past it.
-const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
-
-/// RFC 3339 UTC with milliseconds; never panics: times before 1970 are shown
-/// as the epoch, times past year 9999 as its last millisecond (a stored time
-/// can come from a peer).
-pub fn rfc3339_ms(ms: i64) -> String {
-    let ms = ms.clamp(0, MAX_RFC3339_MS);
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    crate::http_server::json_error(status, message)
 }
 
 /// Lower-case snake name of a failure class (`dns`, `http_status`, …);
@@ -606,7 +543,7 @@ async fn latency(
     State(st): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<LatencyQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StorageError> {
     let raw = q.window.unwrap_or_else(|| "1h".into());
     let window = match humantime::parse_duration(&raw) {
         Ok(w) if w >= Duration::from_secs(60) && w <= MAX_LATENCY_WINDOW => w,
@@ -672,7 +609,7 @@ fn agent_json(a: &AgentRow, fleet: &crate::fleet::FleetConfig, now: i64) -> Valu
     })
 }
 
-async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
     let snapshot = st.catalog.borrow().clone();
     let statuses = st
         .storage
@@ -687,7 +624,7 @@ async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     })))
 }
 
-async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
     let snapshot = st.catalog.borrow().clone();
     let latest = st
         .storage
@@ -700,7 +637,7 @@ async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "probes": probes })))
 }
 
-async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
     let agents = st.storage.run("agents", st.store.agents()).await?;
     Ok(Json(
         json!({ "agents": agents.iter().map(|a| agent_json(a, &st.fleet, now_ms())).collect::<Vec<_>>() }),
@@ -708,7 +645,7 @@ async fn agents(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
 }
 
 /// The firing burn-rate and escalation alerts, as committed to the store.
-async fn alerts(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn alerts(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
     let (firing, silences) = st
         .storage
         .run("alerts", async {

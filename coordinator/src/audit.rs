@@ -37,7 +37,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 pub use verify::{BadEntry, Verified, VerifyError, verify, verify_with};
 
 use authpulse_proto::catalog::Catalog;
@@ -278,7 +278,7 @@ impl Writer {
         for job in batch {
             let (line, hash) = entry_line(
                 head.seq + 1,
-                &now_rfc3339(),
+                &crate::clock::now_rfc3339(),
                 &job.kind,
                 &job.fields,
                 &head.hash,
@@ -307,10 +307,6 @@ impl Writer {
         metrics::gauge!("authpulse_coordinator_audit_seq").set(self.head.seq as f64);
         Ok(first)
     }
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 fn lock(file: &File, path: &Path) -> Result<(), AuditError> {

@@ -19,7 +19,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::api::{ApiState, failure_class_name, outcome_name, rfc3339_ms};
+use crate::api::{ApiState, failure_class_name, outcome_name};
+use crate::clock::rfc3339_ms;
+use crate::http_server::StorageError;
 use crate::slo::{self, SloStatus};
 use crate::store::{MINUTE_MS, MinuteRow, Store, StoreError, minute_of, now_ms};
 
@@ -90,24 +92,9 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
+/// The coordinator's one JSON error answer.
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
-/// A failed store call: logged with detail by the storage guard, answered
-/// with 500 and no internals.
-struct UiError(crate::http_server::StorageError);
-
-impl From<crate::http_server::StorageError> for UiError {
-    fn from(e: crate::http_server::StorageError) -> Self {
-        UiError(e)
-    }
-}
-
-impl IntoResponse for UiError {
-    fn into_response(self) -> Response {
-        error(StatusCode::INTERNAL_SERVER_ERROR, &self.0.to_string())
-    }
+    crate::http_server::json_error(status, message)
 }
 
 /// About this many buckets per chart: enough to see an incident's shape,
@@ -156,7 +143,7 @@ pub fn bucket_edges(start_minute: i64, now_minute: i64, step: i64) -> Vec<i64> {
 async fn slo_history(
     State(st): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Response, UiError> {
+) -> Result<Response, StorageError> {
     let snapshot = st.catalog.borrow().clone();
     let Some(def) = snapshot.catalog.slos.iter().find(|s| s.id == id) else {
         return Ok(error(
@@ -385,7 +372,7 @@ const GRID_RUNS: u32 = 30;
 
 /// `GET /api/v1/ui/grid`: the catalog's probes and regions and the recent
 /// runs of every (probe, region), oldest first.
-async fn grid(State(st): State<ApiState>) -> Result<Json<Value>, UiError> {
+async fn grid(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
     let snapshot = st.catalog.borrow().clone();
     let now = now_ms();
     let (recent, agents) = st

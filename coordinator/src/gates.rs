@@ -29,8 +29,9 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use crate::alerting::{self, Severity};
-use crate::api::{ApiState, rfc3339_ms};
+use crate::api::ApiState;
 use crate::api_access::Caller;
+use crate::clock::rfc3339_ms;
 use crate::slo::{self, SloState, SloStatus};
 use crate::store::{Store, StoreError, now_ms};
 

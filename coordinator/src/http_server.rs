@@ -131,6 +131,26 @@ pub enum StorageError {
     Failed,
 }
 
+/// The one way a coordinator HTTP handler answers an error: `{"error":
+/// message}` with `status`. Messages are written for the caller; internals
+/// (SQL, paths, peer addresses) are logged, never put here.
+pub fn json_error(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// A failed store call as a response: the details were logged by the
+/// [`StorageGuard`]; the caller (public status feed included) gets 500 and
+/// only `storage unavailable` or `storage error`.
+impl axum::response::IntoResponse for StorageError {
+    fn into_response(self) -> axum::response::Response {
+        json_error(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            &self.to_string(),
+        )
+    }
+}
+
 /// The deadline on request paths' store work and the storage health they
 /// see. Shared by every handler (one per coordinator).
 #[derive(Debug)]

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod catalog_docs;
 pub mod catalog_watch;
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod fleet;
@@ -150,7 +151,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Running> {
 
 /// Like [`start`], but opens no gRPC port: agents reach the service only
 /// through the returned sender, each `DuplexStream` sent being one
-/// connection (`authpulse_agent::in_process` makes them). For `authpulse
+/// connection (the agent's in-process connector makes them). For `authpulse
 /// standalone`, whose agent runs in this process: no other process can reach
 /// the agent service, so it needs neither TLS nor trust in the network.
 /// `grpc_listen`, `tls` and `insecure` are ignored; [`Running::grpc_addr`]

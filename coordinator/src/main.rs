@@ -63,7 +63,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     // Shared with the agent: JSON on stderr, credential loggers capped, and
     // a filter that `PUT /api/v1/admin/log-level` changes at run time.
-    authpulse_agent::process::init_logging();
+    authpulse_process::init_logging();
 
     let config = match CoordinatorConfig::load(args.config.as_deref(), args.insecure) {
         Ok(mut c) => {

@@ -24,7 +24,8 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::alerting::{self, Firing, Severity};
-use crate::api::{ApiState, rfc3339_ms};
+use crate::api::ApiState;
+use crate::clock::rfc3339_ms;
 use crate::slo::{self, SloState, SloStatus};
 use crate::store::{Store, StoreError, now_ms};
 

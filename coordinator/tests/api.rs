@@ -263,7 +263,7 @@ async fn probes_and_agents_from_a_real_stream() {
         "region": "eu-west",
         "agent_id": "agent-api",
         "seq": 2,
-        "started_at": authpulse_coordinator::api::rfc3339_ms(now - 1_000),
+        "started_at": authpulse_coordinator::clock::rfc3339_ms(now - 1_000),
         "outcome": "failure",
         "failure_class": "http_status",
         "timings": {"dns_ms": 1.5, "connect_ms": 2.0, "tls_ms": null, "ttfb_ms": 100.0, "total_ms": 2500.5},

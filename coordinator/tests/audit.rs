@@ -43,7 +43,7 @@ fn bad(path: &Path) -> BadEntry {
 
 /// `authpulse audit verify FILE`: (exit code, stdout, stderr).
 fn cli_verify(path: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_authpulse"))
+    let out = Command::new(authpulse_tests::bin("authpulse"))
         .args(["audit", "verify"])
         .arg(path)
         .output()

@@ -74,7 +74,7 @@ fn rewrite_all_macs_away(path: &Path) {
 
 /// `authpulse audit verify FILE ARGS…`: (exit code, stdout, stderr).
 fn cli(path: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_authpulse"))
+    let out = Command::new(authpulse_tests::bin("authpulse"))
         .args(["audit", "verify"])
         .arg(path)
         .args(args)

@@ -664,7 +664,7 @@ fn gate_validation_names_each_problem() {
 
 /// `authpulse gate …`: (exit code, stdout, stderr).
 async fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_authpulse"))
+    let out = tokio::process::Command::new(authpulse_tests::bin("authpulse"))
         .arg("gate")
         .args(args)
         .env_remove("AUTHPULSE_TOKEN")

@@ -77,13 +77,7 @@ impl Metadata {
     }
 }
 
-/// `<issuer>/.well-known/openid-configuration`.
-pub fn discovery_url(issuer: &str) -> String {
-    format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    )
-}
+pub use authpulse_proto::catalog::discovery_url;
 
 /// Fetches and checks the issuer's metadata document (always a request).
 pub async fn discover(

@@ -80,12 +80,7 @@ fn step(name: &str, failure: Option<Failure>, timings: Timings, detail: String) 
 }
 
 fn discovery_url(spec: &OidcDiscoverySpec) -> String {
-    spec.discovery_url.clone().unwrap_or_else(|| {
-        format!(
-            "{}/.well-known/openid-configuration",
-            spec.issuer.trim_end_matches('/')
-        )
-    })
+    spec.document_url()
 }
 
 /// Step 1: the metadata document. Returns the JWKS URL (when step 2 should

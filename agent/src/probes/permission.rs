@@ -130,13 +130,13 @@ fn parse_url(raw: &str) -> Result<url::Url, Failure> {
     url::Url::parse(raw).map_err(|e| config(format!("url `{raw}`: {e}")))
 }
 
-/// `<base>/<suffix>` without doubled slashes.
-fn join(base: &str, suffix: &str) -> Result<url::Url, Failure> {
-    parse_url(&format!(
-        "{}/{}",
-        base.trim_end_matches('/'),
-        suffix.trim_start_matches('/')
-    ))
+/// The engine's check URL (built by the catalog, so the runbook shows the
+/// same one).
+fn check_url(spec: &PermissionSpec) -> Result<url::Url, Failure> {
+    let raw = spec
+        .check_url()
+        .ok_or_else(|| config(format!("engine `{}` needs `store_id`", spec.engine.name())))?;
+    parse_url(&raw)
 }
 
 fn required<'a>(v: &'a Option<String>, field: &str, engine: &str) -> Result<&'a str, Failure> {
@@ -150,14 +150,7 @@ fn question(spec: &PermissionSpec) -> Result<Question, Failure> {
     let engine = spec.engine.name();
     match spec.engine {
         PermissionEngine::Opa => {
-            // `app.authz.allow` and `app/authz/allow` name the same document.
-            let url = match &spec.path {
-                Some(path) => join(
-                    &spec.url,
-                    &format!("v1/data/{}", path.trim_matches('/').replace('.', "/")),
-                )?,
-                None => parse_url(&spec.url)?,
-            };
+            let url = check_url(spec)?;
             let input = spec.input.clone().unwrap_or_else(|| json!({}));
             let about = format!("input {}", snippet(input.to_string().as_bytes()));
             Ok(Question {
@@ -168,7 +161,7 @@ fn question(spec: &PermissionSpec) -> Result<Question, Failure> {
             })
         }
         PermissionEngine::Openfga => {
-            let store = required(&spec.store_id, "store_id", engine)?;
+            required(&spec.store_id, "store_id", engine)?;
             let user = required(&spec.user, "user", engine)?;
             let relation = required(&spec.relation, "relation", engine)?;
             let object = required(&spec.object, "object", engine)?;
@@ -180,7 +173,7 @@ fn question(spec: &PermissionSpec) -> Result<Question, Failure> {
             }
             Ok(Question {
                 method: Method::POST,
-                url: join(&spec.url, &format!("stores/{store}/check"))?,
+                url: check_url(spec)?,
                 body,
                 about: format!("{user} {relation} {object}"),
             })
@@ -208,7 +201,7 @@ fn question(spec: &PermissionSpec) -> Result<Question, Failure> {
             }
             Ok(Question {
                 method: Method::POST,
-                url: join(&spec.url, "v1/permissions/check")?,
+                url: check_url(spec)?,
                 body,
                 about: format!("{subject} {permission} {resource}"),
             })
@@ -223,7 +216,7 @@ fn question(spec: &PermissionSpec) -> Result<Question, Failure> {
             };
             Ok(Question {
                 method,
-                url: parse_url(&spec.url)?,
+                url: check_url(spec)?,
                 body,
                 about,
             })

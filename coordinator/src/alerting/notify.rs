@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{AlertingConfig, Event, Severity};
-use crate::api::rfc3339_ms;
+use crate::clock::rfc3339_ms;
 
 /// The public PagerDuty Events v2 endpoint.
 pub fn default_pagerduty_url() -> String {

@@ -141,17 +141,9 @@ fn secret_names(spec: &KindSpec, out: &mut Vec<String>) {
     }
 }
 
-/// `AUTHPULSE_SECRET_<NAME>`: upper case, `-` and `.` become `_` (as the
-/// agent's secret store reads it).
+/// The environment variable the agent reads a reference from (contract).
 pub(super) fn secret_env(name: &str) -> String {
-    let upper: String = name
-        .chars()
-        .map(|c| match c {
-            '-' | '.' => '_',
-            c => c.to_ascii_uppercase(),
-        })
-        .collect();
-    format!("AUTHPULSE_SECRET_{upper}")
+    authpulse_proto::catalog::secret_env_name(name)
 }
 
 #[cfg(test)]

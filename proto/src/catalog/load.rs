@@ -412,7 +412,7 @@ fn parse_step(step: Json) -> Result<StepDef, (Vec<Seg>, String)> {
                 path,
                 format!(
                     "unknown failure class `{class}` (one of: {})",
-                    crate::FAILURE_CLASS_NAMES.join(", ")
+                    crate::failure_class_names().collect::<Vec<_>>().join(", ")
                 ),
             ));
         }

@@ -2,6 +2,7 @@
 //! user-facing contract (YAML/TOML files in git) and, for probes, also travels
 //! on the wire as JSON inside an assignment, parsed by the same code on both
 //! sides so that the agent can never run something the coordinator rejected.
+mod endpoints;
 pub mod kinds;
 mod load;
 pub mod source_map;
@@ -14,6 +15,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use endpoints::{
+    aws_endpoint, aws_signing_region, discovery_url, display_url, secret_env_name,
+};
 pub use kinds::*;
 pub use load::{
     CatalogError, CatalogErrors, kind_from_json, load_files, load_str, probe_from_json,

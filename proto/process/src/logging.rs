@@ -1,9 +1,8 @@
-//! What every authpulse binary does at its edge: JSON logs on stderr whose
-//! filter can be changed while the process runs ([`LogControl`], served as
-//! `/api/v1/admin/log-level` by the coordinator and `/log-level` by the
-//! agent; `AUTHPULSE_LOG` sets the first one), with third-party loggers that
-//! print credentials capped whatever the filter says, and waiting for the
-//! signals that stop the process.
+//! JSON logs on stderr whose filter can be changed while the process runs
+//! ([`LogControl`], served as `/api/v1/admin/log-level` by the coordinator
+//! and `/log-level` by the agent; `AUTHPULSE_LOG` sets the first one), with
+//! third-party loggers that print credentials capped whatever the filter
+//! says.
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -156,38 +155,6 @@ pub fn init_logging() {
     });
     if let Some(e) = problem {
         tracing::warn!(error = %e, "AUTHPULSE_LOG is not a valid filter; logging at `{DEFAULT_FILTER}`");
-    }
-}
-
-/// SIGTERM/Ctrl-C, registered when created: install it before announcing
-/// readiness, or a SIGTERM sent right after the announcement kills the
-/// process without a clean shutdown.
-pub struct ShutdownSignal {
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl ShutdownSignal {
-    pub fn install() -> ShutdownSignal {
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        if let Err(e) = &term {
-            tracing::warn!(error = %e, "cannot install the SIGTERM handler; only Ctrl-C stops cleanly");
-        }
-        ShutdownSignal { term: term.ok() }
-    }
-
-    /// Resolves on SIGTERM or Ctrl-C.
-    pub async fn recv(&mut self) {
-        match &mut self.term {
-            Some(term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
     }
 }
 

@@ -1,0 +1,96 @@
+//! The catalog commands: `validate` (every problem as FILE:LINE), `docs`
+//! (the Markdown runbook) and `import-openslo` (OpenSLO documents as
+//! catalog SLOs).
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+pub(crate) fn validate(files: &[PathBuf]) -> ExitCode {
+    match authpulse_proto::catalog::load_files(files) {
+        Ok(c) => {
+            println!(
+                "ok: {} probe(s), {} SLO(s), {} gate(s) in {} file(s)",
+                c.probes.len(),
+                c.slos.len(),
+                c.gates.len(),
+                files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            print_catalog_errors(&errors);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// One problem per line (`FILE:LINE: `id`: path: message`), then the count.
+pub(crate) fn print_catalog_errors(errors: &authpulse_proto::catalog::CatalogErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    eprintln!("{} problem(s) found", errors.0.len());
+}
+
+pub(crate) fn docs(
+    files: &[PathBuf],
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let catalog = match authpulse_proto::catalog::load_files(files) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_catalog_errors(&errors);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let sources: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let markdown = authpulse_coordinator::catalog_docs::render(&catalog, &sources);
+    match output {
+        Some(path) => {
+            std::fs::write(path, &markdown)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote {} ({} probe(s), {} SLO(s), {} gate(s))",
+                path.display(),
+                catalog.probes.len(),
+                catalog.slos.len(),
+                catalog.gates.len()
+            );
+        }
+        None => print!("{markdown}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn import_openslo(
+    file: &std::path::Path,
+    catalog: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let slos = match authpulse_coordinator::openslo::convert(&text) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let yaml = authpulse_coordinator::openslo::to_yaml(&slos, &file.display().to_string());
+    if !catalog.is_empty() {
+        // Validate the SLOs next to the probes they name, as one catalog.
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let out = dir.path().join("imported-slos.yaml");
+        std::fs::write(&out, &yaml).context("write temp file")?;
+        let mut files = catalog.to_vec();
+        files.push(out);
+        if let Err(e) = authpulse_proto::catalog::load_files(&files) {
+            eprintln!("the converted SLOs do not validate against the catalog:\n{e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    print!("{yaml}");
+    Ok(ExitCode::SUCCESS)
+}
