@@ -7,45 +7,10 @@ use std::path::{Path, PathBuf};
 use authpulse_agent::spool::{
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, Spool, SpoolConfig, SpoolError,
 };
-use authpulse_proto::v1::{FailureClass, Outcome, ProbeResult, StepResult, Timings};
+use authpulse_proto::v1::ProbeResult;
 
 fn result(i: u64) -> ProbeResult {
-    let step = |name: &str| StepResult {
-        name: name.into(),
-        kind: "http".into(),
-        outcome: Outcome::Success as i32,
-        failure_class: FailureClass::Unspecified as i32,
-        timings: Some(Timings {
-            dns_us: Some(1200),
-            connect_us: Some(3400),
-            tls_us: Some(8800),
-            ttfb_us: Some(15000),
-            total_us: 31000,
-        }),
-        detail: format!(
-            "200 OK from https://login.example.com/realms/prod/{name}; issuer and jwks_uri match"
-        ),
-    };
-    ProbeResult {
-        agent_id: "agent-eu-west-1a".into(),
-        seq: 0,
-        probe_id: format!("probe-{i}"),
-        region: "eu-west-1".into(),
-        started_unix_ms: 1_700_000_000_000 + i as i64,
-        duration_us: 52_000,
-        outcome: Outcome::Success as i32,
-        failure_class: FailureClass::Unspecified as i32,
-        timings: Some(Timings {
-            dns_us: Some(1200),
-            connect_us: None,
-            tls_us: None,
-            ttfb_us: Some(15000),
-            total_us: 52000,
-        }),
-        steps: vec![step("discovery"), step("token")],
-        detail: "oidc discovery and client-credentials token ok".into(),
-        assignment_version: 7,
-    }
+    authpulse_tests::results::spool_record(i)
 }
 
 fn batch(from: u64, n: u64) -> Vec<ProbeResult> {

@@ -27,7 +27,7 @@ use std::process::Command;
 
 use authpulse_coordinator::store::now_ms;
 use authpulse_coordinator::{CoordinatorConfig, start};
-use authpulse_proto::v1::{FailureClass, Outcome, ProbeResult, Timings};
+use authpulse_proto::v1::{ProbeResult, Timings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PROBES: usize = 20;
@@ -66,34 +66,18 @@ fn catalog() -> String {
 /// before now, latency 100-400 ms; failed if `!ok`.
 fn result(seq: u64, minutes_ago: i64, ok: bool) -> ProbeResult {
     let total_us = 100_000 + (seq * 7919) % 300_000;
-    ProbeResult {
-        agent_id: "bench-agent".into(),
-        seq,
-        probe_id: format!("probe-{:02}", seq % PROBES as u64),
-        region: REGION.into(),
-        started_unix_ms: now_ms() - minutes_ago * 60_000 - 1_000,
-        duration_us: total_us,
-        outcome: if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        } as i32,
-        failure_class: if ok {
-            FailureClass::Unspecified
-        } else {
-            FailureClass::HttpStatus
-        } as i32,
-        timings: Some(Timings {
+    let probe = format!("probe-{:02}", seq % PROBES as u64);
+    authpulse_tests::results::probe_result("bench-agent", REGION, seq, &probe)
+        .started(now_ms() - minutes_ago * 60_000 - 1_000)
+        .timings(Timings {
             dns_us: Some(1_000),
             connect_us: Some(2_000),
             tls_us: Some(5_000),
             ttfb_us: Some(total_us / 2),
             total_us,
-        }),
-        steps: vec![],
-        detail: if ok { String::new() } else { "HTTP 503".into() },
-        assignment_version: 1,
-    }
+        })
+        .ok(ok)
+        .build()
 }
 
 /// Status line and body of one GET.

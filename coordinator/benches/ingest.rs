@@ -27,9 +27,7 @@ use authpulse_coordinator::{CoordinatorConfig, start};
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::agent_service_client::AgentServiceClient;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
-use authpulse_proto::v1::{
-    AgentMessage, FailureClass, Hello, Outcome, ProbeResult, ResultBatch, Timings,
-};
+use authpulse_proto::v1::{AgentMessage, Hello, ProbeResult, ResultBatch};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Barrier, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -59,36 +57,12 @@ probes:
 "#;
 
 fn result(agent: &str, seq: u64, started_ms: i64) -> ProbeResult {
-    let ok = !seq.is_multiple_of(50);
-    let total_us = 50_000 + (seq % 997) * 300;
-    ProbeResult {
-        agent_id: agent.into(),
-        seq,
-        probe_id: PROBES[(seq % PROBES.len() as u64) as usize].into(),
-        region: REGION.into(),
-        started_unix_ms: started_ms,
-        duration_us: total_us,
-        outcome: if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        } as i32,
-        failure_class: if ok {
-            FailureClass::Unspecified
-        } else {
-            FailureClass::HttpStatus
-        } as i32,
-        timings: Some(Timings {
-            dns_us: Some(1_500),
-            connect_us: Some(2_000),
-            tls_us: None,
-            ttfb_us: Some(total_us / 2),
-            total_us,
-        }),
-        steps: vec![],
-        detail: if ok { String::new() } else { "HTTP 503".into() },
-        assignment_version: 1,
-    }
+    let probe = PROBES[(seq % PROBES.len() as u64) as usize];
+    authpulse_tests::results::probe_result(agent, REGION, seq, probe)
+        .started(started_ms)
+        .total_us(50_000 + (seq % 997) * 300)
+        .ok(!seq.is_multiple_of(50))
+        .build()
 }
 
 /// Results `first..first + BATCH` of `agent`.

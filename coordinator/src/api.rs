@@ -124,6 +124,9 @@ pub fn router(state: ApiState) -> Router {
         })
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(|req, next| {
+            crate::http_server::refuse_oversized(MAX_BODY_BYTES, req, next)
+        }))
         // Outermost: every route, the fallbacks included, passes the policy.
         .layer(axum::middleware::from_fn_with_state(
             access,

@@ -131,6 +131,48 @@ pub enum StorageError {
     Failed,
 }
 
+/// Bodies declared larger than the limit are read and thrown away up to
+/// this many bytes before the 413 goes out: a server that answers and
+/// closes with unread bytes in its receive buffer makes the kernel reset
+/// the connection, and the client sees "connection reset" instead of the
+/// 413 that says what was wrong. Beyond this, the client is abusive and
+/// gets the reset.
+const MAX_DRAIN_BYTES: u64 = 8 << 20;
+
+/// How long draining a refused body may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Middleware: a request whose `Content-Length` is over `limit` is answered
+/// 413 at once, without reaching a handler, after its body was drained
+/// (see [`MAX_DRAIN_BYTES`]). Bodies without a length still meet the
+/// handlers' own limit.
+pub async fn refuse_oversized(
+    limit: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(len) = declared.filter(|n| *n > limit as u64) else {
+        return next.run(req).await;
+    };
+    if len <= MAX_DRAIN_BYTES {
+        let mut body = req.into_body().into_data_stream();
+        let drain = async {
+            use futures_util::StreamExt;
+            while let Some(Ok(_)) = body.next().await {}
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+    json_error(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body larger than {} KiB", limit / 1024),
+    )
+}
+
 /// The one way a coordinator HTTP handler answers an error: `{"error":
 /// message}` with `status`. Messages are written for the caller; internals
 /// (SQL, paths, peer addresses) are logged, never put here.

@@ -2,13 +2,13 @@
 //! coordinator, any message a test wants to send, well-formed or hostile,
 //! and the coordinator's answers read one at a time. Also the one builder
 //! of wire `ProbeResult`s the ingest tests share.
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::agent_service_client::AgentServiceClient;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_proto::v1::{
-    Ack, AgentMessage, Assignment, CoordinatorMessage, FailureClass, Hello, Outcome, ProbeResult,
+    Ack, AgentMessage, Assignment, CoordinatorMessage, FailureClass, Hello, ProbeResult,
     ResultBatch, Timings,
 };
 use tokio::sync::mpsc;
@@ -19,12 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 /// How long any single answer may take.
 const WAIT: Duration = Duration::from_secs(15);
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::results::now_ms;
 
 /// A result of `probe` as a real agent would send it: started at
 /// `started_ms`, 2 ms long, success or a `connect` failure.
@@ -36,28 +31,17 @@ pub fn result(
     ok: bool,
     started_ms: i64,
 ) -> ProbeResult {
-    ProbeResult {
-        agent_id: agent_id.into(),
-        seq,
-        probe_id: probe.into(),
-        region: region.into(),
-        started_unix_ms: started_ms,
-        duration_us: 2_000,
-        outcome: if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        } as i32,
-        failure_class: if ok {
-            FailureClass::Unspecified
-        } else {
-            FailureClass::Connect
-        } as i32,
-        timings: Some(Timings {
+    let r = crate::results::probe_result(agent_id, region, seq, probe)
+        .started(started_ms)
+        .timings(Timings {
             total_us: 2_000,
             ..Default::default()
-        }),
-        ..Default::default()
+        })
+        .assignment_version(0);
+    if ok {
+        r.build()
+    } else {
+        r.failed(FailureClass::Connect, "").build()
     }
 }
 
@@ -108,12 +92,29 @@ impl FakeAgent {
 
     /// The next message from the coordinator; a status when the stream ended.
     pub async fn next(&mut self) -> Result<CoordMsg, tonic::Status> {
+        match self.next_message().await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(tonic::Status::cancelled("stream ended")),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// Like [`FakeAgent::next`], telling a clean end of the stream (`None`)
+    /// from an error status.
+    pub async fn next_message(&mut self) -> Result<Option<CoordMsg>, tonic::Status> {
         match tokio::time::timeout(WAIT, self.rx.message()).await {
             Err(_) => Err(tonic::Status::deadline_exceeded("no answer in time")),
-            Ok(Ok(Some(CoordinatorMessage { msg: Some(m) }))) => Ok(m),
-            Ok(Ok(_)) => Err(tonic::Status::cancelled("stream ended")),
+            Ok(Ok(m)) => Ok(m.and_then(|CoordinatorMessage { msg }| msg)),
             Ok(Err(status)) => Err(status),
         }
+    }
+
+    /// Sends a whole message as built (a hostile one included).
+    pub async fn send_message(&self, msg: AgentMessage) -> Result<(), String> {
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| "request stream closed".to_string())
     }
 
     /// Sends `hello`; returns the first ack and the assignment, or what

@@ -18,6 +18,7 @@ pub mod peers;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod results;
 pub mod scim_peer;
 pub mod slapd;
 pub mod tls;

@@ -13,19 +13,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use authpulse_proto::v1::agent_message::Msg as AgentMsg;
-use authpulse_proto::v1::agent_service_client::AgentServiceClient;
-use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
-use authpulse_proto::v1::{
-    AgentMessage, CoordinatorMessage, FailureClass, Hello, Outcome, ProbeResult, ResultBatch,
-    StepResult, Timings,
-};
+use authpulse_proto::v1::{FailureClass, ProbeResult, Timings};
+use authpulse_tests::fake_agent::FakeAgent;
 use authpulse_tests::fleet::CoordinatorFixture;
 use authpulse_tests::{TempDir, repo_root, wait_for};
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -115,77 +107,25 @@ const OUTAGE_DETAIL: &str =
 const STEP: i64 = 5 * 60_000;
 const HISTORY: i64 = 7 * 86_400_000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
+use authpulse_tests::results::now_ms;
 
+/// A test agent with its own sequence numbers, on the shared fake agent.
 struct Agent {
     id: String,
     region: String,
     seq: u64,
-    tx: mpsc::Sender<AgentMessage>,
-    rx: Streaming<CoordinatorMessage>,
+    stream: FakeAgent,
 }
 
 impl Agent {
     async fn connect(url: &str, id: &str, region: &str) -> Agent {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-        let (tx, rx) = mpsc::channel(16);
-        let rx = AgentServiceClient::new(channel)
-            .connect(ReceiverStream::new(rx))
-            .await
-            .expect("stream opens")
-            .into_inner();
-        let mut agent = Agent {
+        let mut stream = FakeAgent::connect(url).await.expect("stream opens");
+        stream.hello(id, region).await.expect("hello answered");
+        Agent {
             id: id.into(),
             region: region.into(),
             seq: 0,
-            tx,
-            rx,
-        };
-        agent
-            .send(AgentMsg::Hello(Hello {
-                agent_id: id.into(),
-                region: region.into(),
-                version: "0.6.0-test".into(),
-                ..Default::default()
-            }))
-            .await;
-        agent.ack().await;
-        match agent.next().await {
-            CoordMsg::Assignment(_) => {}
-            other => panic!("expected an assignment, got {other:?}"),
-        }
-        agent
-    }
-
-    async fn send(&self, msg: AgentMsg) {
-        self.tx
-            .send(AgentMessage { msg: Some(msg) })
-            .await
-            .expect("stream open");
-    }
-
-    async fn next(&mut self) -> CoordMsg {
-        tokio::time::timeout(WAIT, self.rx.message())
-            .await
-            .expect("coordinator answers in time")
-            .expect("stream ok")
-            .and_then(|m| m.msg)
-            .expect("a message")
-    }
-
-    async fn ack(&mut self) -> u64 {
-        match self.next().await {
-            CoordMsg::Ack(a) => a.acked_seq,
-            other => panic!("expected an ack, got {other:?}"),
+            stream,
         }
     }
 
@@ -198,52 +138,30 @@ impl Agent {
     ) -> ProbeResult {
         self.seq += 1;
         let total_us = total_ms * 1000;
-        ProbeResult {
-            agent_id: self.id.clone(),
-            seq: self.seq,
-            probe_id: probe.into(),
-            region: self.region.clone(),
-            started_unix_ms: started,
-            duration_us: total_us,
-            outcome: if fail.is_some() {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            } as i32,
-            failure_class: fail.map_or(FailureClass::Unspecified, |(c, _)| c) as i32,
-            timings: Some(Timings {
+        let r = authpulse_tests::results::probe_result(&self.id, &self.region, self.seq, probe)
+            .started(started)
+            .timings(Timings {
                 dns_us: Some(1_200),
                 connect_us: Some(9_000),
                 tls_us: Some(21_000),
                 ttfb_us: Some(total_us / 2),
                 total_us,
-            }),
-            steps: fail
-                .map(|(c, d)| StepResult {
-                    name: "token".into(),
-                    kind: "client_credentials".into(),
-                    outcome: Outcome::Failure as i32,
-                    failure_class: c as i32,
-                    detail: d.into(),
-                    ..Default::default()
-                })
-                .into_iter()
-                .collect(),
-            detail: fail.map(|(_, d)| d.to_string()).unwrap_or_default(),
-            assignment_version: 1,
+            });
+        match fail {
+            Some((c, d)) => r
+                .failed(c, d)
+                .failed_step("token", "client_credentials", c, d),
+            None => r,
         }
+        .build()
     }
 
     /// Sends `results` in batches; each must be acked (stored) in full.
     async fn send_all(&mut self, results: Vec<ProbeResult>) {
         for chunk in results.chunks(2000) {
             let last = chunk.last().map(|r| r.seq).unwrap_or(0);
-            self.send(AgentMsg::Results(ResultBatch {
-                results: chunk.to_vec(),
-                low_watermark: 0,
-            }))
-            .await;
-            assert_eq!(self.ack().await, last, "batch stored");
+            let ack = self.stream.batch(chunk.to_vec(), 0).await.expect("acked");
+            assert_eq!(ack.acked_seq, last, "batch stored");
         }
     }
 }

@@ -6,20 +6,12 @@
 //! is not counted again in the per-probe metrics.
 use std::time::{Duration, Instant};
 
-use authpulse_proto::v1::agent_message::Msg as AgentMsg;
-use authpulse_proto::v1::agent_service_client::AgentServiceClient;
-use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
-use authpulse_proto::v1::{
-    AgentMessage, CoordinatorMessage, FailureClass, Hello, Outcome, ProbeResult, ResultBatch,
-    StepResult,
-};
+use authpulse_proto::v1::{FailureClass, ProbeResult, Timings};
+use authpulse_tests::fake_agent::FakeAgent;
 use authpulse_tests::fleet::{CoordinatorFixture, metric};
 use authpulse_tests::peers::Alertmanager;
 use authpulse_tests::{TempDir, wait_for};
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
 const AGENT: &str = "esc-agent";
 const REGION: &str = "local";
@@ -31,113 +23,40 @@ const WAIT: Duration = Duration::from_secs(30);
 const CATALOG: &str = "probes:\n  - id: admin-cannot-delete\n    kind: http\n    url: http://127.0.0.1:9/\n    interval: 60s\n    timeout: 1s\n\
 slos:\n  - id: authz-deny\n    probes: [admin-cannot-delete]\n    objective: 99\n    window: 1h\n";
 
-struct Agent {
-    tx: mpsc::Sender<AgentMessage>,
-    rx: Streaming<CoordinatorMessage>,
-}
+/// The test agent: one stream, hello done, assignment received.
+struct Agent(FakeAgent);
 
 impl Agent {
     async fn connect(url: &str) -> Agent {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-        let mut client = AgentServiceClient::new(channel);
-        let (tx, rx) = mpsc::channel(16);
-        let rx = client
-            .connect(ReceiverStream::new(rx))
-            .await
-            .expect("stream opens")
-            .into_inner();
-        let mut agent = Agent { tx, rx };
-        agent
-            .send(AgentMsg::Hello(Hello {
-                agent_id: AGENT.into(),
-                region: REGION.into(),
-                version: "test".into(),
-                ..Default::default()
-            }))
-            .await;
-        agent.ack().await;
-        match agent.next().await {
-            CoordMsg::Assignment(_) => {}
-            other => panic!("expected an assignment, got {other:?}"),
-        }
-        agent
-    }
-
-    async fn send(&self, msg: AgentMsg) {
-        self.tx
-            .send(AgentMessage { msg: Some(msg) })
-            .await
-            .expect("stream open");
-    }
-
-    async fn next(&mut self) -> CoordMsg {
-        tokio::time::timeout(WAIT, self.rx.message())
-            .await
-            .expect("coordinator answers in time")
-            .expect("stream ok")
-            .and_then(|m| m.msg)
-            .expect("a message")
-    }
-
-    async fn ack(&mut self) -> u64 {
-        match self.next().await {
-            CoordMsg::Ack(a) => a.acked_seq,
-            other => panic!("expected an ack, got {other:?}"),
-        }
+        let mut agent = FakeAgent::connect(url).await.expect("stream opens");
+        agent.hello(AGENT, REGION).await.expect("hello answered");
+        Agent(agent)
     }
 
     /// Sends a batch and returns the ack answering it.
     async fn batch(&mut self, results: Vec<ProbeResult>) -> u64 {
-        self.send(AgentMsg::Results(ResultBatch {
-            results,
-            low_watermark: 0,
-        }))
-        .await;
-        self.ack().await
+        self.0
+            .batch(results, 0)
+            .await
+            .expect("batch acked")
+            .acked_seq
     }
 }
 
 fn result(seq: u64, class: FailureClass, step_class: Option<FailureClass>) -> ProbeResult {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    let ok = class == FailureClass::Unspecified && step_class.is_none();
-    ProbeResult {
-        agent_id: AGENT.into(),
-        seq,
-        probe_id: "admin-cannot-delete".into(),
-        region: REGION.into(),
-        started_unix_ms: now - 500,
-        duration_us: 20_000,
-        outcome: if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        } as i32,
-        failure_class: class as i32,
-        steps: step_class
-            .map(|c| StepResult {
-                name: "cannot-delete".into(),
-                kind: "permission".into(),
-                outcome: Outcome::Failure as i32,
-                failure_class: c as i32,
-                ..Default::default()
-            })
-            .into_iter()
-            .collect(),
-        detail: if ok {
-            String::new()
-        } else {
-            "expected deny, got allow".into()
-        },
-        assignment_version: 1,
-        ..Default::default()
+    let mut r = authpulse_tests::results::probe_result(AGENT, REGION, seq, "admin-cannot-delete")
+        .started(authpulse_tests::results::now_ms() - 500)
+        .timings(Timings {
+            total_us: 20_000,
+            ..Default::default()
+        });
+    if class != FailureClass::Unspecified || step_class.is_some() {
+        r = r.failed(class, "expected deny, got allow");
     }
+    if let Some(c) = step_class {
+        r = r.failed_step("cannot-delete", "permission", c, "");
+    }
+    r.build()
 }
 
 fn is_escalation(a: &Value) -> bool {

@@ -9,21 +9,16 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
-use authpulse_proto::v1::agent_service_client::AgentServiceClient;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
-use authpulse_proto::v1::{
-    Ack, AgentMessage, Assignment, CoordinatorMessage, Hello, Outcome, ProbeResult, ResultBatch,
-    Timings,
-};
+use authpulse_proto::v1::{Hello, ProbeResult, ResultBatch, Timings};
+use authpulse_tests::fake_agent::FakeAgent;
 use authpulse_tests::mtls::{AgentCert, CertFiles, Pki, free_port, log_events, spiffe};
 use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, bin, wait_for};
 use rcgen::ExtendedKeyUsagePurpose;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Streaming};
 
 const WAIT: Duration = Duration::from_secs(20);
 const REFUSED: &str = "agent TLS handshake refused";
@@ -71,106 +66,44 @@ async fn start_coordinator(dir: &TempDir, pki: &Pki) -> Coordinator {
     }
 }
 
-/// One agent stream from an independent tonic client.
-struct Stream {
-    tx: mpsc::Sender<AgentMessage>,
-    rx: Streaming<CoordinatorMessage>,
-}
-
 fn pem(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read pem")
 }
 
-impl Stream {
-    /// TLS to `grpc` trusting `ca`, presenting `identity` (none = no client
-    /// certificate), then the stream. Errors as text: with TLS 1.3 a refused
-    /// certificate may show only at the first request or read.
-    async fn open(
-        grpc: SocketAddr,
-        ca: &Path,
-        identity: Option<&CertFiles>,
-    ) -> Result<Stream, String> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(pem(ca)))
-            .domain_name("localhost");
-        if let Some(id) = identity {
-            tls = tls.identity(Identity::from_pem(pem(&id.cert), pem(&id.key)));
-        }
-        let endpoint = Endpoint::from_shared(format!("https://{grpc}"))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(5))
-            .tls_config(tls)
-            .expect("tls config");
-        let channel = tokio::time::timeout(WAIT, endpoint.connect())
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e:?}"))?;
-        let mut client = AgentServiceClient::new(channel);
-        let (tx, rx) = mpsc::channel(16);
-        let response = tokio::time::timeout(WAIT, client.connect(ReceiverStream::new(rx)))
-            .await
-            .map_err(|_| "stream open timed out".to_string())?
-            .map_err(|s| format!("stream: {s}"))?;
-        Ok(Stream {
-            tx,
-            rx: response.into_inner(),
-        })
-    }
+/// One agent stream over mTLS: the shared test agent on a TLS channel.
+type Stream = FakeAgent;
 
-    async fn send(&self, msg: AgentMsg) -> Result<(), String> {
-        self.tx
-            .send(AgentMessage { msg: Some(msg) })
-            .await
-            .map_err(|_| "request stream closed".to_string())
+/// TLS to `grpc` trusting `ca`, presenting `identity` (none = no client
+/// certificate), then the stream. Errors as text: with TLS 1.3 a refused
+/// certificate may show only at the first request or read.
+async fn open(grpc: SocketAddr, ca: &Path, identity: Option<&CertFiles>) -> Result<Stream, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem(ca)))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(pem(&id.cert), pem(&id.key)));
     }
-
-    async fn next(&mut self) -> Result<CoordMsg, tonic::Status> {
-        match tokio::time::timeout(WAIT, self.rx.message()).await {
-            Err(_) => Err(tonic::Status::deadline_exceeded("no answer in time")),
-            Ok(Ok(Some(CoordinatorMessage { msg: Some(m) }))) => Ok(m),
-            Ok(Ok(_)) => Err(tonic::Status::cancelled("stream ended")),
-            Ok(Err(status)) => Err(status),
-        }
-    }
-
-    /// Sends a hello; returns the first ack and the assignment.
-    async fn hello(&mut self, agent_id: &str, region: &str) -> Result<(Ack, Assignment), String> {
-        self.send(AgentMsg::Hello(Hello {
-            agent_id: agent_id.into(),
-            region: region.into(),
-            version: "mtls-test".into(),
-            ..Default::default()
-        }))
-        .await?;
-        let ack = match self.next().await {
-            Ok(CoordMsg::Ack(a)) => a,
-            other => return Err(format!("expected an ack, got {other:?}")),
-        };
-        match self.next().await {
-            Ok(CoordMsg::Assignment(a)) => Ok((ack, a)),
-            other => Err(format!("expected an assignment, got {other:?}")),
-        }
-    }
+    let endpoint = Endpoint::from_shared(format!("https://{grpc}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .tls_config(tls)
+        .expect("tls config");
+    let channel = tokio::time::timeout(WAIT, endpoint.connect())
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e:?}"))?;
+    FakeAgent::open(channel).await
 }
 
 fn result(agent_id: &str, region: &str, seq: u64) -> ProbeResult {
-    ProbeResult {
-        agent_id: agent_id.into(),
-        seq,
-        probe_id: "eu-health".into(),
-        region: region.into(),
-        started_unix_ms: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        duration_us: 1_000,
-        outcome: Outcome::Success as i32,
-        timings: Some(Timings {
+    authpulse_tests::results::probe_result(agent_id, region, seq, "eu-health")
+        .started(authpulse_tests::results::now_ms())
+        .timings(Timings {
             total_us: 1_000,
             ..Default::default()
-        }),
-        ..Default::default()
-    }
+        })
+        .assignment_version(0)
+        .build()
 }
 
 /// A valid agent connects, says hello, stores results and gets them acked.
@@ -181,7 +114,7 @@ async fn valid_agent_streams(
     agent_id: &str,
     from_seq: u64,
 ) {
-    let mut s = Stream::open(c.grpc, &pki.ca, Some(agent))
+    let mut s = open(c.grpc, &pki.ca, Some(agent))
         .await
         .unwrap_or_else(|e| {
             panic!(
@@ -270,7 +203,7 @@ async fn refused_client(
     identity: Option<&CertFiles>,
     reason: &str,
 ) -> serde_json::Value {
-    let outcome = match Stream::open(c.grpc, &pki.ca, identity).await {
+    let outcome = match open(c.grpc, &pki.ca, identity).await {
         Err(e) => Err(e),
         Ok(mut s) => s.hello("eu-1", "eu-west").await.map(|_| ()),
     };
@@ -328,7 +261,7 @@ async fn coordinator_mtls_serves_valid_agents_and_logs_every_refusal() {
 
     // The agent does not trust the coordinator's certificate: rustls says
     // so with an alert ...
-    let outcome = match Stream::open(c.grpc, &other.ca, Some(&good)).await {
+    let outcome = match open(c.grpc, &other.ca, Some(&good)).await {
         Err(e) => Err(e),
         Ok(mut s) => s.hello("eu-1", "eu-west").await.map(|_| ()),
     };
@@ -407,7 +340,7 @@ async fn coordinator_mtls_serves_valid_agents_and_logs_every_refusal() {
 
     // A certificate for region eu-west whose hello claims us-east.
     let eu2 = pki.agent("eu-2", "eu-west");
-    let mut s = Stream::open(c.grpc, &pki.ca, Some(&eu2))
+    let mut s = open(c.grpc, &pki.ca, Some(&eu2))
         .await
         .expect("TLS is fine");
     s.send(AgentMsg::Hello(Hello {
@@ -436,7 +369,7 @@ async fn coordinator_mtls_serves_valid_agents_and_logs_every_refusal() {
     );
 
     // ... and one claiming another agent id.
-    let mut s = Stream::open(c.grpc, &pki.ca, Some(&eu2))
+    let mut s = open(c.grpc, &pki.ca, Some(&eu2))
         .await
         .expect("TLS is fine");
     match s.hello("eu-1", "eu-west").await {
@@ -449,7 +382,7 @@ async fn coordinator_mtls_serves_valid_agents_and_logs_every_refusal() {
 
     // The right hello with the same certificate works; results for another
     // region are still refused on the stream.
-    let mut s = Stream::open(c.grpc, &pki.ca, Some(&eu2))
+    let mut s = open(c.grpc, &pki.ca, Some(&eu2))
         .await
         .expect("TLS is fine");
     s.hello("eu-2", "eu-west").await.expect("matching hello");

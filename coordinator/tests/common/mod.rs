@@ -8,16 +8,10 @@ use std::time::Duration;
 
 use authpulse_coordinator::{CoordinatorConfig, Running, start};
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
-use authpulse_proto::v1::agent_service_client::AgentServiceClient;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
-use authpulse_proto::v1::{
-    AgentMessage, Assignment, CoordinatorMessage, FailureClass, Hello, Outcome, ProbeResult,
-    ResultBatch, Timings,
-};
+use authpulse_proto::v1::{AgentMessage, Assignment, Hello, ProbeResult, ResultBatch, Timings};
+use authpulse_tests::fake_agent::FakeAgent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
 pub const CATALOG: &str = r#"
 probes:
@@ -89,31 +83,19 @@ pub async fn start_default() -> Harness {
 }
 
 /// One agent stream.
-pub struct AgentConn {
-    tx: mpsc::Sender<AgentMessage>,
-    rx: Streaming<CoordinatorMessage>,
-}
+/// One agent stream for the coordinator's tests: the shared test agent
+/// (`authpulse_tests::fake_agent`) with panicking helpers.
+pub struct AgentConn(FakeAgent);
 
 impl AgentConn {
     pub async fn open(addr: SocketAddr) -> AgentConn {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-        let mut client = AgentServiceClient::new(channel);
-        let (tx, rx) = mpsc::channel(16);
-        let response = client
-            .connect(ReceiverStream::new(rx))
-            .await
-            .expect("stream opens");
-        AgentConn {
-            tx,
-            rx: response.into_inner(),
-        }
+        AgentConn(
+            FakeAgent::connect(&format!("http://{addr}"))
+                .await
+                .expect("stream opens"),
+        )
     }
 
-    /// Opens a stream and completes the handshake; returns the initial ack and assignment.
     pub async fn hello(
         addr: SocketAddr,
         agent: &str,
@@ -127,16 +109,11 @@ impl AgentConn {
     }
 
     pub async fn send(&self, msg: AgentMessage) {
-        self.tx.send(msg).await.expect("request stream open");
+        self.0.send_message(msg).await.expect("request stream open");
     }
 
-    /// The next message, `Err` with the status when the stream ended with one,
-    /// `Ok(None)` when it ended cleanly.
     pub async fn next(&mut self) -> Result<Option<CoordMsg>, tonic::Status> {
-        tokio::time::timeout(WAIT, self.rx.message())
-            .await
-            .expect("coordinator answers in time")
-            .map(|m| m.and_then(|m| m.msg))
+        self.0.next_message().await
     }
 
     pub async fn expect_ack(&mut self) -> u64 {
@@ -212,34 +189,17 @@ pub fn result_at(
     started_ms: i64,
     total_us: u64,
 ) -> ProbeResult {
-    ProbeResult {
-        agent_id: agent.into(),
-        seq,
-        probe_id: probe.into(),
-        region: region.into(),
-        started_unix_ms: started_ms,
-        duration_us: total_us,
-        outcome: if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        } as i32,
-        failure_class: if ok {
-            FailureClass::Unspecified
-        } else {
-            FailureClass::HttpStatus
-        } as i32,
-        timings: Some(Timings {
+    authpulse_tests::results::probe_result(agent, region, seq, probe)
+        .started(started_ms)
+        .timings(Timings {
             dns_us: Some(1_500),
             connect_us: Some(2_000),
             tls_us: None,
             ttfb_us: Some(100_000),
             total_us,
-        }),
-        steps: vec![],
-        detail: if ok { String::new() } else { "HTTP 503".into() },
-        assignment_version: 1,
-    }
+        })
+        .ok(ok)
+        .build()
 }
 
 pub fn seqs(agent: &str, region: &str, probe: &str, seqs: &[u64]) -> Vec<ProbeResult> {
