@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::CatalogSnapshot;
+use crate::alerting::AlertStore;
 use crate::slo::{self, SloStatus};
 use crate::store::{AgentRow, Store, StoredResult, StoredStep, StoredTimings, now_ms};
 

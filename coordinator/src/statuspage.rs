@@ -19,11 +19,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::alerting::{self, Firing, Severity};
+use crate::alerting::{self, AlertStore, Firing, Severity};
 use crate::api::{ApiState, rfc3339_ms};
 use crate::slo::{self, SloState, SloStatus};
 use crate::store::{Store, StoreError, now_ms};
@@ -105,68 +104,8 @@ pub fn indicator_description(indicator: &str) -> &'static str {
     }
 }
 
-/// A component's stored status (`status_components`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ComponentState {
-    pub id: String,
-    pub status: String,
-    pub created_ms: i64,
-    /// When the status last changed.
-    pub updated_ms: i64,
-}
-
-/// A component as an incident remembers it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ComponentRef {
-    pub id: String,
-    pub name: String,
-}
-
-/// Statuspage's `affected_components` entry of an incident update.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AffectedComponent {
-    pub code: String,
-    pub name: String,
-    pub old_status: String,
-    pub new_status: String,
-}
-
-/// One incident: opened when an alert of an SLO on the page starts firing,
-/// resolved when the SLO has no firing alert left.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Incident {
-    pub id: String,
-    pub slo: String,
-    pub name: String,
-    /// `investigating` or `resolved` (the automation never claims to have
-    /// identified a cause).
-    pub status: String,
-    /// `minor` (ticket alerts only) or `critical` (a page or escalation
-    /// alert); never lowered while open.
-    pub impact: String,
-    /// The firing alert kinds the last update described: `escalation`,
-    /// `page`, `ticket`.
-    pub severities: Vec<String>,
-    pub components: Vec<ComponentRef>,
-    /// When the earliest of its alerts started firing.
-    pub started_ms: i64,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    pub monitoring_ms: Option<i64>,
-    pub resolved_ms: Option<i64>,
-    /// Newest first.
-    pub updates: Vec<IncidentUpdate>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct IncidentUpdate {
-    pub id: String,
-    pub incident_id: String,
-    pub status: String,
-    pub body: String,
-    pub created_ms: i64,
-    pub affected: Vec<AffectedComponent>,
-}
+// The stored shapes of components and incidents are the store's row types.
+pub use crate::store::{AffectedComponent, ComponentRef, ComponentState, Incident, IncidentUpdate};
 
 /// How one SLO stands for the status page (worst rule that holds):
 /// - `major_outage`: its page alert condition holds (fast burn over 1h and
