@@ -9,8 +9,9 @@
 //! its pools, [`Database`] and [`Backend`], opening and connecting, errors,
 //! the advisory lock keys, the `meta` catalog version and small helpers
 //! ([`now_ms`], [`minute_of`], clamping, placeholder and id-list SQL). Each
-//! table group has a file of its own: `schema.rs` (creating and upgrading
-//! the schema), `results.rs`, `agents.rs`, `minutes.rs`, `alerts.rs`,
+//! table group has a file of its own: `schema.rs` (the migrations in
+//! `coordinator/migrations/`, run on open) with `legacy.rs` (the bridge from
+//! databases before them), `results.rs`, `agents.rs`, `minutes.rs`, `alerts.rs`,
 //! `incidents.rs` and `leader.rs`. The store defines its own row types and
 //! imports no feature module; features convert.
 //!
@@ -23,6 +24,7 @@ mod agents;
 mod alerts;
 mod incidents;
 mod leader;
+mod legacy;
 mod minutes;
 mod results;
 mod schema;
@@ -63,6 +65,8 @@ pub enum StoreError {
         "database schema version {found} is newer than this coordinator supports ({supported}); upgrade authpulse"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid value: {0}")]
     Invalid(String),
     #[error("corrupt stored JSON: {0}")]
