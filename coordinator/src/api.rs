@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::CatalogSnapshot;
+use crate::alerting::AlertStore;
 use crate::clock::{now_rfc3339, rfc3339_ms};
 use crate::http_server::StorageError;
 use crate::slo::{self, SloStatus};

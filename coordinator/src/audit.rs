@@ -26,11 +26,10 @@
 //! rewrite needs the key; [`verify_with`] checks them. Entries written
 //! without a key keep verifying (the fields are simply absent), and the
 //! first MAC vouches for every unkeyed entry before it through the chain.
-mod files;
 mod key;
 mod verify;
 
-pub use files::{private_dir, private_file};
+pub use crate::private_files::{private_dir, private_file};
 pub use key::{AuditKey, KEY_ENV, check_key_location, configured_key};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -4,6 +4,22 @@
 //! clamped the same way everywhere.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Milliseconds in a minute: the resolution of the stored minute counts.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// Milliseconds since the Unix epoch, the unit of every `*_ms` column.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The minute (unix ms / 60000, floored) a timestamp falls in.
+pub fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(MINUTE_MS)
+}
+
 /// The last millisecond RFC 3339 can show (9999-12-31T23:59:59.999Z);
 /// humantime panics past it.
 const MAX_RFC3339_MS: i64 = 253_402_300_799_999;

@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+/// What the coordinator last learned about an agent's health: a row type of
+/// the store's `agents` table, re-exported where fleet code looks for it.
+pub use crate::store::AgentHealth;
 use crate::store::{AgentRow, Store, now_ms};
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -40,16 +43,6 @@ impl Default for FleetConfig {
             max_result_skew: Duration::from_secs(120),
         }
     }
-}
-
-/// What the coordinator last learned about an agent's health.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AgentHealth {
-    /// Agent clock minus coordinator clock, milliseconds.
-    pub clock_skew_ms: i64,
-    pub spool_depth: u64,
-    pub spool_bytes: u64,
-    pub dropped_total: u64,
 }
 
 /// Skew of an agent clock reading `agent_ms` taken just now (0 = not sent).

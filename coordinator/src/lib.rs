@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod latency_sketch;
 pub mod leadership;
 pub mod openslo;
+pub mod private_files;
 pub mod rollup;
 pub mod slo;
 pub mod statuspage;

@@ -13,6 +13,7 @@ use authpulse_coordinator::{CoordinatorConfig, Running, start};
 use authpulse_proto::v1::ProbeResult;
 use common::{http_get, http_json, now_ms, result_at};
 use serde_json::Value;
+use sqlx::Connection;
 
 /// Alerts are stepped every 15 s; an incident follows at the next request.
 const ALERT_WAIT: Duration = Duration::from_secs(45);
@@ -651,6 +652,82 @@ async fn without_components_every_slo_is_a_component() {
         atom.contains("<feed xmlns=\"http://www.w3.org/2005/Atom\"") && !atom.contains("<entry>"),
         "{atom}"
     );
+    h.running.shutdown().await;
+}
+
+/// Log lines of the coordinator, for the test below.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The feed is public: when the store fails, every feed endpoint answers
+/// 500 with a generic message and nothing of the database's own words
+/// (table names, engine, SQL); the details go to the log. The failure here
+/// is a database that answers with errors (its tables gone), not one that
+/// is unreachable (tests/tests/storage_outage.rs covers that).
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_store_answers_the_feed_without_internals() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = common::start_default().await;
+    let addr = h.running.http_addr();
+    let (code, _) = http_get(addr, "/api/v2/summary.json").await;
+    assert_eq!(code, 200);
+
+    let db = h.dir.path().join("data").join("authpulse.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database beside the coordinator");
+    sqlx::raw_sql(
+        "DROP TABLE alerts; DROP TABLE meta; DROP TABLE incident_updates;
+         DROP TABLE incidents; DROP TABLE status_components;",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("drop tables");
+    conn.close().await.expect("close");
+
+    for path in [
+        "/api/v2/summary.json",
+        "/api/v2/status.json",
+        "/api/v2/components.json",
+        "/api/v2/incidents.json",
+        "/api/v2/incidents/unresolved.json",
+        "/api/v2/incidents/abc.json",
+        "/history.atom",
+        "/badge/discovery-availability.json",
+        "/badge/discovery-availability.svg",
+    ] {
+        let (code, body) = http_get(addr, path).await;
+        assert_eq!(code, 500, "{path}: {body}");
+        assert_eq!(body, r#"{"error":"storage error"}"#, "{path}");
+        let lower = body.to_lowercase();
+        for word in [
+            "sqlite", "table", "no such", "database", "alerts", "meta", "sql",
+        ] {
+            assert!(!lower.contains(word), "{path} leaks `{word}`: {body}");
+        }
+    }
+    let logged = String::from_utf8_lossy(&log.0.lock().expect("log").clone()).into_owned();
+    assert!(logged.contains("storage request failed"), "{logged}");
+    assert!(logged.contains("no such table"), "{logged}");
     h.running.shutdown().await;
 }
 

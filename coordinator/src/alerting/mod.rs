@@ -6,6 +6,7 @@
 //! again nor forgets to resolve, and [`notify`] delivers them to
 //! Alertmanager, PagerDuty and a webhook without blocking evaluation.
 pub mod notify;
+mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::slo::SloStatus;
 use crate::store::{Store, StoreError};
+pub(crate) use stored::AlertStore;
 
 /// Alertmanager forgets an alert that is not re-sent; while firing, it is
 /// re-sent this often (PagerDuty and the webhook get it once).
@@ -563,7 +565,7 @@ impl Alerter {
                     tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
                         "SLO burn-rate alert resolved");
                     self.store
-                        .delete_alert(&f.alert.slo, f.alert.severity)
+                        .delete_alert(&f.alert.slo, f.alert.severity.as_str())
                         .await?;
                     self.store
                         .clear_ack(&f.alert.slo, f.alert.severity.as_str())

@@ -1,7 +1,8 @@
 //! File modes of what only the coordinator should read: the data
 //! directory (0700), the audit log and the SQLite files (0600). Set when
 //! created, and tightened on open when an older version (or a umask) left
-//! them readable by others.
+//! them readable by others. Used by the store and the audit log alike, so
+//! it belongs to neither.
 use std::path::Path;
 
 /// Creates `dir` (and missing parents) with mode 0700; an existing `dir`

@@ -1,0 +1,293 @@
+//! The Statuspage v2 API (`/api/v2/summary.json`, `status.json`,
+//! `components.json`, `incidents.json`, `incidents/unresolved.json`,
+//! `incidents/<id>.json`): public, read-only JSON in Statuspage's shapes.
+//! Store work runs under the storage guard: a failure answers 500 with a
+//! generic message (`storage unavailable`, `storage error`) and the details
+//! go to the log, never to the caller.
+use authpulse_proto::catalog::Catalog;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::page::{ComponentView, PageState, firing_alerts, sync_page};
+use super::rules::indicator_description;
+use super::{INCIDENT_LIMIT, Incident, PAGE_NAME, TIME_ZONE};
+use crate::api::ApiState;
+use crate::clock::rfc3339_ms;
+use crate::slo;
+use crate::store::{StoreError, now_ms};
+
+/// A failed store call (the details are logged by the storage guard; the
+/// public answer is 500 with `storage unavailable` or `storage error`).
+pub(super) type Failed = crate::http_server::StorageError;
+
+/// The coordinator's one JSON error answer.
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
+    crate::http_server::json_error(status, message)
+}
+
+/// JSON anyone may read, also from a status widget on another origin.
+pub(super) fn public_json(v: Value) -> Response {
+    let mut r = Json(v).into_response();
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+/// `scheme://host` as the client reached us (links in the feeds), from
+/// `X-Forwarded-Proto`/`X-Forwarded-Host` or `Host`; anything that is not
+/// a plain host name is ignored.
+pub fn base_url(headers: &HeaderMap) -> String {
+    let plain = |v: &&str| {
+        !v.is_empty()
+            && v.len() <= 255
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    let get = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
+    let host = get("x-forwarded-host")
+        .filter(plain)
+        .or_else(|| get("host").filter(plain))
+        .unwrap_or("localhost");
+    let scheme = get("x-forwarded-proto")
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+/// Evaluates the SLOs and syncs the page. Callers run it inside the
+/// storage guard with the rest of their store work.
+async fn current(st: &ApiState) -> Result<(PageState, std::sync::Arc<Catalog>), StoreError> {
+    let catalog = st.catalog.borrow().catalog.clone();
+    let now = now_ms();
+    let statuses = slo::evaluate(&st.store, &catalog, now).await?;
+    let firing = firing_alerts(&st.store).await?;
+    // A follower shows what it computes but leaves storing component
+    // changes and incidents to the leader's evaluation loop, so replicas
+    // never race to open the same incident.
+    let write = *st.leader.borrow();
+    let page = sync_page(&st.store, &catalog, &statuses, &firing, now, write).await?;
+    Ok((page, catalog))
+}
+
+pub fn page_json(page: &PageState, base: &str) -> Value {
+    json!({
+        "id": page.id,
+        "name": PAGE_NAME,
+        "url": base,
+        "time_zone": TIME_ZONE,
+        "updated_at": rfc3339_ms(page.updated_ms),
+    })
+}
+
+pub fn status_json(page: &PageState) -> Value {
+    let indicator = page.worst().indicator();
+    json!({
+        "indicator": indicator,
+        "description": indicator_description(indicator),
+    })
+}
+
+/// The calendar date (UTC) of `ms`.
+fn date(ms: i64) -> String {
+    rfc3339_ms(ms).chars().take(10).collect()
+}
+
+pub fn component_json(c: &ComponentView, page_id: &str) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "status": c.status.as_str(),
+        "created_at": rfc3339_ms(c.created_ms),
+        "updated_at": rfc3339_ms(c.updated_ms),
+        "position": c.position,
+        "description": c.description,
+        "showcase": true,
+        "start_date": date(c.created_ms),
+        "group_id": null,
+        "page_id": page_id,
+        "group": false,
+        "only_show_if_degraded": false,
+    })
+}
+
+fn components_json(page: &PageState) -> Vec<Value> {
+    page.components
+        .iter()
+        .map(|c| component_json(c, &page.id))
+        .collect()
+}
+
+pub(super) fn shortlink(base: &str, id: &str) -> String {
+    format!("{base}/api/v2/incidents/{id}.json")
+}
+
+pub fn incident_json(i: &Incident, page: &PageState, base: &str) -> Value {
+    let updates: Vec<Value> = i
+        .updates
+        .iter()
+        .map(|u| {
+            json!({
+                "id": u.id,
+                "status": u.status,
+                "body": u.body,
+                "incident_id": i.id,
+                "created_at": rfc3339_ms(u.created_ms),
+                "updated_at": rfc3339_ms(u.created_ms),
+                "display_at": rfc3339_ms(u.created_ms),
+                "affected_components": u.affected,
+                "deliver_notifications": true,
+                "custom_tweet": null,
+                "tweet_id": null,
+            })
+        })
+        .collect();
+    // Components as they are now; one gone from the catalog is left out.
+    let components: Vec<Value> = i
+        .components
+        .iter()
+        .filter_map(|r| page.components.iter().find(|c| c.id == r.id))
+        .map(|c| component_json(c, &page.id))
+        .collect();
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "status": i.status,
+        "created_at": rfc3339_ms(i.created_ms),
+        "updated_at": rfc3339_ms(i.updated_ms),
+        "monitoring_at": i.monitoring_ms.map(rfc3339_ms),
+        "resolved_at": i.resolved_ms.map(rfc3339_ms),
+        "impact": i.impact,
+        "shortlink": shortlink(base, &i.id),
+        "started_at": rfc3339_ms(i.started_ms),
+        "page_id": page.id,
+        "incident_updates": updates,
+        "components": components,
+    })
+}
+
+fn incidents_json(incidents: &[Incident], page: &PageState, base: &str) -> Vec<Value> {
+    incidents
+        .iter()
+        .map(|i| incident_json(i, page, base))
+        .collect()
+}
+
+/// The page and the open incidents (newest first), under the storage guard.
+async fn page_and_open(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
+    st.storage
+        .run("status page", async {
+            let (page, _) = current(st).await?;
+            let mut open = st.store.open_incidents().await?;
+            open.reverse();
+            Ok((page, open))
+        })
+        .await
+}
+
+/// The page and the recent incidents, under the storage guard.
+pub(super) async fn page_and_recent(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
+    st.storage
+        .run("status page", async {
+            let (page, _) = current(st).await?;
+            Ok((page, st.store.recent_incidents(INCIDENT_LIMIT).await?))
+        })
+        .await
+}
+
+/// The page alone, under the storage guard.
+async fn page_only(st: &ApiState) -> Result<PageState, Failed> {
+    st.storage
+        .run("status page", async { Ok(current(st).await?.0) })
+        .await
+}
+
+pub(super) async fn summary(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, Failed> {
+    let (page, open) = page_and_open(&st).await?;
+    let base = base_url(&headers);
+    Ok(public_json(json!({
+        "page": page_json(&page, &base),
+        "components": components_json(&page),
+        "incidents": incidents_json(&open, &page, &base),
+        "scheduled_maintenances": [],
+        "status": status_json(&page),
+    })))
+}
+
+pub(super) async fn status(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, Failed> {
+    let page = page_only(&st).await?;
+    Ok(public_json(json!({
+        "page": page_json(&page, &base_url(&headers)),
+        "status": status_json(&page),
+    })))
+}
+
+pub(super) async fn components(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, Failed> {
+    let page = page_only(&st).await?;
+    Ok(public_json(json!({
+        "page": page_json(&page, &base_url(&headers)),
+        "components": components_json(&page),
+    })))
+}
+
+pub(super) async fn incidents(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, Failed> {
+    let (page, recent) = page_and_recent(&st).await?;
+    let base = base_url(&headers);
+    Ok(public_json(json!({
+        "page": page_json(&page, &base),
+        "incidents": incidents_json(&recent, &page, &base),
+    })))
+}
+
+/// `unresolved.json` (Statuspage's unresolved incidents) or `<id>.json`
+/// (one incident: the target of its `shortlink`).
+pub(super) async fn incident_file(
+    State(st): State<ApiState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failed> {
+    let Some(name) = file.strip_suffix(".json") else {
+        return Ok(error(StatusCode::NOT_FOUND, "not found"));
+    };
+    let base = base_url(&headers);
+    if name == "unresolved" {
+        let (page, open) = page_and_open(&st).await?;
+        return Ok(public_json(json!({
+            "page": page_json(&page, &base),
+            "incidents": incidents_json(&open, &page, &base),
+        })));
+    }
+    let (page, incident) = st
+        .storage
+        .run("status page", async {
+            let (page, _) = current(&st).await?;
+            Ok((page, st.store.incident(name).await?))
+        })
+        .await?;
+    match incident {
+        Some(i) => Ok(public_json(json!({
+            "page": page_json(&page, &base),
+            "incident": incident_json(&i, &page, &base),
+        }))),
+        None => Ok(error(
+            StatusCode::NOT_FOUND,
+            &format!("no incident `{name}`"),
+        )),
+    }
+}

@@ -1,0 +1,227 @@
+//! Unit tests of the store on SQLite: idempotent ingest and the `latest`
+//! pointers, SLO counts and pruning, minute counts with threshold
+//! backfills, acks and catalog versions across a reopen.
+use std::time::Duration;
+
+use authpulse_proto::v1::{FailureClass, Outcome, ProbeResult, Timings};
+
+use super::*;
+
+fn result(seq: u64, probe: &str, started: i64, ok: bool, total_us: u64) -> ProbeResult {
+    ProbeResult {
+        agent_id: "a1".into(),
+        seq,
+        probe_id: probe.into(),
+        region: "eu-west".into(),
+        started_unix_ms: started,
+        duration_us: total_us,
+        outcome: if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        } as i32,
+        failure_class: if ok {
+            FailureClass::Unspecified
+        } else {
+            FailureClass::Timeout
+        } as i32,
+        timings: Some(Timings {
+            dns_us: Some(10),
+            connect_us: None,
+            tls_us: None,
+            ttfb_us: Some(500),
+            total_us,
+        }),
+        steps: vec![],
+        detail: String::new(),
+        assignment_version: 1,
+    }
+}
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    (dir, store)
+}
+
+#[tokio::test]
+async fn insert_is_idempotent_and_latest_tracks_newest() {
+    let (_dir, s) = store().await;
+    s.upsert_agent(&AgentInfo {
+        agent_id: "a1".into(),
+        region: "eu-west".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("agent");
+    let batch = vec![
+        result(1, "p", 1000, true, 100),
+        result(2, "p", 2000, false, 200),
+    ];
+    assert_eq!(
+        s.insert_batch("a1", &batch).await.expect("insert").inserted,
+        2
+    );
+    let again = s.insert_batch("a1", &batch).await.expect("insert");
+    assert_eq!(
+        again,
+        InsertStats {
+            inserted: 0,
+            duplicates: 2
+        }
+    );
+    // An older result arriving late does not replace the newest.
+    s.insert_batch("a1", &[result(3, "p", 500, true, 1)])
+        .await
+        .expect("insert");
+    let latest = s.latest_per_probe_region().await.expect("latest");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(
+        (latest[0].seq, latest[0].outcome),
+        (2, Outcome::Failure as i32)
+    );
+    assert_eq!(latest[0].timings.dns_us, Some(10));
+    assert_eq!(latest[0].timings.connect_us, None);
+}
+
+#[tokio::test]
+async fn counts_and_prune() {
+    let (_dir, s) = store().await;
+    let batch = vec![
+        result(1, "p", 1000, true, 100),
+        result(2, "p", 2000, true, 900),
+        result(3, "p", 3000, false, 100),
+        result(4, "q", 3000, true, 100),
+        result(5, "other", 3000, false, 100),
+    ];
+    s.insert_batch("a1", &batch).await.expect("insert");
+    let ids = vec!["p".to_string(), "q".to_string()];
+    assert_eq!(s.slo_counts(&ids, 0, None).await.expect("counts"), (3, 4));
+    assert_eq!(
+        s.slo_counts(&ids, 0, Some(500)).await.expect("counts"),
+        (2, 4)
+    );
+    assert_eq!(
+        s.slo_counts(&ids, 2000, None).await.expect("counts"),
+        (2, 3)
+    );
+    assert_eq!(s.prune(2500).await.expect("prune"), 2);
+    assert_eq!(s.slo_counts(&ids, 0, None).await.expect("counts"), (1, 2));
+}
+
+#[tokio::test]
+async fn minute_counts_skip_duplicates_and_backfill_new_thresholds() {
+    let (_dir, s) = store().await;
+    let mut map = LatencyThresholds::new();
+    map.insert("p".to_string(), vec![500]);
+    s.set_latency_thresholds(map.clone())
+        .await
+        .expect("thresholds");
+    // Two minutes; latencies on both sides of 500 and 300 µs.
+    let batch = vec![
+        result(1, "p", 60_000, true, 100),
+        result(2, "p", 60_500, true, 400),
+        result(3, "p", 119_999, true, 900),
+        result(4, "p", 120_000, false, 100),
+        result(5, "p", 125_000, true, 250),
+        result(6, "q", 125_000, true, 250),
+    ];
+    s.insert_batch("a1", &batch).await.expect("insert");
+    // Resent (a duplicate) together with one new result.
+    let mut again = batch.clone();
+    again.push(result(7, "p", 130_000, true, 600));
+    let stats = s.insert_batch("a1", &again).await.expect("insert");
+    assert_eq!((stats.inserted, stats.duplicates), (1, 6));
+    let p = vec!["p".to_string()];
+    let since = [0, 120_000, 179_999];
+    assert_eq!(
+        s.minute_counts_since(&p, &since, None)
+            .await
+            .expect("counts"),
+        vec![(5, 6), (2, 3), (2, 3)]
+    );
+    assert_eq!(
+        s.minute_counts_since(&p, &since, Some(500))
+            .await
+            .expect("counts"),
+        vec![(3, 6), (1, 3), (1, 3)]
+    );
+    // A threshold never maintained has no rows until it is set; then it
+    // is backfilled exactly from the raw results.
+    assert_eq!(
+        s.minute_counts_since(&p, &since, Some(300))
+            .await
+            .expect("counts"),
+        vec![(0, 0); 3]
+    );
+    map.insert("p".to_string(), vec![500, 300]);
+    assert_eq!(s.set_latency_thresholds(map.clone()).await.expect("set"), 1);
+    // Unchanged thresholds (as after a restart) backfill nothing.
+    assert_eq!(s.set_latency_thresholds(map).await.expect("set"), 0);
+    let want: Vec<(u64, u64)> = since
+        .iter()
+        .map(|&since| {
+            let mut c = (0, 0);
+            for r in again.iter().filter(|r| r.probe_id == "p") {
+                if r.started_unix_ms.div_euclid(MINUTE_MS) >= since.div_euclid(MINUTE_MS) {
+                    c.1 += 1;
+                    let total = r.timings.as_ref().map_or(0, |t| t.total_us);
+                    if r.outcome == Outcome::Success as i32 && total <= 300 {
+                        c.0 += 1;
+                    }
+                }
+            }
+            c
+        })
+        .collect();
+    assert_eq!(want, vec![(2, 6), (1, 3), (1, 3)]);
+    assert_eq!(
+        s.minute_counts_since(&p, &since, Some(300))
+            .await
+            .expect("counts"),
+        want
+    );
+    // New results keep the backfilled threshold up to date.
+    s.insert_batch("a1", &[result(8, "p", 130_001, true, 299)])
+        .await
+        .expect("insert");
+    assert_eq!(
+        s.minute_counts_since(&p, &[0], Some(300))
+            .await
+            .expect("counts"),
+        vec![(3, 7)]
+    );
+    // Minute rows past the minute retention are pruned.
+    s.set_minute_retention(Duration::from_secs(60));
+    assert_eq!(s.prune_minutes(180_000).await.expect("prune"), 3);
+    assert_eq!(
+        s.minute_counts_since(&p, &[0], None).await.expect("counts"),
+        vec![(3, 4)]
+    );
+}
+
+#[tokio::test]
+async fn acks_never_go_back_and_versions_persist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = Store::open(dir.path()).await.expect("open");
+        s.upsert_agent(&AgentInfo {
+            agent_id: "a1".into(),
+            region: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("agent");
+        s.set_acked_seq("a1", 7).await.expect("ack");
+        s.set_acked_seq("a1", 3).await.expect("ack");
+        assert_eq!(s.catalog_version("one").await.expect("v"), 1);
+        assert_eq!(s.catalog_version("one").await.expect("v"), 1);
+        assert_eq!(s.catalog_version("two").await.expect("v"), 2);
+        s.close().await;
+    }
+    let s = Store::open(dir.path()).await.expect("reopen");
+    assert_eq!(s.acked_seq("a1").await.expect("ack"), 7);
+    assert_eq!(s.acked_seq("nobody").await.expect("ack"), 0);
+    assert_eq!(s.catalog_version("two").await.expect("v"), 2);
+    assert_eq!(s.catalog_version("one").await.expect("v"), 3);
+}
