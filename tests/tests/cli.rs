@@ -380,3 +380,100 @@ fn an_open_api_on_a_network_address_refuses_to_start() {
         "{err}"
     );
 }
+
+/// `authpulse probe --save-pages DIR` through the identifier-first pages of
+/// the real oidc-provider: the login succeeds, every page and form sent is in
+/// DIR with secrets replaced by `<secret NAME>` and no secret byte anywhere;
+/// `AUTHPULSE_LOG=debug` turns on debug lines on stderr, the default does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_saves_login_pages_without_secrets_and_honours_authpulse_log() {
+    const PASSWORD: &str = "alice-password";
+    const CLIENT_SECRET: &str = "probe-web-secret";
+    let peer = OidcPeer::shared().await;
+    let dir = TempDir::new("ap-cli-pages");
+    let cat = write(
+        &dir,
+        "c.yaml",
+        &format!(
+            "probes:\n  - id: login\n    kind: authorization_code\n    issuer: {}\n    client_id: probe-idf\n    \
+             client_secret: {{ secret: web_secret }}\n    redirect_uri: https://probe.invalid/cb\n    \
+             username: alice\n    password: {{ secret: alice_pw }}\n    timeout: 10s\n",
+            peer.issuer
+        ),
+    );
+    let pages = dir.path().join("pages");
+    let run = |log: Option<&str>, save: bool| {
+        let mut cmd = Command::new(bin("authpulse"));
+        cmd.args(["probe", "--catalog", &cat, "login", "--json"])
+            .env("AUTHPULSE_SECRET_WEB_SECRET", CLIENT_SECRET)
+            .env("AUTHPULSE_SECRET_ALICE_PW", PASSWORD)
+            .env_remove("AUTHPULSE_LOG");
+        if save {
+            cmd.arg("--save-pages").arg(&pages);
+        }
+        if let Some(filter) = log {
+            cmd.env("AUTHPULSE_LOG", filter);
+        }
+        let out = cmd.output().expect("run authpulse");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run(Some("debug"), true);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json outcome");
+    assert_eq!(v["outcome"], "success", "{v}");
+    assert!(
+        err.contains("\"level\":\"DEBUG\""),
+        "AUTHPULSE_LOG=debug: {err}"
+    );
+    for text in [&out, &err] {
+        assert!(
+            !text.contains(PASSWORD) && !text.contains(CLIENT_SECRET),
+            "{text}"
+        );
+    }
+
+    // The pages: the username page, the password page, the consent page, and
+    // what was sent on each.
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&pages)
+        .expect("pages dir")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            (
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read(&path).expect("read"),
+            )
+        })
+        .collect();
+    files.sort();
+    let html = files.iter().filter(|(n, _)| n.ends_with(".html")).count();
+    assert!(html >= 3, "username, password and consent pages: {files:?}");
+    let all: Vec<u8> = files.iter().flat_map(|(_, b)| b.clone()).collect();
+    let text = String::from_utf8_lossy(&all);
+    for secret in [PASSWORD, CLIENT_SECRET] {
+        assert!(
+            !all.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the saved pages"
+        );
+    }
+    assert!(
+        text.contains("<secret alice_pw>"),
+        "the password field shows its reference: {text}"
+    );
+    assert!(text.contains("alice"), "the username is not a secret");
+
+    // Without AUTHPULSE_LOG: info, no debug lines.
+    let (code, out, err) = run(None, false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !err.contains("\"level\":\"DEBUG\""),
+        "default filter is info: {err}"
+    );
+}
