@@ -25,12 +25,27 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// How a test coordinator runs beyond the defaults (plaintext gRPC on a
+/// fixed free port, HTTP on any port, data in `coordinator-data/`).
+#[derive(Clone, Debug, Default)]
+pub struct CoordinatorOptions {
+    /// YAML appended to the config (API tokens, fleet settings …).
+    pub extra: String,
+    /// mTLS for agents (e.g. `Pki::coordinator_tls_yaml`) instead of `insecure: true`.
+    pub tls_yaml: Option<String>,
+    /// Environment of the process (e.g. `AUTHPULSE_LOG`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The one coordinator launcher of the end-to-end tests: the real binary
+/// on a config it writes, restartable on the same database and ports.
 pub struct CoordinatorFixture {
     pub config: PathBuf,
     pub catalog: PathBuf,
     pub grpc_port: u16,
     pub process: Option<Process>,
     pub api: String,
+    env: Vec<(String, String)>,
     log_dir: PathBuf,
 }
 
@@ -42,16 +57,33 @@ impl CoordinatorFixture {
 
     /// Like [`start`](Self::start), with `extra` YAML appended to the config.
     pub async fn start_with(dir: &TempDir, catalog_yaml: &str, extra: &str) -> CoordinatorFixture {
+        let opts = CoordinatorOptions {
+            extra: extra.to_string(),
+            ..CoordinatorOptions::default()
+        };
+        CoordinatorFixture::start_opts(dir, catalog_yaml, opts).await
+    }
+
+    /// Like [`start`](Self::start), with every option.
+    pub async fn start_opts(
+        dir: &TempDir,
+        catalog_yaml: &str,
+        opts: CoordinatorOptions,
+    ) -> CoordinatorFixture {
         let catalog = dir.path().join("catalog.yaml");
         std::fs::write(&catalog, catalog_yaml).expect("catalog");
         let grpc_port = free_port();
         let config = dir.path().join("coordinator.yaml");
+        let transport = opts
+            .tls_yaml
+            .unwrap_or_else(|| "insecure: true\n".to_string());
         std::fs::write(
             &config,
             format!(
-                "grpc_listen: 127.0.0.1:{grpc_port}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n{extra}",
+                "grpc_listen: 127.0.0.1:{grpc_port}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\n{transport}{}",
                 dir.path().join("coordinator-data").display(),
-                catalog.display()
+                catalog.display(),
+                opts.extra
             ),
         )
         .expect("config");
@@ -61,6 +93,7 @@ impl CoordinatorFixture {
             grpc_port,
             process: None,
             api: String::new(),
+            env: opts.env,
             log_dir: dir.path().to_path_buf(),
         };
         c.restart().await;
@@ -69,15 +102,30 @@ impl CoordinatorFixture {
 
     /// Starts (again) on the same config, database and ports.
     pub async fn restart(&mut self) {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let mut p = Process::start(
             "authpulse-coordinator",
             &["--config", self.config.to_str().expect("utf8")],
-            &[],
+            &env,
             &self.log_dir,
         )
         .await;
         self.api = format!("http://{}", p.line_after("listening on http://").await);
         self.process = Some(p);
+    }
+
+    /// The running process (panics after [`kill`](Self::kill)).
+    pub fn process(&mut self) -> &mut Process {
+        self.process.as_mut().expect("the coordinator runs")
+    }
+
+    /// The gRPC address agents connect to.
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.grpc_port))
     }
 
     /// SIGKILL: a crash.

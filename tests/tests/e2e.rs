@@ -5,6 +5,7 @@
 //! restarts on the same database and ingest continues without duplicates.
 use std::time::Duration;
 
+use authpulse_tests::fleet::CoordinatorFixture;
 use authpulse_tests::peers::OidcPeer;
 use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, wait_for};
@@ -27,49 +28,19 @@ fn slo<'a>(slos: &'a Value, id: &str) -> Option<&'a Value> {
     slos["slos"].as_array()?.iter().find(|s| s["id"] == id)
 }
 
-async fn start_coordinator(dir: &TempDir, config: &std::path::Path) -> (Process, String) {
-    let mut c = Process::start(
-        "authpulse-coordinator",
-        &["--config", config.to_str().expect("utf8")],
-        &[],
-        dir.path(),
-    )
-    .await;
-    let http = c.line_after("listening on http://").await;
-    (c, http)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_probes_real_idp_and_coordinator_tracks_slo() {
     let mut peer = OidcPeer::start().await;
     let dir = TempDir::new("ap-e2e");
-    let catalog = dir.path().join("catalog.yaml");
-    std::fs::write(
-        &catalog,
-        format!(
-            "probes:\n  - id: idp-discovery\n    kind: oidc_discovery\n    issuer: {}\n    interval: 1s\n    timeout: 800ms\n\
-             slos:\n  - id: idp-availability\n    probes: [idp-discovery]\n    objective: 99\n    window: 1h\n",
-            peer.issuer
-        ),
-    )
-    .expect("catalog");
-    // Fixed gRPC port so a restarted coordinator is found at the same address.
-    let grpc_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let coord_cfg = dir.path().join("coordinator.yaml");
-    std::fs::write(
-        &coord_cfg,
-        format!(
-            "grpc_listen: 127.0.0.1:{grpc_port}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n",
-            dir.path().join("data").display(),
-            catalog.display()
-        ),
-    )
-    .expect("coordinator config");
-    let (mut coordinator, http) = start_coordinator(&dir, &coord_cfg).await;
-    let api = format!("http://{http}");
+    let catalog = format!(
+        "probes:\n  - id: idp-discovery\n    kind: oidc_discovery\n    issuer: {}\n    interval: 1s\n    timeout: 800ms\n\
+         slos:\n  - id: idp-availability\n    probes: [idp-discovery]\n    objective: 99\n    window: 1h\n",
+        peer.issuer
+    );
+    // A fixed gRPC port, so a restarted coordinator is found at the same address.
+    let mut coordinator = CoordinatorFixture::start(&dir, &catalog).await;
+    let grpc_port = coordinator.grpc_port;
+    let api = coordinator.api.clone();
 
     let agent_cfg = dir.path().join("agent.yaml");
     std::fs::write(
@@ -208,8 +179,8 @@ async fn agent_probes_real_idp_and_coordinator_tracks_slo() {
         .and_then(|s| s["total"].as_u64())
         .expect("total");
     coordinator.kill().await;
-    let (_coordinator2, http2) = start_coordinator(&dir, &coord_cfg).await;
-    let api2 = format!("http://{http2}");
+    coordinator.restart().await;
+    let api2 = coordinator.api.clone();
     wait_for(WAIT, "results after the coordinator restart", || async {
         let slos = get_json(&client, &format!("{api2}/api/v1/slos")).await?;
         let total = slo(&slos, "idp-availability")?["total"].as_u64()?;

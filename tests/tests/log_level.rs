@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use authpulse_tests::capture::CaptureServer;
-use authpulse_tests::fleet::free_port;
+use authpulse_tests::fleet::{CoordinatorFixture, CoordinatorOptions};
 use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, wait_for};
 use serde_json::{Value, json};
@@ -41,47 +41,34 @@ async fn start(name: &str) -> Pair {
     authpulse_tests::crypto();
     let dir = TempDir::new(name);
     let target = CaptureServer::start(|_| 200).await;
-    let catalog = dir.path().join("catalog.yaml");
-    std::fs::write(
-        &catalog,
-        format!(
-            "probes:\n\
-             \x20 - id: web\n    kind: http\n    url: {web}\n    interval: 1s\n    timeout: 900ms\n\
-             \x20 - id: sts\n    kind: aws_sts\n    endpoint: {sts}\n    region: us-east-1\n\
-             \x20   access_key_id: {ACCESS_KEY_ID}\n    secret_access_key: {{ secret: log_test_aws }}\n\
-             \x20   interval: 1s\n    timeout: 900ms\n",
-            web = target.url("/web"),
-            sts = target.url("/sts"),
-        ),
-    )
-    .expect("catalog");
+    let catalog = format!(
+        "probes:\n\
+         \x20 - id: web\n    kind: http\n    url: {web}\n    interval: 1s\n    timeout: 900ms\n\
+         \x20 - id: sts\n    kind: aws_sts\n    endpoint: {sts}\n    region: us-east-1\n\
+         \x20   access_key_id: {ACCESS_KEY_ID}\n    secret_access_key: {{ secret: log_test_aws }}\n\
+         \x20   interval: 1s\n    timeout: 900ms\n",
+        web = target.url("/web"),
+        sts = target.url("/sts"),
+    );
     let admin = write(dir.path(), "admin.token", ADMIN_TOKEN);
     let read = write(dir.path(), "read.token", READ_TOKEN);
-    let grpc_port = free_port();
-    let config = write(
-        dir.path(),
-        "coordinator.yaml",
-        &format!(
-            "grpc_listen: 127.0.0.1:{grpc_port}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\n\
-             catalog: [{}]\ninsecure: true\napi:\n  tokens:\n\
-             \x20   - {{ name: oncall, token_file: {admin}, scopes: [admin] }}\n\
-             \x20   - {{ name: grafana, token_file: {read}, scopes: [read] }}\n",
-            dir.path().join("coordinator-data").display(),
-            catalog.display()
-        ),
-    );
-    let info = [("AUTHPULSE_LOG", "info")];
-    let mut coordinator = Process::start(
-        "authpulse-coordinator",
-        &["--config", &config],
-        &info,
-        dir.path(),
+    let mut fixture = CoordinatorFixture::start_opts(
+        &dir,
+        &catalog,
+        CoordinatorOptions {
+            extra: format!(
+                "api:\n  tokens:\n\
+                 \x20   - {{ name: oncall, token_file: {admin}, scopes: [admin] }}\n\
+                 \x20   - {{ name: grafana, token_file: {read}, scopes: [read] }}\n"
+            ),
+            env: vec![("AUTHPULSE_LOG".into(), "info".into())],
+            ..CoordinatorOptions::default()
+        },
     )
     .await;
-    let api = format!(
-        "http://{}",
-        coordinator.line_after("listening on http://").await
-    );
+    let grpc_port = fixture.grpc_port;
+    let api = fixture.api.clone();
+    let coordinator = fixture.process.take().expect("running");
     let agent_config = write(
         dir.path(),
         "agent.yaml",

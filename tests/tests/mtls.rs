@@ -12,6 +12,7 @@ use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_proto::v1::{Hello, ProbeResult, ResultBatch, Timings};
 use authpulse_tests::fake_agent::FakeAgent;
+use authpulse_tests::fleet::{CoordinatorFixture, CoordinatorOptions};
 use authpulse_tests::mtls::{AgentCert, CertFiles, Pki, free_port, log_events, spiffe};
 use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, bin, wait_for};
@@ -33,36 +34,19 @@ struct Coordinator {
 
 async fn start_coordinator(dir: &TempDir, pki: &Pki) -> Coordinator {
     authpulse_tests::crypto();
-    let catalog = dir.path().join("catalog.yaml");
-    std::fs::write(&catalog, CATALOG).expect("catalog");
-    let config = dir.path().join("coordinator.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "grpc_listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\n{}",
-            dir.path().join("data").display(),
-            catalog.display(),
-            pki.coordinator_tls_yaml()
-        ),
-    )
-    .expect("config");
-    let mut process = Process::start(
-        "authpulse-coordinator",
-        &["--config", config.to_str().expect("utf8")],
-        &[],
-        dir.path(),
+    let mut fixture = CoordinatorFixture::start_opts(
+        dir,
+        CATALOG,
+        CoordinatorOptions {
+            tls_yaml: Some(pki.coordinator_tls_yaml()),
+            ..CoordinatorOptions::default()
+        },
     )
     .await;
-    let http = process.line_after("listening on http://").await;
-    let grpc = process
-        .line_after("grpc on")
-        .await
-        .parse()
-        .expect("grpc addr");
     Coordinator {
-        process,
-        grpc,
-        http,
+        grpc: fixture.grpc_addr(),
+        http: fixture.api.trim_start_matches("http://").to_string(),
+        process: fixture.process.take().expect("running"),
     }
 }
 

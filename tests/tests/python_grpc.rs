@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use authpulse_tests::fleet::{CoordinatorFixture, CoordinatorOptions};
 use authpulse_tests::mtls::{Pki, log_events};
-use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, repo_root};
 
 /// The venv's python: `AUTHPULSE_TEST_PYTHON` (tests/run sets it) or
@@ -31,32 +31,18 @@ async fn python_grpcio_client_streams_over_mtls() {
     let dir = TempDir::new("ap-py-grpc");
     let pki = Pki::new(dir.path(), "main");
     let agent = pki.agent("py-agent", "eu-west");
-    let catalog = dir.path().join("catalog.yaml");
-    std::fs::write(
-        &catalog,
+    let mut fixture = CoordinatorFixture::start_opts(
+        &dir,
         "probes:\n  - id: eu-health\n    kind: http\n    regions: [eu-west]\n    url: http://127.0.0.1:9/health\n    interval: 30s\n",
-    )
-    .expect("catalog");
-    let config = dir.path().join("coordinator.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "grpc_listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\n{}",
-            dir.path().join("data").display(),
-            catalog.display(),
-            pki.coordinator_tls_yaml()
-        ),
-    )
-    .expect("config");
-    let mut coordinator = Process::start(
-        "authpulse-coordinator",
-        &["--config", config.to_str().expect("utf8")],
-        &[],
-        dir.path(),
+        CoordinatorOptions {
+            tls_yaml: Some(pki.coordinator_tls_yaml()),
+            ..CoordinatorOptions::default()
+        },
     )
     .await;
-    let http = coordinator.line_after("listening on http://").await;
-    let grpc = coordinator.line_after("grpc on").await;
+    let http = fixture.api.trim_start_matches("http://").to_string();
+    let grpc = fixture.grpc_addr().to_string();
+    let coordinator = fixture.process();
 
     let script = repo_root().join("tests/python/grpc_client_test.py");
     let run = tokio::process::Command::new(&python)

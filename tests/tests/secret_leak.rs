@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use authpulse_tests::decision_server::{DecisionServer, SPICEDB_KEY};
-use authpulse_tests::fleet::free_port;
+use authpulse_tests::fleet::{CoordinatorFixture, CoordinatorOptions};
 use authpulse_tests::moto::Moto;
 use authpulse_tests::peers::OidcPeer;
 use authpulse_tests::process::Process;
@@ -271,29 +271,22 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
         "header",
     ];
 
-    let grpc = free_port();
-    let coord_dir = dir.path().join("coordinator-data");
-    let coord_cfg = dir.path().join("coordinator.yaml");
-    std::fs::write(
-        &coord_cfg,
-        format!(
-            "grpc_listen: 127.0.0.1:{grpc}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n",
-            coord_dir.display(),
-            catalog_path.display()
-        ),
-    )
-    .expect("config");
-    let mut coordinator = Process::start(
-        "authpulse-coordinator",
-        &["--config", coord_cfg.to_str().expect("utf8")],
-        &[("AUTHPULSE_LOG", "trace")],
-        dir.path(),
+    // The catalog is already written; the fixture writes the same bytes back.
+    let catalog_text = std::fs::read_to_string(&catalog_path).expect("catalog");
+    let env = vec![("AUTHPULSE_LOG".to_string(), "trace".to_string())];
+    let mut fixture = CoordinatorFixture::start_opts(
+        &dir,
+        &catalog_text,
+        CoordinatorOptions {
+            env,
+            ..CoordinatorOptions::default()
+        },
     )
     .await;
-    let api = format!(
-        "http://{}",
-        coordinator.line_after("listening on http://").await
-    );
+    let grpc = fixture.grpc_port;
+    let coord_dir = dir.path().join("coordinator-data");
+    let api = fixture.api.clone();
+    let mut coordinator = fixture.process.take().expect("running");
     let agent_dir = dir.path().join("agent-data");
     let agent_cfg = dir.path().join("agent.yaml");
     std::fs::write(
@@ -625,30 +618,23 @@ async fn a_secret_echoed_in_any_encoding_is_redacted_everywhere() {
     let catalog_path = dir.path().join("catalog.yaml");
     std::fs::write(&catalog_path, catalog).expect("catalog");
 
-    let grpc = free_port();
-    let coord_dir = dir.path().join("coordinator-data");
-    let coord_cfg = dir.path().join("coordinator.yaml");
-    std::fs::write(
-        &coord_cfg,
-        format!(
-            "grpc_listen: 127.0.0.1:{grpc}\nhttp_listen: 127.0.0.1:0\ndata_dir: {}\ncatalog: [{}]\ninsecure: true\n",
-            coord_dir.display(),
-            catalog_path.display()
-        ),
-    )
-    .expect("config");
     let trace = [("AUTHPULSE_LOG", "trace")];
-    let mut coordinator = Process::start(
-        "authpulse-coordinator",
-        &["--config", coord_cfg.to_str().expect("utf8")],
-        &trace,
-        dir.path(),
+    // The catalog is already written; the fixture writes the same bytes back.
+    let catalog_text = std::fs::read_to_string(&catalog_path).expect("catalog");
+    let env = vec![("AUTHPULSE_LOG".to_string(), "trace".to_string())];
+    let mut fixture = CoordinatorFixture::start_opts(
+        &dir,
+        &catalog_text,
+        CoordinatorOptions {
+            env,
+            ..CoordinatorOptions::default()
+        },
     )
     .await;
-    let api = format!(
-        "http://{}",
-        coordinator.line_after("listening on http://").await
-    );
+    let grpc = fixture.grpc_port;
+    let coord_dir = dir.path().join("coordinator-data");
+    let api = fixture.api.clone();
+    let mut coordinator = fixture.process.take().expect("running");
     let agent_dir = dir.path().join("agent-data");
     let agent_cfg = dir.path().join("agent.yaml");
     std::fs::write(
