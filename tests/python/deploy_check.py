@@ -412,8 +412,11 @@ def cmd_k8s(repo, out_dir, material):
     deployments = by_kind.get("Deployment", {})
     services = by_kind.get("Service", {})
 
-    # The catalog ConfigMap is the example catalog, verbatim.
+    # The catalog ConfigMap is the example catalog, verbatim but for the
+    # editor's schema line (a path that means nothing in a cluster).
     example = open(os.path.join(repo, "deploy", "examples", "quickstart.yaml")).read()
+    if example.startswith("# yaml-language-server:"):
+        example = example.split("\n", 1)[1]
     cat = configmaps.get("authpulse-catalog", {}).get("data", {}).get("catalog.yaml")
     if cat != example:
         problem("k8s: ConfigMap authpulse-catalog catalog.yaml differs from deploy/examples/quickstart.yaml")

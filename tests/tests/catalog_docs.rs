@@ -2,7 +2,8 @@
 //! target/debug/authpulse): the shipped examples render, the same catalog
 //! gives the same bytes, a probe's row names the SLOs and gates that read it,
 //! secrets appear by name only, an invalid catalog fails exactly like
-//! `authpulse validate`, and `--output` writes the file.
+//! `authpulse validate`, and `--output` writes the file. `--schema` and
+//! `--reference` print the committed catalog schema and reference.
 use std::process::Command;
 
 use authpulse_tests::{TempDir, bin, repo_root};
@@ -381,4 +382,41 @@ fn output_writes_the_same_markdown_to_a_file() {
         text.contains("| [`health`](#probe-health) | http | `GET https://idp.example.com/health` | all | 1m | 10s | [`up`](#slo-up) | — |"),
         "{text}"
     );
+}
+
+#[test]
+fn schema_and_reference_print_the_committed_files() {
+    for (flag, file) in [
+        ("--schema", "proto/catalog.schema.json"),
+        ("--reference", "proto/CATALOG.md"),
+    ] {
+        let out = authpulse(&["docs", flag], &[]);
+        assert_eq!(out.code, 0, "{flag}: {}", out.stderr);
+        let committed = std::fs::read_to_string(repo_root().join(file)).expect("committed file");
+        assert!(
+            out.stdout == committed,
+            "`authpulse docs {flag}` differs from {file}: regenerate it (see proto/README.md)"
+        );
+    }
+    let schema: serde_json::Value =
+        serde_json::from_str(&authpulse(&["docs", "--schema"], &[]).stdout).expect("JSON");
+    assert!(schema["definitions"]["HttpProbe"].is_object(), "{schema}");
+
+    let dir = TempDir::new("ap-docs-schema");
+    let path = dir.path().join("catalog.schema.json");
+    let out = authpulse(
+        &["docs", "--schema", "--output", path.to_str().expect("utf8")],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("wrote "), "{}", out.stdout);
+    let written = std::fs::read_to_string(&path).expect("written");
+    assert!(written.contains("\"$schema\": \"http://json-schema.org/draft-07/schema#\""));
+
+    // A runbook still needs a catalog; the format documents take none.
+    let out = authpulse(&["docs"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--catalog"), "{}", out.stderr);
+    let out = authpulse(&["docs", "--schema", "--catalog", "x.yaml"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
 }

@@ -1,6 +1,6 @@
 //! The catalog commands: `validate` (every problem as FILE:LINE), `docs`
-//! (the Markdown runbook) and `import-openslo` (OpenSLO documents as
-//! catalog SLOs).
+//! (the Markdown runbook; with `--schema` / `--reference` the catalog
+//! format itself) and `import-openslo` (OpenSLO documents as catalog SLOs).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,6 +59,34 @@ pub(crate) fn docs(
             );
         }
         None => print!("{markdown}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `docs --schema` / `docs --reference` prints.
+#[derive(Clone, Copy)]
+pub(crate) enum FormatDoc {
+    Schema,
+    Reference,
+}
+
+/// The catalog file's JSON Schema or its Markdown reference, both generated
+/// from the spec types in authpulse-proto.
+pub(crate) fn format_docs(
+    what: FormatDoc,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let text = match what {
+        FormatDoc::Schema => authpulse_proto::catalog::json_schema_text(),
+        FormatDoc::Reference => authpulse_proto::catalog::reference_markdown(),
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -40,7 +40,8 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Render catalog files as a Markdown runbook for the people on call.
+    /// Render catalog files as a Markdown runbook for the people on call, or print the
+    /// catalog format itself (--schema, --reference).
     ///
     /// Every probe with its target and the SLOs and gates that read it, every SLO with its
     /// burn-rate alert table, gates, components and the secrets agents need (names only,
@@ -48,11 +49,23 @@ enum Command {
     #[command(after_help = DOCS_EXAMPLE)]
     Docs {
         /// Catalog files (YAML or TOML), as for `validate`.
-        #[arg(long, required = true, value_name = "FILE")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present_any = ["schema", "reference"]
+        )]
         catalog: Vec<PathBuf>,
-        /// Write the Markdown here instead of stdout.
+        /// Write the Markdown (or schema) here instead of stdout.
         #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Print the JSON Schema of a catalog file (the committed
+        /// proto/catalog.schema.json) instead of a runbook.
+        #[arg(long, conflicts_with_all = ["catalog", "reference"])]
+        schema: bool,
+        /// Print the catalog reference: every probe kind and key with its type, default and
+        /// meaning, as Markdown (the committed proto/CATALOG.md).
+        #[arg(long, conflicts_with = "catalog")]
+        reference: bool,
     },
     /// Convert OpenSLO v1 `kind: SLO` documents (indicators with `metricSource.type: authpulse`)
     /// into catalog `slos:` entries, printed to stdout.
@@ -141,6 +154,8 @@ const DOCS_EXAMPLE: &str = "\
 Example:
   authpulse docs --catalog catalog.yaml --output docs/RUNBOOK.md
   authpulse docs --catalog probes.yaml --catalog slos.yaml > RUNBOOK.md
+  authpulse docs --schema --output catalog.schema.json
+  authpulse docs --reference > CATALOG.md
 
 The same catalog gives the same bytes (no timestamps), so the runbook can live
 in git next to the catalog. Exit status: 0 written, 1 invalid catalog (the
@@ -265,7 +280,19 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Validate { files } => Ok(catalog::validate(&files)),
-            Command::Docs { catalog, output } => catalog::docs(&catalog, output.as_deref()),
+            Command::Docs {
+                output,
+                schema: true,
+                ..
+            } => catalog::format_docs(catalog::FormatDoc::Schema, output.as_deref()),
+            Command::Docs {
+                output,
+                reference: true,
+                ..
+            } => catalog::format_docs(catalog::FormatDoc::Reference, output.as_deref()),
+            Command::Docs {
+                catalog, output, ..
+            } => catalog::docs(&catalog, output.as_deref()),
             Command::ImportOpenslo { file, catalog } => catalog::import_openslo(&file, &catalog),
             Command::Probe {
                 catalog,

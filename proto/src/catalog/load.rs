@@ -117,6 +117,21 @@ pub fn load_str(name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
     finish(vec![file], errors)
 }
 
+/// A catalog file's document as the loader reads it (YAML or TOML, by the
+/// extension of `name`), before any typing: what the JSON Schema
+/// ([`super::json_schema`]) describes.
+pub fn file_to_json(name: &str, text: &str) -> Result<Json, String> {
+    let cfg_format = match Format::of(Path::new(name)).unwrap_or(Format::Yaml) {
+        Format::Yaml => config::FileFormat::Yaml,
+        Format::Toml => config::FileFormat::Toml,
+    };
+    config::Config::builder()
+        .add_source(config::File::from_str(text, cfg_format))
+        .build()
+        .and_then(|c| c.try_deserialize::<Json>())
+        .map_err(|e| e.to_string())
+}
+
 /// Parse the wire form of a probe (see [`ProbeDef::to_json`]).
 pub fn probe_from_json(json: &str) -> Result<ProbeDef, String> {
     let value: Json =

@@ -5,6 +5,8 @@
 mod endpoints;
 pub mod kinds;
 mod load;
+pub mod reference;
+pub mod schema;
 pub mod source_map;
 pub mod template;
 mod validate;
@@ -13,15 +15,21 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use schema::HumanDuration;
 
 pub use endpoints::{
     aws_endpoint, aws_signing_region, discovery_url, display_url, secret_env_name,
 };
 pub use kinds::*;
 pub use load::{
-    CatalogError, CatalogErrors, kind_from_json, load_files, load_str, probe_from_json,
+    CatalogError, CatalogErrors, file_to_json, kind_from_json, load_files, load_str,
+    probe_from_json,
 };
+pub use reference::{REFERENCE_PATH, reference_markdown};
+pub use schema::{SCHEMA_PATH, json_schema, json_schema_text};
 
 /// A loaded and validated catalog (possibly merged from several files).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -44,20 +52,35 @@ impl Catalog {
     }
 }
 
-/// The fields every probe has, whatever its kind.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The keys every probe has, whatever its kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeCommon {
+    /// Unique probe id: `[a-z0-9-]`, at most 63 characters, starting and
+    /// ending with a letter or digit. Results, metrics, SLOs and
+    /// `authpulse probe ID` name the probe by it.
+    #[schemars(regex(pattern = schema::ID_PATTERN))]
     pub id: String,
+    /// Free text, shown in the runbook (`authpulse docs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Regions whose agents run it; absent = every region.
+    /// Regions whose agents run the probe (region names as ids); absent =
+    /// every region. An empty list is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub regions: Option<Vec<String>>,
+    /// How often the probe runs, at least `1s`. Runs are spread over the
+    /// interval by a stable per-probe offset; a newly assigned probe first
+    /// runs within 5 s.
     #[serde(with = "humantime_serde", default = "default_interval")]
+    #[schemars(with = "HumanDuration")]
     pub interval: Duration,
+    /// Bounds the whole run, phase by phase; above 0 and not above
+    /// `interval`.
     #[serde(with = "humantime_serde", default = "default_timeout")]
+    #[schemars(with = "HumanDuration")]
     pub timeout: Duration,
+    /// Free-form string labels kept with the probe.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -174,6 +197,14 @@ macro_rules! kinds {
                 }
             }
 
+            /// `(kind, variant name, body schema)` of every kind but
+            /// `journey`, for the catalog's JSON Schema.
+            pub(crate) fn leaf_schemas(
+                g: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, &'static str, schemars::Schema)> {
+                vec![$(($name, stringify!($variant), <$spec as JsonSchema>::json_schema(g)),)*]
+            }
+
             /// The kind's own load-time checks (journeys check their steps
             /// in `validate`).
             pub(crate) fn validate_body(&self) -> kinds::Issues {
@@ -209,44 +240,67 @@ kinds! {
     Permission(PermissionSpec) = "permission",
 }
 
-/// A value given inline or as a reference to a secret that only the agent
-/// resolves (`{ secret: NAME }`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A string given inline, or a reference to a secret that only the agent
+/// resolves: `{ secret: NAME }`, read from the environment variable
+/// `AUTHPULSE_SECRET_<NAME>` (upper case, `-` and `.` become `_`) or the file
+/// `<secrets_dir>/<NAME>`. Write credentials as references: an inline value
+/// travels to agents and is stored with the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "StringOrSecret")]
 pub enum Value {
-    Secret { secret: String },
+    /// A reference to a secret, resolved on the agent only.
+    Secret {
+        /// The secret's name.
+        secret: String,
+    },
+    /// The value itself (in a journey step it may hold templates).
     Plain(String),
 }
 
-/// TLS settings for probes that speak HTTPS.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// TLS client settings of probes that speak TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSpec {
-    /// Extra PEM CA bundle trusted in addition to the system roots.
+    /// Extra PEM CA bundle (a file on the agent) trusted in addition to the
+    /// system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// Skip certificate verification. Timings stay meaningful; trust does not.
+    /// Accept any server certificate (handshake signatures are still
+    /// checked). Timings stay meaningful; trust does not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(!skip_serializing_if)]
     pub insecure_skip_verify: bool,
-    /// SNI / verification name when it differs from the URL host.
+    /// SNI and the name the certificate must be valid for, when it differs
+    /// from the host of the URL. Default: that host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `http`: one HTTP request and assertions on its response. Steps
+/// `request`; timings `dns`, `connect`, `tls`, `ttfb`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSpec {
+    /// The URL requested: `http://` or `https://` with a host.
     pub url: String,
+    /// The request method, in upper case.
     #[serde(default = "default_method")]
+    #[schemars(regex(pattern = r"^[A-Z]+$"))]
     pub method: String,
+    /// Request headers; a value may be `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Value>,
+    /// The request body, sent as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// Follow redirects (up to 10).
     #[serde(default = "default_true")]
     pub follow_redirects: bool,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
+    /// What the response must look like; with nothing set, any 2xx passes.
     #[serde(default)]
     pub expect: HttpExpect,
 }
@@ -259,41 +313,49 @@ fn default_true() -> bool {
 }
 
 /// Assertions on an HTTP response. With nothing set, any 2xx passes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpExpect {
-    /// Accepted status codes; absent = 200..=299.
+    /// Accepted status codes (100–599). Absent: any 2xx. A mismatch fails
+    /// with class `http_status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Vec<u16>>,
+    /// Strings the body must contain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub body_contains: Vec<String>,
+    /// Strings the body must not contain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub body_not_contains: Vec<String>,
-    /// A regular expression the body must match.
+    /// A regular expression (Rust syntax) the body must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_matches: Option<String>,
     /// Header name → regular expression its value must match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Assertions on a JSON body.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub json: Vec<JsonAssertion>,
-    /// Total time above this fails the run with class `assertion`.
+    /// A run that takes longer in total fails with class `assertion`.
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<HumanDuration>")]
     pub max_latency: Option<Duration>,
 }
 
-/// `path` is an RFC 9535 JSONPath; with no other field it must match something.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One assertion on a JSON body: `path` with one of `equals`, `matches` or
+/// `exists: false`; a bare `path` must match something.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonAssertion {
+    /// An RFC 9535 JSONPath, e.g. `$.status`.
     pub path: String,
+    /// The value the first match must equal (any JSON value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<serde_json::Value>,
-    /// Regular expression matched against a string value.
+    /// A regular expression a string match must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matches: Option<String>,
     /// `false` asserts the path matches nothing.
@@ -301,35 +363,47 @@ pub struct JsonAssertion {
     pub exists: Option<bool>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `oidc_discovery`: the OpenID Connect discovery document and the JWKS it
+/// points to. Steps `discovery` and `jwks`, each with its own timings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OidcDiscoverySpec {
+    /// The issuer URL; must equal the document's `issuer` exactly.
     pub issuer: String,
-    /// Defaults to `<issuer>/.well-known/openid-configuration`.
+    /// Where the document is. Default: `<issuer>/.well-known/openid-configuration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery_url: Option<String>,
-    /// Metadata fields that must be present (and be URLs for `*_endpoint`/`*_uri`).
+    /// Metadata fields that must be present; `*_endpoint` and `*_uri` ones
+    /// must be https URLs (http allowed when the issuer is http).
     #[serde(default = "default_required_endpoints")]
     pub required_endpoints: Vec<String>,
-    /// Usable signing keys the JWKS must hold.
+    /// Keys the JWKS must hold that can verify signatures (`use` absent or
+    /// `sig`, not symmetric, parseable); at least 1.
     #[serde(default = "default_min_keys")]
+    #[schemars(range(min = 1))]
     pub min_signing_keys: usize,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
+    /// A run that takes longer in total fails with class `assertion`.
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<HumanDuration>")]
     pub max_latency: Option<Duration>,
-    /// Compare the issuer, endpoint URLs and signing keys with the last
-    /// run's: a key rotation is reported (success), a changed URL fails
-    /// with `protocol` unless allowed below.
+    /// Compare the issuer, the endpoint URLs and the signing key ids with
+    /// the last run's: a key rotation is reported (the run succeeds), a
+    /// changed or removed URL fails with `protocol` unless
+    /// `allow_endpoint_changes` allows it.
     #[serde(default = "default_true")]
     pub drift: bool,
-    /// `true`, or the metadata fields (e.g. `[token_endpoint]`) whose URL
-    /// may change between runs without failing.
+    /// `true` (any), `false` (none), or the metadata fields (e.g.
+    /// `[token_endpoint]`; `issuer`, `*_endpoint`, `*_uri`) whose URL may
+    /// change between runs without failing.
     #[serde(default, skip_serializing_if = "AllowedChanges::is_none")]
+    #[schemars(!skip_serializing_if)]
     pub allow_endpoint_changes: AllowedChanges,
 }
 
@@ -346,29 +420,51 @@ fn default_min_keys() -> usize {
     1
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A service level objective over one or more probes (or journey steps).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SloDef {
+    /// Unique SLO id: `[a-z0-9-]`, at most 63 characters.
+    #[schemars(regex(pattern = schema::ID_PATTERN))]
     pub id: String,
+    /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// Probe ids, or `journey-id/step-name` for one step of a journey (good
+    /// = that step succeeded; for a latency SLI, within the threshold on
+    /// its own duration). At least one.
+    #[schemars(length(min = 1))]
     pub probes: Vec<String>,
-    /// Percent, e.g. 99.9.
+    /// The target in percent, strictly between 0 and 100, e.g. `99.9`.
+    #[schemars(range(min = 0, max = 100))]
     pub objective: f64,
+    /// Rolling (a duration of at least `1m`, e.g. `28d`; minute-aligned),
+    /// or a calendar period `{ calendar: day | week | month, time_zone }`
+    /// whose budget resets at local midnight (of the 1st, of Monday).
     pub window: Window,
+    /// What a good run is: `availability` (a successful run) or
+    /// `{ latency: { threshold: 800ms } }` (successful and not slower).
     #[serde(default)]
     pub sli: Sli,
+    /// How runs count (OpenSLO names): `occurrences` (good runs / runs) or
+    /// `{ timeslices: { slice, target } }` (good slices / slices with data).
     #[serde(default)]
     pub budgeting: Budgeting,
-    /// Global slice is bad only when at least this many regions see it bad.
+    /// N regions: a global slice (one minute for occurrences) counts as bad
+    /// only when at least N of the regions that reported in it saw it bad;
+    /// for occurrences, a slice below quorum counts all its runs as good.
+    /// Per-region numbers are unaffected. At least 1.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub quorum: Option<u32>,
     /// How much data the SLO needs before its numbers count (missing data
     /// is not failure, but too little of it is `insufficient_data`).
     #[serde(default, skip_serializing_if = "Coverage::is_default")]
+    #[schemars(!skip_serializing_if)]
     pub coverage: Coverage,
     /// Which burn-rate alerts this SLO raises (both by default).
     #[serde(default, skip_serializing_if = "SloAlerting::is_default")]
+    #[schemars(!skip_serializing_if)]
     pub alerting: SloAlerting,
     #[serde(skip)]
     pub source: Option<SourceLoc>,
@@ -376,11 +472,13 @@ pub struct SloDef {
 
 /// Per-SLO opt-out of the multi-window burn-rate alerts: `page` (fast burn)
 /// and `ticket` (slow burn) are both on unless set to `false`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SloAlerting {
+    /// Raise the page-level (fast burn: 1h/5m, 6h/30m) alerts.
     #[serde(default = "default_true")]
     pub page: bool,
+    /// Raise the ticket-level (slow burn: 1d/2h, 3d/6h) alerts.
     #[serde(default = "default_true")]
     pub ticket: bool,
 }
@@ -401,14 +499,19 @@ impl SloAlerting {
 }
 
 /// Data coverage: over the last `window`, the share of expected probe runs
-/// (per probe and region: window / interval) that reported. Below `min`
-/// the SLO's state is `insufficient_data`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// (per probe and region with history before that window: window /
+/// interval) that reported. Below `min` the SLO's state is
+/// `insufficient_data`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Coverage {
+    /// The span coverage is measured over; at least `2m`.
     #[serde(with = "humantime_serde", default = "default_coverage_window")]
+    #[schemars(with = "HumanDuration")]
     pub window: Duration,
+    /// The minimum share of expected runs, a ratio in [0, 1].
     #[serde(default = "default_coverage_min")]
+    #[schemars(range(min = 0, max = 1))]
     pub min: f64,
 }
 
@@ -434,22 +537,34 @@ impl Coverage {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An SLO window: a rolling duration or a calendar period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Window {
-    Rolling(#[serde(with = "humantime_serde")] Duration),
+    /// A rolling window, e.g. `28d`; at least `1m`.
+    Rolling(
+        #[serde(with = "humantime_serde")]
+        #[schemars(with = "HumanDuration")]
+        Duration,
+    ),
+    /// A calendar period.
     Calendar(CalendarWindow),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A calendar SLO window: the budget resets at local midnight of the day,
+/// of Monday (ISO week) or of the 1st (month), DST included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarWindow {
+    /// The period.
     pub calendar: CalendarUnit,
+    /// An IANA time zone, e.g. `Europe/Berlin`. Default: UTC.
     #[serde(default)]
     pub time_zone: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A calendar period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CalendarUnit {
     Day,
@@ -457,40 +572,57 @@ pub enum CalendarUnit {
     Month,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What a good run is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sli {
+    /// Good = a successful run.
     #[default]
     Availability,
+    /// Good = a successful run whose total duration is at most `threshold`.
     Latency {
+        /// The slowest good run, above 0 (e.g. `800ms`).
         #[serde(with = "humantime_serde")]
+        #[schemars(with = "HumanDuration")]
         threshold: Duration,
     },
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// How runs are counted against the budget (OpenSLO budgeting methods).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Budgeting {
+    /// OpenSLO `Occurrences`: the SLI is good runs / runs.
     #[default]
     Occurrences,
     /// OpenSLO `Timeslices`: a slice is good when its good ratio is at
     /// least `target`; the SLI is good slices / slices with data.
     Timeslices {
+        /// Slice length, whole minutes (aggregates are per minute).
         #[serde(with = "humantime_serde", default = "default_slice")]
+        #[schemars(with = "HumanDuration")]
         slice: Duration,
+        /// The good ratio a slice needs, in (0, 1], e.g. `0.95`.
         target: f64,
     },
 }
 
 /// A status-page component (a Statuspage "component"): a capability users
 /// see, e.g. "Login", whose status follows the SLOs it names.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentDef {
+    /// Unique component id (`[a-z0-9-]`, at most 63 characters): a path
+    /// segment of public status URLs.
+    #[schemars(regex(pattern = schema::ID_PATTERN))]
     pub id: String,
+    /// The name shown on the status page; not empty.
     pub name: String,
+    /// Free text shown with the component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// SLO ids whose states make the component's status; at least one.
+    #[schemars(length(min = 1))]
     pub slos: Vec<String>,
     #[serde(skip)]
     pub source: Option<SourceLoc>,
@@ -500,19 +632,31 @@ pub struct ComponentDef {
 /// proceed; it blocks when any `block_when` condition holds for any of its
 /// SLOs, or (with `on_stale: fail`, the default) when an SLO's data is
 /// missing or older than `stale_after`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GateDef {
+    /// Unique gate id (`[a-z0-9-]`, at most 63 characters): what
+    /// `authpulse gate ID` asks for.
+    #[schemars(regex(pattern = schema::ID_PATTERN))]
     pub id: String,
+    /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// SLO ids the gate watches; at least one.
+    #[schemars(length(min = 1))]
     pub slos: Vec<String>,
+    /// The conditions that block, any of them for any SLO; at least one,
+    /// e.g. `[page_alert, budget_exhausted]`.
     #[serde(default)]
+    #[schemars(required, length(min = 1))]
     pub block_when: Vec<BlockWhen>,
     /// An SLO whose newest result is older than this (or that has no data,
-    /// or too little: `insufficient_data`) is stale.
+    /// or too little: `insufficient_data`) is stale. At least `1s`, and
+    /// longer than the interval of every probe the gate's SLOs read.
     #[serde(with = "humantime_serde", default = "default_stale_after")]
+    #[schemars(with = "HumanDuration")]
     pub stale_after: Duration,
+    /// What a stale SLO does: `fail` blocks the gate, `pass` ignores it.
     #[serde(default)]
     pub on_stale: OnStale,
     #[serde(skip)]
@@ -525,7 +669,7 @@ fn default_stale_after() -> Duration {
 
 /// One gate condition: a bare name (`page_alert`) or a one-key mapping
 /// with its parameter (`{ budget_below: 0.2 }`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockWhen {
     /// A page-level burn-rate alert condition holds (1h/5m or 6h/30m).
@@ -537,26 +681,39 @@ pub enum BlockWhen {
     /// An escalation result (a denied action was allowed) within the last
     /// 5 minutes: the hold of the escalation page.
     Escalation,
-    /// Remaining error budget below this ratio (0.2 = 20 % left).
-    BudgetBelow(f64),
-    /// An escalation result within this long.
-    EscalationWithin(#[serde(with = "humantime_serde")] Duration),
-    /// The SLI over the last `window` below `value` (a ratio, 0.99).
+    /// Remaining error budget below this ratio in [0, 1] (0.2 = 20 % left).
+    BudgetBelow(#[schemars(range(min = 0, max = 1))] f64),
+    /// An escalation result within this long (above 0, e.g. `30m`).
+    EscalationWithin(
+        #[serde(with = "humantime_serde")]
+        #[schemars(with = "HumanDuration")]
+        Duration,
+    ),
+    /// The SLI over the last `window` below `value`.
     SliBelow(SliBelow),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// `sli_below`: the SLI over a recent window below a ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SliBelow {
+    /// Whole minutes between `1m` and `3d` (SLIs come from per-minute
+    /// aggregates; use `budget_below` for longer spans).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub window: Duration,
+    /// A ratio in (0, 1], e.g. `0.99` for 99 %.
+    #[schemars(range(min = 0, max = 1))]
     pub value: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a gate does with a stale SLO.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStale {
+    /// Block the gate (stale data is no evidence of health).
     #[default]
     Fail,
+    /// Ignore the stale SLO.
     Pass,
 }

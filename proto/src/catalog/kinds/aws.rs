@@ -5,8 +5,10 @@
 //! overridable (a VPC endpoint, a FIPS endpoint, a local emulator).
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::super::schema::HumanDuration;
 use super::super::{TlsSpec, Value};
 use super::{Issues, Validate, check_regex, check_tls, check_url, is_templated, key};
 
@@ -18,32 +20,47 @@ fn default_session_name() -> String {
     "authpulse-probe".to_string()
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `aws_sts`: proves a set of AWS credentials works. With `role_arn`, step
+/// `assume_role` (sts:AssumeRole) first obtains temporary credentials and
+/// publishes them for later steps; step `caller_identity`
+/// (sts:GetCallerIdentity) then checks who AWS says the caller is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsStsSpec {
+    /// Region of the STS endpoint and of the signature.
     #[serde(default = "default_region")]
     pub region: String,
-    /// Defaults to `https://sts.<region>.amazonaws.com`.
+    /// The STS endpoint (a VPC or FIPS endpoint, an emulator). Default:
+    /// `https://sts.<region>.amazonaws.com` (`.amazonaws.com.cn` in `cn-*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The access key id: `{ secret: NAME }`, or a template such as
+    /// `"{{ steps.assume.access_key_id }}"` from an earlier `aws_sts` step.
     pub access_key_id: Value,
+    /// The secret access key (secret or template).
     pub secret_access_key: Value,
+    /// The session token of temporary credentials (secret or template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<Value>,
     /// When set, AssumeRole first and call GetCallerIdentity with the
     /// temporary credentials (which are published for later steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
+    /// The AssumeRole session name, 2 to 64 characters.
     #[serde(default = "default_session_name")]
+    #[schemars(length(min = 2, max = 64))]
     pub role_session_name: String,
+    /// The AssumeRole ExternalId (inline or secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<Value>,
-    /// Lifetime of the temporary credentials (AWS accepts 15m..12h).
+    /// Lifetime of the temporary credentials, `15m` to `12h`. Default: AWS's
+    /// (1h).
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<HumanDuration>")]
     pub duration: Option<Duration>,
     /// The 12-digit account GetCallerIdentity must report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +68,7 @@ pub struct AwsStsSpec {
     /// A regular expression the caller ARN must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_arn: Option<String>,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -96,33 +114,43 @@ impl Validate for AwsStsSpec {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `aws_cognito`: a user-pool login as an app does it. Step
+/// `initiate_auth` (InitiateAuth with `USER_PASSWORD_AUTH`), then step
+/// `validate`: both tokens against the pool's JWKS (signature, `iss`,
+/// `exp`/`nbf` with 60 s skew, `aud`/`client_id`, `token_use`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsCognitoSpec {
-    /// Defaults to the region prefix of `user_pool_id`.
+    /// The pool's region. Default: the prefix of `user_pool_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// `<region>_<id>`.
+    /// The user pool, `<region>_<id>`.
     pub user_pool_id: String,
+    /// The app client id (the client must allow `USER_PASSWORD_AUTH`).
     pub client_id: String,
     /// For app clients with a secret (sent as SECRET_HASH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
+    /// The synthetic user's name.
     pub username: String,
+    /// The synthetic user's password (a secret).
     pub password: Value,
-    /// Defaults to `https://cognito-idp.<region>.amazonaws.com`.
+    /// The Cognito IdP API endpoint. Default:
+    /// `https://cognito-idp.<region>.amazonaws.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The tokens' expected `iss`. Defaults to
+    /// The tokens' expected `iss` (set it for emulators). Default:
     /// `https://cognito-idp.<region>.amazonaws.com/<user_pool_id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Defaults to `<endpoint>/<user_pool_id>/.well-known/jwks.json`.
+    /// Where the pool's keys are. Default:
+    /// `<endpoint>/<user_pool_id>/.well-known/jwks.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
-    /// Check the tokens' signatures and claims (on by default).
+    /// Check the tokens' signatures and claims; `false` skips step `validate`.
     #[serde(default = "default_true")]
     pub validate_tokens: bool,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -172,16 +200,19 @@ impl Validate for AwsCognitoSpec {
 }
 
 /// The outcome an `aws_iam_permission` call must have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IamDecision {
+    /// A 2xx, or an error code in `allowed_errors`; denied is
+    /// `permission_mismatch`.
     Allow,
+    /// AccessDenied and the like; allowed is `escalation`.
     Deny,
 }
 
-/// How the call is encoded. Inferred from the service when absent: `rest`
-/// for `s3`, `query` otherwise; `json` needs `target`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How the call is encoded. Default: `rest` for `s3`, `json` when `target`
+/// is set, else `query`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AwsProtocol {
     /// `POST` form `Action=…&Version=…` (IAM, STS, EC2, SNS, SQS, RDS…).
@@ -192,16 +223,26 @@ pub enum AwsProtocol {
     Rest,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `aws_iam_permission`: one real, SigV4-signed AWS call whose outcome
+/// must be `expect: allow` or `expect: deny`. Step `call`. Pick calls that
+/// are harmless when allowed: reads, or writes that can't succeed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsIamPermissionSpec {
+    /// Region of the endpoint and of the signature (IAM is global, signed
+    /// for `us-east-1`).
     #[serde(default = "default_region")]
     pub region: String,
-    /// Defaults to the service's public endpoint in `region`.
+    /// The service endpoint. Default: the service's public endpoint in
+    /// `region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The access key id: `{ secret: NAME }`, or a template such as
+    /// `"{{ steps.assume.access_key_id }}"` from an earlier `aws_sts` step.
     pub access_key_id: Value,
+    /// The secret access key (secret or template).
     pub secret_access_key: Value,
+    /// The session token of temporary credentials (secret or template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<Value>,
     /// The API call, `service:Operation` (`iam:ListUsers`,
@@ -211,21 +252,27 @@ pub struct AwsIamPermissionSpec {
     /// Signing name and endpoint prefix; taken from `action` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// The outcome the call must have.
     pub expect: IamDecision,
+    /// How the call is encoded. Default: `rest` for `s3`, `json` when
+    /// `target` is set, else `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<AwsProtocol>,
-    /// Query protocol API version; known for common services.
+    /// Query protocol API version: known for iam, sts, ec2, sns, sqs, rds,
+    /// cloudformation, autoscaling, elasticloadbalancing and ses; required
+    /// for other Query services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// JSON protocol `X-Amz-Target`, e.g. `DynamoDB_20120810.ListTables`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// JSON protocol content type version, `1.0` or `1.1`.
+    /// JSON protocol content type version, `1.0` (DynamoDB) or `1.1`.
     #[serde(default = "default_json_version")]
     pub json_version: String,
-    /// REST protocol method and path (S3 ListBuckets: `GET /`).
+    /// REST protocol method (S3 ListBuckets: `GET /`).
     #[serde(default = "default_get")]
     pub method: String,
+    /// REST protocol path.
     #[serde(default = "default_path")]
     pub path: String,
     /// Request parameters: form fields (query), the JSON body (json) or
@@ -237,6 +284,7 @@ pub struct AwsIamPermissionSpec {
     /// they count as allowed. Any other error code fails the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_errors: Vec<String>,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }

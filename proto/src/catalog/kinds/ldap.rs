@@ -1,32 +1,41 @@
 //! `ldap`: simple bind as a synthetic user over `ldap://` (optionally
 //! StartTLS) or `ldaps://`, then an optional search expectation and an
 //! optional group-membership check.
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::super::{TlsSpec, Value};
 use super::{Issues, Validate, check_tls, is_templated, key};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `ldap`: a simple bind as a synthetic user over `ldap://` (optionally
+/// StartTLS) or `ldaps://`, then an optional search and group-membership
+/// check. Steps `connect`, `tls` (with TLS), `bind`, `search`, `member_of`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LdapSpec {
     /// `ldap://host[:389]` or `ldaps://host[:636]`.
     pub url: String,
     /// Upgrade an `ldap://` connection with the StartTLS extended operation
-    /// before binding.
+    /// before binding (not with `ldaps://`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(!skip_serializing_if)]
     pub starttls: bool,
-    /// TLS client settings for `ldaps://` and StartTLS.
+    /// TLS client settings for `ldaps://` and StartTLS (`server_name`
+    /// default: the host of `url`).
     #[serde(default)]
     pub tls: TlsSpec,
     /// DN of the synthetic user to bind as.
     pub bind_dn: String,
-    /// Its password. Must not be empty: an empty simple-bind password is an
-    /// anonymous bind that most servers accept, which would prove nothing.
+    /// The password of `bind_dn`, normally `{ secret: NAME }`. Must not be empty: an
+    /// empty simple-bind password is an anonymous bind that most servers
+    /// accept, so it is refused at load time (inline) and at run time
+    /// (secret).
     pub password: Value,
     /// A search run after the bind, as the bound user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<LdapSearch>,
-    /// DN of a group the bound user must be a member of.
+    /// DN of a group the bound user must be a member of (checked only when
+    /// everything before passed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_of: Option<String>,
     /// How `member_of` is checked.
@@ -34,15 +43,20 @@ pub struct LdapSpec {
     pub membership: LdapMembership,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A search run after the bind, as the bound user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LdapSearch {
+    /// The search base DN.
     pub base: String,
+    /// An RFC 4515 filter, in parentheses.
     #[serde(default = "default_filter")]
     pub filter: String,
+    /// The search scope.
     #[serde(default)]
     pub scope: LdapScope,
-    /// Entries the search must return at least.
+    /// Entries the search must return at least; also the size limit sent
+    /// to the server, so broad filters stay cheap.
     #[serde(default = "default_min_entries")]
     pub min_entries: usize,
     /// Attributes requested, each of which every returned entry must carry.
@@ -57,26 +71,47 @@ fn default_min_entries() -> usize {
     1
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// An LDAP search scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = scope_aliases)]
 pub enum LdapScope {
+    /// The base entry only.
     Base,
+    /// The base's children (also written `one_level`).
     #[serde(alias = "one_level")]
     One,
+    /// The whole subtree (also written `subtree`).
     #[default]
     #[serde(alias = "subtree")]
     Sub,
 }
 
-/// `attribute`: the user entry's `memberOf` (an overlay/AD computed
-/// attribute) must list the group. `group`: the group entry must list the
-/// user in `member` or `uniqueMember`. `auto`: either one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// serde's aliases are accepted by the loader; the schema must say so.
+fn scope_aliases(schema: &mut schemars::Schema) {
+    if let Some(serde_json::Value::Array(alts)) = schema.get_mut("oneOf") {
+        for (alias, of) in [("one_level", "one"), ("subtree", "sub")] {
+            alts.push(serde_json::json!({
+                "type": "string",
+                "const": alias,
+                "description": format!("Same as `{of}`."),
+            }));
+        }
+    }
+}
+
+/// How `member_of` is checked. DNs compare case-insensitively, ignoring
+/// spaces around `,` and `=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LdapMembership {
+    /// Either `attribute` or `group`.
     #[default]
     Auto,
+    /// The user entry's `memberOf` (memberof overlay, Active Directory)
+    /// must list the group.
     Attribute,
+    /// The group entry must list the user in `member` or `uniqueMember`.
     Group,
 }
 

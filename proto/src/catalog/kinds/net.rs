@@ -2,21 +2,25 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Issues, Validate, check_regex, is_templated, key};
 
-/// Connect to `host:port`, optionally write `send` and wait for a reply
-/// matching `expect`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `tcp`: resolve the host, connect, optionally write `send` and read until
+/// the bytes received match `expect`. Steps `connect`, and `exchange` when
+/// `send` or `expect` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpSpec {
     /// `host:port` (`[v6]:port` for an IPv6 literal).
     pub address: String,
-    /// Text written once connected (e.g. `"PING\r\n"`).
+    /// Text written once connected (e.g. `"PING\r\n"`: YAML double quotes
+    /// for escapes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<String>,
-    /// Regex the bytes read back (a banner, or the reply to `send`) must match.
+    /// A regular expression the bytes read back (a banner, or the reply to
+    /// `send`) must match; up to 64 KiB are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
 }
@@ -32,27 +36,34 @@ impl Validate for TcpSpec {
     }
 }
 
-/// A TLS handshake and certificate checks (named `TlsCheckSpec` because
-/// [`super::TlsSpec`] is the TLS client settings other kinds embed).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `tls`: a TLS handshake and checks of the server certificate: the chain
+/// verifies for the name, enough days are left, the SANs include the
+/// expected names. Nothing is sent. Steps `connect`, `handshake`,
+/// `certificate`.
+// Named `TlsCheckSpec` because [`super::TlsSpec`] is the TLS client
+// settings other kinds embed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsCheckSpec {
     /// `host:port`.
     pub address: String,
-    /// SNI and the name the certificate must be valid for; default: the host of `address`.
+    /// SNI and the name the certificate must be valid for. Default: the
+    /// host of `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
-    /// Fewer days than this before `notAfter` fails the check.
+    /// Fewer whole days than this before `notAfter` fails the check.
     #[serde(default = "default_min_days")]
     pub min_days_remaining: u32,
-    /// Names (DNS or IP) the certificate's SANs must contain.
+    /// DNS names or IP addresses the certificate's SANs must contain
+    /// (names case-insensitively, IPs by value).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect_sans: Vec<String>,
     /// Extra PEM CA bundle trusted in addition to the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// Skip chain/name verification; expiry and SANs are still checked.
+    /// Skip chain and name verification; expiry and SANs are still checked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(!skip_serializing_if)]
     pub insecure_skip_verify: bool,
 }
 
@@ -77,8 +88,8 @@ impl Validate for TlsCheckSpec {
     }
 }
 
-/// DNS record types the `dns` kind can query.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A DNS record type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum DnsRecordType {
     #[default]
@@ -111,8 +122,8 @@ impl DnsRecordType {
     }
 }
 
-/// Transport for queries to an explicit `server`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The transport to an explicit `server`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DnsProtocol {
     #[default]
@@ -120,24 +131,34 @@ pub enum DnsProtocol {
     Tcp,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `dns`: one query, never cached, to the system resolver (resolv.conf
+/// and the hosts file) or to an explicit `server`. Only records of the
+/// asked type are answers. One step, `query`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSpec {
+    /// The name to query. With the system resolver, its search domains and
+    /// `ndots` apply; end the name with a dot to stop that.
     pub name: String,
+    /// The record type asked for.
     #[serde(default)]
     pub record_type: DnsRecordType,
-    /// Answers that must be present (in the kind's text form: an address,
-    /// a name, `10 mail.example.com` for MX, `prio weight port target` for SRV).
+    /// Answers that must all be present, in text form: an address, a name
+    /// (case and trailing dot ignored), `10 mail.example.com` (MX),
+    /// `prio weight port target` (SRV), the joined strings (TXT, exact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect: Vec<String>,
-    /// With `expect`: the answers must be exactly these, nothing more.
+    /// With `expect`: nothing else may be answered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(!skip_serializing_if)]
     pub exact: bool,
-    /// Ask this resolver (`ip` or `ip:port`, port 53 by default) instead of the system's.
+    /// Ask this resolver (`ip` or `ip:port`, port 53 by default) instead of
+    /// the system's; the hosts file is not consulted then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// Transport to `server`.
+    /// The transport to `server` (only with `server`).
     #[serde(default, skip_serializing_if = "is_udp")]
+    #[schemars(!skip_serializing_if)]
     pub protocol: DnsProtocol,
 }
 

@@ -9,15 +9,17 @@
 //! read better in a catalog.
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::super::schema::HumanDuration;
 use super::super::source_map::Seg;
 use super::super::{TlsSpec, Value};
 use super::{Issues, Validate, check_tls, check_url, is_templated, key};
 
 /// How a client authenticates at the token, introspection and revocation
 /// endpoints (RFC 6749 §2.3, OIDC Core §9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMethod {
     /// HTTP Basic with the form-encoded id and secret.
@@ -62,32 +64,40 @@ fn is_true(b: &bool) -> bool {
 }
 
 /// `client_credentials`: a token for the client itself.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCredentialsSpec {
-    /// Issuer for discovery (`<issuer>/.well-known/openid-configuration`)
-    /// and for the `iss` check of a JWT access token.
+    /// Issuer for discovery (`<issuer>/.well-known/openid-configuration`, whose
+    /// `issuer` must equal it exactly) and for the `iss` check of a JWT access
+    /// token. Either `issuer` or `token_endpoint` is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Skips discovery for the token request when set.
+    /// The token endpoint; set, it skips discovery for the token request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
+    /// The client id.
     pub client_id: String,
+    /// The client secret, normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
-    /// Default: `private_key_jwt` with `private_key`, `client_secret_basic`
-    /// with `client_secret`, else `none`.
+    /// How the client authenticates. Default: `private_key_jwt` with
+    /// `private_key`, `client_secret_basic` with `client_secret`, else `none`;
+    /// needed when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuthMethod>,
-    /// PEM private key (PKCS#8, or PKCS#1 RSA / SEC1 EC) for `private_key_jwt`.
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) for `private_key_jwt`,
+    /// normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<Value>,
-    /// `RS256` or `ES256` (default: from the key type).
+    /// Signature algorithm of the client assertion: RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256 or ES384. Default: RS256 for an RSA key, ES256 for
+    /// an EC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_alg: Option<String>,
     /// `kid` header of the client assertion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Scopes requested, sent space-separated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
     /// RFC 8707 resource indicator.
@@ -96,29 +106,38 @@ pub struct ClientCredentialsSpec {
     /// `audience` request parameter (Auth0, Okta custom servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// `aud` a JWT access token must carry (default: `resource`, else `audience`).
+    /// The `aud` a JWT access token must contain. Default: `resource`, else
+    /// `audience`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_audience: Option<String>,
-    /// Fail when the access token is not a JWT.
+    /// Fail (`token_invalid`) when the access token is opaque, not a JWT.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(!skip_serializing_if)]
     pub require_jwt: bool,
-    /// JWKS for a JWT access token (default: the issuer's `jwks_uri`).
+    /// JWKS for a JWT access token. Default: the issuer's `jwks_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// Signature algorithms a token may use: asymmetric only (`none` and HS*
+    /// are refused).
     #[serde(
         default = "default_algorithms",
         skip_serializing_if = "is_default_algorithms"
     )]
+    #[schemars(!skip_serializing_if)]
     pub algorithms: Vec<String>,
+    /// Leeway for `exp`, `nbf` and `iat`.
     #[serde(
         default = "default_clock_skew",
         with = "humantime_serde",
         skip_serializing_if = "is_default_clock_skew"
     )]
+    #[schemars(with = "HumanDuration")]
+    #[schemars(!skip_serializing_if)]
     pub clock_skew: Duration,
     /// Claims a JWT access token must have.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_claims: Vec<String>,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -146,42 +165,67 @@ impl Validate for ClientCredentialsSpec {
 }
 
 /// `password`: the resource owner password credentials grant (ROPC).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordSpec {
+    /// Issuer for discovery (`<issuer>/.well-known/openid-configuration`, whose
+    /// `issuer` must equal it exactly) and the expected `iss` of tokens. Either
+    /// `issuer` or the explicit endpoint is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The token endpoint; set, it skips discovery for the token request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
+    /// The client id.
     pub client_id: String,
+    /// The client secret, normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
+    /// How the client authenticates. Default: `private_key_jwt` with
+    /// `private_key`, `client_secret_basic` with `client_secret`, else `none`;
+    /// needed when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuthMethod>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) for `private_key_jwt`,
+    /// normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<Value>,
+    /// Signature algorithm of the client assertion: RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256 or ES384. Default: RS256 for an RSA key, ES256 for
+    /// an EC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_alg: Option<String>,
+    /// `kid` header of the client assertion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The synthetic user's name.
     pub username: String,
+    /// The synthetic user's password, normally `{ secret: NAME }`.
     pub password: Value,
+    /// Scopes requested, sent space-separated, e.g. `[openid, offline_access]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
-    /// JWKS for the ID token (default: the issuer's `jwks_uri`).
+    /// JWKS the tokens are verified with. Default: the issuer's `jwks_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// Signature algorithms a token may use: asymmetric only (`none` and HS*
+    /// are refused).
     #[serde(
         default = "default_algorithms",
         skip_serializing_if = "is_default_algorithms"
     )]
+    #[schemars(!skip_serializing_if)]
     pub algorithms: Vec<String>,
+    /// Leeway for `exp`, `nbf` and `iat`.
     #[serde(
         default = "default_clock_skew",
         with = "humantime_serde",
         skip_serializing_if = "is_default_clock_skew"
     )]
+    #[schemars(with = "HumanDuration")]
+    #[schemars(!skip_serializing_if)]
     pub clock_skew: Duration,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -210,42 +254,66 @@ impl Validate for PasswordSpec {
 
 /// `refresh`: redeems a refresh token, usually one an earlier journey step
 /// published (`refresh_token: "{{ steps.login.refresh_token }}"`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshSpec {
+    /// Issuer for discovery (`<issuer>/.well-known/openid-configuration`, whose
+    /// `issuer` must equal it exactly) and the expected `iss` of tokens. Either
+    /// `issuer` or the explicit endpoint is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The token endpoint; set, it skips discovery for the token request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
+    /// The client id.
     pub client_id: String,
+    /// The client secret, normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
+    /// How the client authenticates. Default: `private_key_jwt` with
+    /// `private_key`, `client_secret_basic` with `client_secret`, else `none`;
+    /// needed when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuthMethod>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) for `private_key_jwt`,
+    /// normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<Value>,
+    /// Signature algorithm of the client assertion: RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256 or ES384. Default: RS256 for an RSA key, ES256 for
+    /// an EC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_alg: Option<String>,
+    /// `kid` header of the client assertion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// A template or a secret reference.
+    /// The refresh token: a template such as `"{{ steps.login.refresh_token
+    /// }}"`, or `{ secret: NAME }`.
     pub refresh_token: Value,
-    /// Narrower scope to ask for (default: as originally granted).
+    /// Scopes requested, sent space-separated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
+    /// JWKS the tokens are verified with. Default: the issuer's `jwks_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// Signature algorithms a token may use: asymmetric only (`none` and HS*
+    /// are refused).
     #[serde(
         default = "default_algorithms",
         skip_serializing_if = "is_default_algorithms"
     )]
+    #[schemars(!skip_serializing_if)]
     pub algorithms: Vec<String>,
+    /// Leeway for `exp`, `nbf` and `iat`.
     #[serde(
         default = "default_clock_skew",
         with = "humantime_serde",
         skip_serializing_if = "is_default_clock_skew"
     )]
+    #[schemars(with = "HumanDuration")]
+    #[schemars(!skip_serializing_if)]
     pub clock_skew: Duration,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -275,39 +343,61 @@ impl Validate for RefreshSpec {
 /// `authorization_code`: a browserless login (authorize → login form →
 /// optional TOTP → consent → callback) with PKCE, then the code exchange
 /// and ID token validation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationCodeSpec {
-    /// Issuer for discovery and for the ID token's `iss`.
+    /// Issuer for discovery and the `iss` the ID token and the callback must
+    /// carry. Either `issuer` or both `authorization_endpoint` and
+    /// `token_endpoint` are required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Overrides discovery for the authorization request.
+    /// The authorization endpoint; set, it skips discovery for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_endpoint: Option<String>,
+    /// The token endpoint for the code exchange; set, it skips discovery for
+    /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
-    /// JWKS for the ID token (default: the issuer's `jwks_uri`).
+    /// JWKS for the ID token. Default: the issuer's `jwks_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// The client id.
     pub client_id: String,
+    /// The client secret, normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
+    /// How the client authenticates. Default: `private_key_jwt` with
+    /// `private_key`, `client_secret_basic` with `client_secret`, else `none`;
+    /// needed when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuthMethod>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) for `private_key_jwt`,
+    /// normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<Value>,
+    /// Signature algorithm of the client assertion: RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256 or ES384. Default: RS256 for an RSA key, ES256 for
+    /// an EC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_alg: Option<String>,
+    /// `kid` header of the client assertion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// Where the IdP sends the browser back; never fetched.
+    /// The registered redirect URI: any absolute URL (custom schemes too). The
+    /// login stops at the redirect to it and never fetches it.
     pub redirect_uri: String,
+    /// The synthetic user's name.
     pub username: String,
+    /// The synthetic user's password, usually `{ secret: NAME }`.
     pub password: Value,
+    /// Scopes requested; with `openid` the ID token is validated (step
+    /// `validate`).
     #[serde(default = "default_openid", skip_serializing_if = "is_openid")]
+    #[schemars(!skip_serializing_if)]
     pub scope: Vec<String>,
-    /// `prompt` of the authorization request (`consent` is needed for
-    /// `offline_access` at some IdPs, `login` forces a fresh login).
+    /// `prompt` of the authorization request: `consent` (some IdPs only issue a
+    /// refresh token for `offline_access` with it), `login` (forces a fresh
+    /// login), …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// Extra authorization request parameters (`acr_values`, `audience`, …).
@@ -317,63 +407,82 @@ pub struct AuthorizationCodeSpec {
     /// password input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form_selector: Option<String>,
-    /// `name` of the username input (default: an input named username,
-    /// login, email, …, else the first text or email input).
+    /// `name` of the username input. Default: an input named username, login,
+    /// email, user, …, else the first text or email input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username_field: Option<String>,
     /// `name` of the password input (default: the password input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_field: Option<String>,
-    /// Base32 TOTP secret: when a one-time-code form appears after the
-    /// password, a code is generated at run time and posted.
+    /// Base32 TOTP secret (`{ secret: NAME }`): when a one-time-code form
+    /// appears after the password, a code is generated at run time and posted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<Value>,
-    /// `name` of the one-time-code input (default: otp, totp, code, …).
+    /// `name` of the one-time-code input. Default: an input named otp, totp,
+    /// code, one_time_code, otp_code, totp_code, mfa_code, verification_code,
+    /// passcode or token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_field: Option<String>,
+    /// Digits of the one-time code, 6 to 8.
     #[serde(
         default = "default_totp_digits",
         skip_serializing_if = "is_default_totp_digits"
     )]
+    #[schemars(!skip_serializing_if)]
+    #[schemars(range(min = 6, max = 8))]
     pub totp_digits: u8,
+    /// The TOTP time step, at least `1s`.
     #[serde(
         default = "default_totp_period",
         with = "humantime_serde",
         skip_serializing_if = "is_default_totp_period"
     )]
+    #[schemars(with = "HumanDuration")]
+    #[schemars(!skip_serializing_if)]
     pub totp_period: Duration,
+    /// Signature algorithms the ID token may use: asymmetric only (`none` and
+    /// HS* are refused).
     #[serde(
         default = "default_algorithms",
         skip_serializing_if = "is_default_algorithms"
     )]
+    #[schemars(!skip_serializing_if)]
     pub algorithms: Vec<String>,
+    /// Leeway for `exp`, `nbf` and `iat`.
     #[serde(
         default = "default_clock_skew",
         with = "humantime_serde",
         skip_serializing_if = "is_default_clock_skew"
     )]
+    #[schemars(with = "HumanDuration")]
+    #[schemars(!skip_serializing_if)]
     pub clock_skew: Duration,
-    /// CSS selector of the button to click on consent and similar pages
-    /// (default: the engine's choice of an affirmative button).
+    /// CSS selector of the button to click on consent and "stay signed in?"
+    /// pages. Default: the engine's choice of an affirmative button (never
+    /// deny, cancel, log out, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_button: Option<String>,
-    /// Pages scripted by hand where the heuristics can't know (the first
-    /// step whose `on` matches a page acts on it).
+    /// Pages scripted by hand where the heuristics can't know: the first step
+    /// whose `on` matches a page acts on it; other pages use the heuristics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub login_steps: Vec<LoginStep>,
-    /// Pages the login may walk before it ends with `protocol`.
+    /// Pages one login may walk, 1 to 50, before it ends with `protocol` naming
+    /// the last URL, title and forms.
     #[serde(
         default = "default_max_pages",
         skip_serializing_if = "is_default_max_pages"
     )]
+    #[schemars(!skip_serializing_if)]
+    #[schemars(range(min = 1, max = 50))]
     pub max_pages: u8,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
 
 /// One scripted page of an interactive login: on a page that matches `on`,
 /// fill the named inputs and click `click` (or submit the form as Enter would).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginStep {
     /// A regular expression on the page URL when it starts with `^` or
@@ -382,7 +491,8 @@ pub struct LoginStep {
     /// Input `name` -> value (`{ secret: NAME }` for secrets).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub fill: std::collections::BTreeMap<String, Value>,
-    /// CSS selector of the submit button to click.
+    /// CSS selector of the button to click; without it the form is submitted as
+    /// Enter would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub click: Option<String>,
 }
@@ -530,22 +640,36 @@ impl Validate for AuthorizationCodeSpec {
 }
 
 /// `introspect`: RFC 7662 token introspection.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectSpec {
+    /// Issuer for discovery of the introspection endpoint. Either `issuer` or
+    /// `introspection_endpoint` is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The introspection endpoint; set, it skips discovery for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspection_endpoint: Option<String>,
+    /// The client id.
     pub client_id: String,
+    /// The client secret, normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
+    /// How the client authenticates. Default: `private_key_jwt` with
+    /// `private_key`, `client_secret_basic` with `client_secret`, else `none`;
+    /// needed when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuthMethod>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) for `private_key_jwt`,
+    /// normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<Value>,
+    /// Signature algorithm of the client assertion: RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256 or ES384. Default: RS256 for an RSA key, ES256 for
+    /// an EC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_alg: Option<String>,
+    /// `kid` header of the client assertion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// The token to introspect, usually `{{ steps.x.access_token }}`.
@@ -553,9 +677,12 @@ pub struct IntrospectSpec {
     /// `access_token` or `refresh_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type_hint: Option<String>,
-    /// `false` asserts the token is no longer active (after logout, revocation).
+    /// The token must be active (inactive is `token_invalid`); `false` asserts
+    /// it is dead, after logout or revocation (still active is `assertion`).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    #[schemars(!skip_serializing_if)]
     pub expect_active: bool,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -582,21 +709,25 @@ impl Validate for IntrospectSpec {
 }
 
 /// `userinfo`: the OIDC UserInfo endpoint with a bearer token.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserinfoSpec {
+    /// Issuer for discovery of the UserInfo endpoint. Either `issuer` or
+    /// `userinfo_endpoint` is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The UserInfo endpoint; set, it skips discovery for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userinfo_endpoint: Option<String>,
     /// An access token, usually `{{ steps.x.access_token }}`.
     pub token: String,
-    /// Claims the answer must contain.
+    /// Claims the answer must contain (else `assertion`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_claims: Vec<String>,
     /// The `sub` the answer must have (e.g. `{{ steps.login.claims.sub }}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_sub: Option<String>,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -616,32 +747,53 @@ impl Validate for UserinfoSpec {
 
 /// `revoke`: RFC 7009 revocation, then (by default) introspection to prove
 /// the token is really dead.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeSpec {
+    /// Issuer for discovery of the revocation (and introspection) endpoint.
+    /// Either `issuer` or the explicit endpoints are required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The revocation endpoint; set, it skips discovery for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
+    /// The introspection endpoint `verify` uses; set, it skips discovery for
+    /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspection_endpoint: Option<String>,
+    /// The client id.
     pub client_id: String,
+    /// The client secret, normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Value>,
+    /// How the client authenticates. Default: `private_key_jwt` with
+    /// `private_key`, `client_secret_basic` with `client_secret`, else `none`;
+    /// needed when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuthMethod>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) for `private_key_jwt`,
+    /// normally `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<Value>,
+    /// Signature algorithm of the client assertion: RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256 or ES384. Default: RS256 for an RSA key, ES256 for
+    /// an EC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_alg: Option<String>,
+    /// `kid` header of the client assertion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The token to revoke, usually `"{{ steps.x.access_token }}"`.
     pub token: String,
+    /// `access_token` or `refresh_token`, sent as the token type hint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type_hint: Option<String>,
-    /// Introspect afterwards and require `active: false`.
+    /// Introspect the token afterwards with the same client: still active is
+    /// `assertion` (a logout that doesn't log out).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    #[schemars(!skip_serializing_if)]
     pub verify: bool,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -676,38 +828,48 @@ impl Validate for RevokeSpec {
 
 /// `jwt_validate`: verifies any JWT (signature via the issuer's JWKS, alg
 /// allow-list, iss/aud/exp/nbf with clock skew, required claims).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtValidateSpec {
-    /// The JWT, usually `{{ steps.x.id_token }}`.
+    /// The JWT, usually `"{{ steps.x.id_token }}"`.
     pub token: String,
-    /// Expected `iss`; also finds the JWKS through discovery unless `jwks_uri` is set.
+    /// Expected `iss`; also finds the JWKS through discovery unless `jwks_uri`
+    /// is set. One of `issuer` and `jwks_uri` is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// JWKS the token is verified with. Default: the issuer's `jwks_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// A value `aud` must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// Signature algorithms a token may use: asymmetric only (`none` and HS*
+    /// are refused).
     #[serde(
         default = "default_algorithms",
         skip_serializing_if = "is_default_algorithms"
     )]
+    #[schemars(!skip_serializing_if)]
     pub algorithms: Vec<String>,
+    /// Leeway for `exp`, `nbf` and `iat`.
     #[serde(
         default = "default_clock_skew",
         with = "humantime_serde",
         skip_serializing_if = "is_default_clock_skew"
     )]
+    #[schemars(with = "HumanDuration")]
+    #[schemars(!skip_serializing_if)]
     pub clock_skew: Duration,
+    /// Claims the token must have.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_claims: Vec<String>,
-    /// Fail (`assertion`) when the token expires sooner than this.
+    /// A valid token that expires sooner than this fails with `assertion`.
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<HumanDuration>")]
     pub min_remaining_lifetime: Option<Duration>,
     /// Expected `nonce` claim (ID tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -715,6 +877,7 @@ pub struct JwtValidateSpec {
     /// Access token the `at_hash` claim must match (ID tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
@@ -740,10 +903,12 @@ impl Validate for JwtValidateSpec {
 
 /// `oidc_discovery.allow_endpoint_changes`: `true` (any), `false` (none) or
 /// the metadata fields whose URL may change without failing the probe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum AllowedChanges {
+    /// `true`: any URL may change; `false`: none may.
     All(bool),
+    /// The metadata fields whose URL may change.
     Fields(Vec<String>),
 }
 

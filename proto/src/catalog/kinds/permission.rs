@@ -3,13 +3,15 @@
 //! expectation answered with allow is a privilege escalation.
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::super::{TlsSpec, Value};
 use super::{Issues, Validate, check_tls, check_url, is_templated, key};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The authorization engine asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PermissionEngine {
     /// `POST <url>/v1/data/<path>` with `{"input": …}`.
@@ -33,10 +35,13 @@ impl PermissionEngine {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The decision a `permission` check must come back with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
+    /// Allowed; denied is `permission_mismatch` (someone lost access).
     Allow,
+    /// Denied; allowed is `escalation`, a privilege escalation that pages at once.
     Deny,
 }
 
@@ -49,69 +54,87 @@ impl Decision {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `permission`: one authorization decision (OPA, OpenFGA, SpiceDB or a
+/// generic JSON endpoint) compared with `expect`. One step, `check`. Keys
+/// of another engine than `engine` are rejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionSpec {
+    /// The engine asked.
     pub engine: PermissionEngine,
     /// The engine's base URL (for `opa` without `path`: the full data API URL;
     /// for `generic`: the endpoint).
     pub url: String,
+    /// The decision the engine must come back with.
     pub expect: Decision,
     /// Bearer token sent as `Authorization: Bearer …` (SpiceDB preshared
-    /// key, OpenFGA API token, OPA token).
+    /// key, OpenFGA API token, OPA token); usually `{ secret: NAME }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Value>,
-    /// Extra request headers.
+    /// Extra request headers (values may be secrets).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Value>,
+    /// TLS client settings.
     #[serde(default, skip_serializing_if = "is_default_tls")]
     pub tls: TlsSpec,
 
     // --- opa
-    /// Policy path below `/v1/data/` (`app/authz/allow` or `app.authz.allow`).
+    /// opa: the policy path below `/v1/data/` (`app/authz/allow` or
+    /// `app.authz.allow`); required unless `url` already ends in
+    /// `/v1/data/<path>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// The document sent as `input` (templatable).
+    /// opa: the document sent as `input` (any JSON; templatable, e.g.
+    /// `{ user: "{{ steps.login.claims.sub }}" }`). Default: `{}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Json>,
 
     // --- openfga
+    /// openfga (required): the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_id: Option<String>,
+    /// openfga: the authorization model (default: the store's latest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_model_id: Option<String>,
-    /// `type:id` of the user (openfga).
+    /// openfga (required): `type:id` of the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// openfga (required): the relation checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation: Option<String>,
-    /// `type:id` of the object (openfga).
+    /// openfga (required): `type:id` of the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
 
     // --- spicedb
-    /// `type:id` of the resource.
+    /// spicedb (required): `type:id` of the resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// spicedb (required): the permission checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
-    /// `type:id` or `type:id#relation` of the subject.
+    /// spicedb (required): `type:id`, or a set `type:id#relation`, of the
+    /// subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
-    /// Ask for a fully consistent answer instead of the cached default.
+    /// spicedb: ask for a fully consistent answer instead of the cached
+    /// default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(!skip_serializing_if)]
     pub fully_consistent: bool,
 
     // --- generic
+    /// generic: the request method.
     #[serde(default = "default_method")]
     pub method: String,
-    /// JSON body sent (templatable); none = no body.
+    /// generic: the JSON body sent (templatable); none = no body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Json>,
-    /// JSONPath to the decision in the response.
+    /// generic (required): JSONPath to the decision in the response, e.g.
+    /// `$.decision.effect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
-    /// Decision values that mean allow (anything else is deny).
+    /// generic: decision values that mean allow (anything else is deny).
     #[serde(default = "default_allow_values")]
     pub allow_values: Vec<Json>,
 }

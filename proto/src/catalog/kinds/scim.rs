@@ -3,29 +3,41 @@
 //! with cleanup of synthetic users that earlier runs left behind.
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::super::schema::HumanDuration;
 use super::super::{TlsSpec, Value};
 use super::{Issues, Validate, check_tls, check_url, key};
 
 pub const DEFAULT_SCIM_PREFIX: &str = "authpulse-probe-";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `scim`: the provisioning lifecycle of a synthetic user against a SCIM
+/// 2.0 service provider (cleanup of old synthetic users, create, read,
+/// patch, deactivate, verify, delete, gone).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScimSpec {
     /// The SCIM base URL; `/Users` is appended.
     pub base_url: String,
-    /// Bearer token of the provisioning client.
+    /// Bearer token of the provisioning client (a secret).
     pub token: Value,
     /// Synthetic users are named `<prefix><random>`; users with this prefix
     /// older than `orphan_max_age` are deleted before each run. Make it
-    /// unique to the probe: everything under it is fair game.
+    /// unique to the probe: everything under it is fair game. At least 4
+    /// characters, no quotes or backslashes.
     #[serde(default = "default_prefix")]
+    #[schemars(length(min = 4), regex(pattern = r#"^[^"\\]*$"#))]
     pub user_name_prefix: String,
+    /// Users with the prefix older than this are deleted before each run.
+    /// Keep it well above the probe timeout, so that runs of the same probe
+    /// on other agents are never cut short.
     #[serde(default = "default_orphan_max_age", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub orphan_max_age: Duration,
-    /// Extra attributes for the created user (e.g. `name`, `emails`, an
-    /// enterprise extension) merged into the POST body.
+    /// Extra attributes for the created user (e.g. `name`, `emails`,
+    /// `schemas` with an enterprise extension) merged into the POST body;
+    /// `id`, `userName`, `active`, `title` and `meta` are the probe's own.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub attributes: serde_json::Map<String, serde_json::Value>,
     /// Delete the user at the end (default). With `false` the user stays,
@@ -33,6 +45,7 @@ pub struct ScimSpec {
     /// rejected); a later run's orphan cleanup removes it.
     #[serde(default = "default_true")]
     pub delete: bool,
+    /// TLS client settings.
     #[serde(default)]
     pub tls: TlsSpec,
 }
