@@ -5,6 +5,9 @@
 //! demand (a JWKS we control, a revocation endpoint that ignores us, a
 //! discovery document that changes), a small fault server stands in and
 //! says so.
+//!
+//! Over 800 lines on purpose: one test binary per real peer (oidc-provider),
+//! so the peer and the build are shared by every OAuth kind's cases.
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

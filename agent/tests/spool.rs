@@ -1,5 +1,8 @@
 //! The on-disk result spool against real files in temp dirs: ordering, acks,
 //! restarts, torn and corrupt data, the size bound, renumbering.
+//!
+//! Slightly over 800 lines: one binary for every durability case, so the
+//! corruption helpers are shared.
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! (or passes with `on_stale: pass`), the HTTP contract (200/503, 404,
 //! `always200`, Flagger POSTs) with every decision in the audit log, gate
 //! validation, and the `authpulse gate` CLI's exit codes.
+//!
+//! Over 800 lines on purpose: the gate contract (HTTP, audit, CLI) is one
+//! behaviour, tested against one in-process coordinator setup.
 mod common;
 
 use std::net::SocketAddr;

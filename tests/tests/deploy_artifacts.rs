@@ -20,6 +20,9 @@
 //!   exported by a real coordinator and agent driven through the events that
 //!   make the metrics appear, and a real Prometheus with rules.yml raises the
 //!   expected alerts from them.
+//!
+//! Over 800 lines on purpose: every deploy/ artifact is checked in one
+//! binary that builds the container layout and starts Prometheus once.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

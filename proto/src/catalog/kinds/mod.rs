@@ -3,6 +3,7 @@
 //! [`Validate`]. The shared checks here (URLs, TLS settings, regexes) accept
 //! journey templates (`{{ steps.x.y }}`) wherever a value is only known at
 //! run time.
+pub mod authorization_code;
 pub mod aws;
 pub mod journey;
 pub mod ldap;
@@ -11,6 +12,7 @@ pub mod oauth;
 pub mod permission;
 pub mod scim;
 
+pub use authorization_code::*;
 pub use aws::*;
 pub use journey::*;
 pub use ldap::*;
