@@ -319,20 +319,14 @@ mod tests {
     }
 
     fn good(probe: &str) -> ProbeResult {
-        ProbeResult {
-            agent_id: "a".into(),
-            seq: 1,
-            probe_id: probe.into(),
-            region: "us".into(),
-            started_unix_ms: NOW - 1_000,
-            duration_us: 2_000,
-            outcome: Outcome::Success as i32,
-            timings: Some(Timings {
+        authpulse_tests::results::probe_result("a", "us", 1, probe)
+            .started(NOW - 1_000)
+            .timings(Timings {
                 total_us: 2_000,
                 ..Default::default()
-            }),
-            ..Default::default()
-        }
+            })
+            .assignment_version(0)
+            .build()
     }
 
     fn code(r: &ProbeResult, region: &str) -> Option<&'static str> {

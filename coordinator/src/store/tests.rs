@@ -8,34 +8,21 @@ use authpulse_proto::v1::{FailureClass, Outcome, ProbeResult, Timings};
 use super::*;
 
 fn result(seq: u64, probe: &str, started: i64, ok: bool, total_us: u64) -> ProbeResult {
-    ProbeResult {
-        agent_id: "a1".into(),
-        seq,
-        probe_id: probe.into(),
-        region: "eu-west".into(),
-        started_unix_ms: started,
-        duration_us: total_us,
-        outcome: if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        } as i32,
-        failure_class: if ok {
-            FailureClass::Unspecified
-        } else {
-            FailureClass::Timeout
-        } as i32,
-        timings: Some(Timings {
+    let r = authpulse_tests::results::probe_result("a1", "eu-west", seq, probe)
+        .started(started)
+        .timings(Timings {
             dns_us: Some(10),
             connect_us: None,
             tls_us: None,
             ttfb_us: Some(500),
             total_us,
-        }),
-        steps: vec![],
-        detail: String::new(),
-        assignment_version: 1,
+        });
+    if ok {
+        r
+    } else {
+        r.failed(FailureClass::Timeout, "")
     }
+    .build()
 }
 
 async fn store() -> (tempfile::TempDir, Store) {
