@@ -12,6 +12,9 @@
 //! never from the raw results, so windows are minute-aligned: a window of
 //! length `w` evaluated at `now` starts at the start of the minute that
 //! contains `now - w`, and that partial first minute counts whole.
+//!
+//! A little over 800 lines: the SLI, budget and burn-rate math is one
+//! concept, kept in one file so the arithmetic reads in one place.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 

@@ -5,6 +5,9 @@
 //! per SLO and severity), persisted in the store so a restart neither pages
 //! again nor forgets to resolve, and [`notify`] delivers them to
 //! Alertmanager, PagerDuty and a webhook without blocking evaluation.
+//!
+//! A little over 800 lines: the alert state machine (rules, firing,
+//! silences, escalations) is one concept; delivery is in `notify`.
 pub mod notify;
 mod stored;
 

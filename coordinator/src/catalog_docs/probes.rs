@@ -126,25 +126,9 @@ fn regions(p: &ProbeDef) -> String {
     }
 }
 
-/// What a permission check must answer (an allow where deny is expected is
-/// an escalation and pages at once).
+/// What a check must answer, as the catalog states it.
 fn expectation(spec: &KindSpec) -> Option<String> {
-    match spec {
-        KindSpec::Permission(s) => Some(match s.expect.name() {
-            "deny" => "answer `deny` (an allow is an escalation: pages at once)".to_string(),
-            other => format!("answer `{other}`"),
-        }),
-        KindSpec::AwsIamPermission(s) => Some(match s.expect {
-            authpulse_proto::catalog::IamDecision::Deny => {
-                format!(
-                    "`{}` denied (allowed is an escalation: pages at once)",
-                    s.action
-                )
-            }
-            authpulse_proto::catalog::IamDecision::Allow => format!("`{}` allowed", s.action),
-        }),
-        _ => None,
-    }
+    spec.expectation()
 }
 
 /// The endpoint a probe talks to first, as the catalog derives it for the

@@ -1,12 +1,14 @@
 //! Where a probe of each kind goes, derived from its spec alone: the
 //! issuer's discovery document, the public AWS endpoint of a service in a
 //! region, the URL a permission engine is asked at, the environment variable
-//! a secret reference reads, and a one-line target for people. The agent
-//! makes its requests from these and `authpulse docs` describes them, so the
-//! runbook says what the agent really does.
+//! a secret reference reads, a one-line target for people and what a check
+//! must answer. The agent makes its requests from these and `authpulse docs`
+//! describes them, so the runbook says what the agent really does.
 use url::Url;
 
-use super::{DnsProtocol, KindSpec, OidcDiscoverySpec, PermissionEngine, PermissionSpec};
+use super::{
+    DnsProtocol, IamDecision, KindSpec, OidcDiscoverySpec, PermissionEngine, PermissionSpec,
+};
 
 /// `<issuer>/.well-known/openid-configuration` (OpenID Connect Discovery 1.0
 /// §4; one slash whatever the issuer ends with).
@@ -124,6 +126,26 @@ pub fn display_url(raw: &str) -> String {
 }
 
 impl KindSpec {
+    /// What a permission check must answer, for people (`authpulse docs`);
+    /// `None` for kinds that check no decision. An allow where deny is
+    /// expected is an escalation and pages at once.
+    pub fn expectation(&self) -> Option<String> {
+        match self {
+            KindSpec::Permission(s) => Some(match s.expect.name() {
+                "deny" => "answer `deny` (an allow is an escalation: pages at once)".to_string(),
+                other => format!("answer `{other}`"),
+            }),
+            KindSpec::AwsIamPermission(s) => Some(match s.expect {
+                IamDecision::Deny => format!(
+                    "`{}` denied (allowed is an escalation: pages at once)",
+                    s.action
+                ),
+                IamDecision::Allow => format!("`{}` allowed", s.action),
+            }),
+            _ => None,
+        }
+    }
+
     /// The endpoint (or host) a probe of this kind talks to first, in one
     /// line for people (`authpulse docs`), derived as the agent derives it;
     /// URL passwords hidden.
