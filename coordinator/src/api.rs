@@ -21,7 +21,7 @@ use crate::CatalogSnapshot;
 use crate::alerting::AlertStore;
 use crate::clock::{now_rfc3339, rfc3339_ms};
 use crate::http_server::StorageError;
-use crate::slo::{self, SloStatus};
+use crate::slo::SloStatus;
 use crate::store::{AgentRow, Store, StoredResult, StoredStep, StoredTimings, now_ms};
 
 /// Histogram buckets in seconds, from a fast cached response (1 ms) to a
@@ -84,6 +84,8 @@ pub struct ApiState {
     pub leader: watch::Receiver<bool>,
     /// Gate decisions shared by concurrent requests (see [`crate::gates::DecisionCache`]).
     pub gate_decisions: Arc<crate::gates::DecisionCache>,
+    /// SLO statuses shared by the read endpoints (see [`crate::slo_cache`]).
+    pub slo_cache: Arc<crate::slo_cache::SloCache>,
     /// The deadline on each request's store work (see [`crate::http_server::StorageGuard`]).
     pub storage: Arc<crate::http_server::StorageGuard>,
 }
@@ -619,7 +621,8 @@ async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
         .storage
         .run(
             "slos",
-            slo::evaluate(&st.store, &snapshot.catalog, now_ms()),
+            st.slo_cache
+                .statuses(&st.store, &snapshot.catalog, snapshot.version),
         )
         .await?;
     Ok(Json(json!({

@@ -26,6 +26,7 @@ pub mod openslo;
 pub mod private_files;
 pub mod rollup;
 pub mod slo;
+pub mod slo_cache;
 pub mod statuspage;
 pub mod store;
 
@@ -354,6 +355,7 @@ async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result
     let router = api::router(api::ApiState {
         leader: leader.clone(),
         gate_decisions: Default::default(),
+        slo_cache: Default::default(),
         store: store.clone(),
         catalog: catalog_rx.clone(),
         metrics,

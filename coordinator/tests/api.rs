@@ -56,6 +56,7 @@ async fn health_readiness_metrics_and_404() {
         reloader: None,
         leader: tokio::sync::watch::channel(true).1,
         gate_decisions: Default::default(),
+        slo_cache: Default::default(),
         storage: Default::default(),
     };
 
@@ -394,4 +395,59 @@ async fn latency_percentiles_merge_minutes_and_regions_and_bad_windows_are_refus
     // Still serving after the refusals.
     let (code, _) = http_get(addr, "/healthz").await;
     assert_eq!(code, 200);
+}
+
+/// The read endpoints share one SLO evaluation while nothing is stored (for
+/// at most a second), and a result stored shows in the very next answer.
+#[tokio::test]
+async fn slo_reads_share_an_evaluation_until_a_result_is_stored() {
+    let h = start_default().await;
+    let store = h.running.store();
+    let addr = h.running.http_addr();
+    let at = now_ms() - 60_000;
+    let first = vec![result_at(
+        "seed",
+        "eu-west",
+        1,
+        "discovery",
+        true,
+        at,
+        50_000,
+    )];
+    store.insert_batch("seed", &first).await.expect("insert");
+
+    let totals = |v: &Value| {
+        (
+            v["slos"][0]["good"].as_u64(),
+            v["slos"][0]["total"].as_u64(),
+        )
+    };
+    let v = http_json(addr, "/api/v1/slos").await;
+    assert_eq!(totals(&v), (Some(1), Some(1)), "{v}");
+    // Same data, back to back: the feed reuses the evaluation.
+    let summary = http_json(addr, "/api/v2/summary.json").await;
+    assert!(summary["components"].is_array(), "{summary}");
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    let cached: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("authpulse_coordinator_slo_evaluations_total{cached=\"true\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("cached evaluations counted");
+    assert!(cached >= 1.0, "{cached}");
+
+    // A stored failure invalidates at once: no stale answer for a second.
+    let second = vec![result_at(
+        "seed",
+        "eu-west",
+        2,
+        "discovery",
+        false,
+        at,
+        50_000,
+    )];
+    store.insert_batch("seed", &second).await.expect("insert");
+    let v = http_json(addr, "/api/v1/slos").await;
+    assert_eq!(totals(&v), (Some(1), Some(2)), "{v}");
+    h.running.shutdown().await;
 }

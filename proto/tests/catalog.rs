@@ -275,3 +275,29 @@ fn zero_latency_threshold_is_rejected() {
         "{e}"
     );
 }
+
+/// A `dns` step names its record with `query` (the step takes `name`); it
+/// loads, goes over the wire and back unchanged, and a step without `query`
+/// is an error that says so.
+#[test]
+fn a_dns_journey_step_queries_with_query() {
+    let text = "probes:\n  - id: j\n    kind: journey\n    steps:\n      - name: resolve\n        kind: dns\n        query: idp.example.com\n        record_type: A\n      - name: health\n        kind: http\n        url: https://idp.example.com/health\n";
+    let c = catalog::load_str("j.yaml", text).expect("valid");
+    let KindSpec::Journey(j) = &c.probes[0].spec else {
+        panic!("a journey")
+    };
+    assert_eq!(j.steps[0].name, "resolve");
+    let KindSpec::Dns(d) = &j.steps[0].spec else {
+        panic!("a dns step")
+    };
+    assert_eq!(d.name, "idp.example.com");
+    let back = catalog::probe_from_json(&c.probes[0].to_json()).expect("parses");
+    assert_eq!(back.spec, c.probes[0].spec);
+
+    let e = only_error(
+        "j.yaml",
+        &text.replace("        query: idp.example.com\n", ""),
+    );
+    assert!(e.to_string().contains("missing `query`"), "{e}");
+    assert_eq!(e.line, Some(5), "{e}");
+}

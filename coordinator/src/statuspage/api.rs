@@ -16,7 +16,6 @@ use super::rules::indicator_description;
 use super::{INCIDENT_LIMIT, Incident, PAGE_NAME, TIME_ZONE};
 use crate::api::ApiState;
 use crate::clock::rfc3339_ms;
-use crate::slo;
 use crate::store::{StoreError, now_ms};
 
 /// A failed store call (the details are logged by the storage guard; the
@@ -62,9 +61,13 @@ pub fn base_url(headers: &HeaderMap) -> String {
 /// Evaluates the SLOs and syncs the page. Callers run it inside the
 /// storage guard with the rest of their store work.
 async fn current(st: &ApiState) -> Result<(PageState, std::sync::Arc<Catalog>), StoreError> {
-    let catalog = st.catalog.borrow().catalog.clone();
+    let snapshot = st.catalog.borrow().clone();
+    let catalog = snapshot.catalog.clone();
     let now = now_ms();
-    let statuses = slo::evaluate(&st.store, &catalog, now).await?;
+    let statuses = st
+        .slo_cache
+        .statuses(&st.store, &catalog, snapshot.version)
+        .await?;
     let firing = firing_alerts(&st.store).await?;
     // A follower shows what it computes but leaves storing component
     // changes and incidents to the leader's evaluation loop, so replicas

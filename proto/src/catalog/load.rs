@@ -12,7 +12,7 @@ use super::source_map::{Seg, SourceMap, render_path};
 use super::validate::{ItemRef, Section, validate};
 use super::{
     COMMON_KEYS, Catalog, ComponentDef, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon,
-    ProbeDef, STEP_KEYS, SloDef, SourceLoc, StepDef,
+    ProbeDef, STEP_KEYS, STEP_RENAMED_KEYS, SloDef, SourceLoc, StepDef,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -463,7 +463,36 @@ fn parse_step(step: Json) -> Result<StepDef, (Vec<Seg>, String)> {
             format!("`{k}` is set on the journey, not on a step"),
         ));
     }
-    let spec = parse_kind(&kind, body)?;
+    // A key the step takes for itself has another spelling in a step.
+    for (k, key, step_key) in STEP_RENAMED_KEYS {
+        if *k != kind {
+            continue;
+        }
+        match body.remove(*step_key) {
+            Some(v) => {
+                body.insert((*key).to_string(), v);
+            }
+            None => {
+                return Err((
+                    vec![],
+                    format!(
+                        "missing `{step_key}` (a `{kind}` step's `{key}`: `{key}` is the step's own)"
+                    ),
+                ));
+            }
+        }
+    }
+    let spec = parse_kind(&kind, body).map_err(|(mut path, m)| {
+        // Errors about the renamed key point at the key as written.
+        if let Some(Seg::Key(first)) = path.first_mut()
+            && let Some((_, _, step_key)) = STEP_RENAMED_KEYS
+                .iter()
+                .find(|(k, key, _)| *k == kind && first == key)
+        {
+            *first = (*step_key).to_string();
+        }
+        (path, m)
+    })?;
     Ok(StepDef {
         name,
         always,

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value as Json};
 
-use super::{COMMON_KEYS, KINDS, STEP_KEYS};
+use super::{COMMON_KEYS, KINDS, STEP_KEYS, STEP_RENAMED_KEYS};
 
 /// Where the committed reference lives, relative to the repository root.
 pub const REFERENCE_PATH: &str = "proto/CATALOG.md";
@@ -401,6 +401,21 @@ impl Renderer<'_> {
             "Then `kind` and that kind's keys. `expect: { failure: CLASS }` asserts that the step \
              fails with that class (for `http` it may sit beside the kind's own `expect` keys):\n\n",
         );
+        // Keys a step spells differently, because the step takes the name.
+        let mut renamed = String::new();
+        for (kind, key, step_key) in STEP_RENAMED_KEYS {
+            let _ = writeln!(
+                renamed,
+                "| `{step_key}` | `{kind}` steps | the `{kind}` kind's `{key}` (a step's `{key}` is its own) |"
+            );
+        }
+        if !renamed.is_empty() {
+            let _ = writeln!(
+                self.out,
+                "A key a step takes for itself has another name in a step of that kind:\n\n\
+                 | key | where | stands for |\n|---|---|---|\n{renamed}"
+            );
+        }
         let failure = self
             .def("TcpStep")
             .and_then(|d| d.pointer("/properties/expect/anyOf/1/properties/failure"))

@@ -16,8 +16,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value as Json, json};
 
 use super::{
-    ComponentDef, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon, ProbeDef, STEP_KEYS, SloDef,
-    StepDef,
+    ComponentDef, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon, ProbeDef, STEP_KEYS,
+    STEP_RENAMED_KEYS, SloDef, StepDef,
 };
 
 /// Where the committed schema lives, relative to the repository root.
@@ -318,10 +318,31 @@ impl JsonSchema for StepDef {
 
     fn json_schema(g: &mut SchemaGenerator) -> Schema {
         let envelope = step_envelope();
-        let bodies = KindSpec::leaf_schemas(g);
+        let mut bodies = KindSpec::leaf_schemas(g);
+        // A key the step takes for itself is spelled another way in a step
+        // (`dns`: `query` for the record's `name`).
+        for (kind, _, body) in &mut bodies {
+            for (k, key, step_key) in STEP_RENAMED_KEYS {
+                if k != kind {
+                    continue;
+                }
+                if let Some(Json::Object(props)) = body.get_mut("properties")
+                    && let Some(v) = props.remove(*key)
+                {
+                    props.insert((*step_key).to_string(), v);
+                }
+                if let Some(Json::Array(required)) = body.get_mut("required") {
+                    for r in required.iter_mut() {
+                        if r.as_str() == Some(*key) {
+                            *r = json!(step_key);
+                        }
+                    }
+                }
+            }
+        }
         let defs = g.definitions().clone();
-        // A kind whose body needs a key the step itself takes (`dns` and
-        // its `name`) can't be a step: the loader gives the key to the step.
+        // A kind whose body still needs a key the step itself takes can't
+        // be a step: the loader gives the key to the step.
         let (bodies, shadowed): (Vec<_>, Vec<_>) = bodies.into_iter().partition(|(_, _, body)| {
             let (_, required, _) = object_parts(body);
             !required

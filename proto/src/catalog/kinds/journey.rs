@@ -25,6 +25,11 @@ pub struct StepDef {
 /// Keys a step has besides its kind's body.
 pub(crate) const STEP_KEYS: &[&str] = &["name", "always"];
 
+/// Kind keys that a step spells differently because the step itself takes
+/// the name: (kind, the kind's key, the key in a step). A `dns` step names
+/// the record to look up with `query`, since `name` is the step's.
+pub(crate) const STEP_RENAMED_KEYS: &[(&str, &str, &str)] = &[("dns", "name", "query")];
+
 impl Serialize for StepDef {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut body = match serde_json::to_value(&self.spec) {
@@ -40,6 +45,19 @@ impl Serialize for StepDef {
                 _ => {
                     body.insert("expect".into(), serde_json::json!({ "failure": failure }));
                 }
+            }
+        }
+        // The kind's keys the step takes for itself, as a step spells them.
+        let kind = body
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        for (k, key, step_key) in STEP_RENAMED_KEYS {
+            if *k == kind
+                && let Some(v) = body.remove(*key)
+            {
+                body.insert((*step_key).to_string(), v);
             }
         }
         let mut map = s.serialize_map(None)?;

@@ -138,7 +138,8 @@ pub enum DnsProtocol {
 #[serde(deny_unknown_fields)]
 pub struct DnsSpec {
     /// The name to query. With the system resolver, its search domains and
-    /// `ndots` apply; end the name with a dot to stop that.
+    /// `ndots` apply; end the name with a dot to stop that. In a journey
+    /// step the key is `query` (`name` is the step's).
     pub name: String,
     /// The record type asked for.
     #[serde(default)]
