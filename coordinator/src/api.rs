@@ -615,9 +615,12 @@ fn agent_json(a: &AgentRow, fleet: &crate::fleet::FleetConfig, now: i64) -> Valu
     })
 }
 
-async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
+/// `GET /api/v1/slos`: every SLO as of the shared evaluation (at most a
+/// second old, never older than the last stored result), rendered once per
+/// evaluation.
+async fn slos(State(st): State<ApiState>) -> Result<Response, StorageError> {
     let snapshot = st.catalog.borrow().clone();
-    let statuses = st
+    let evaluation = st
         .storage
         .run(
             "slos",
@@ -625,10 +628,21 @@ async fn slos(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {
                 .statuses(&st.store, &snapshot.catalog, snapshot.version),
         )
         .await?;
-    Ok(Json(json!({
-        "generated_at": now_rfc3339(),
-        "slos": statuses.iter().map(slo_json).collect::<Vec<_>>(),
-    })))
+    let body = evaluation.slos_body.get_or_init(|| {
+        let v = json!({
+            "generated_at": rfc3339_ms(evaluation.evaluated_ms),
+            "slos": evaluation.statuses.iter().map(slo_json).collect::<Vec<_>>(),
+        });
+        axum::body::Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    });
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body.clone(),
+    )
+        .into_response())
 }
 
 async fn probes(State(st): State<ApiState>) -> Result<Json<Value>, StorageError> {

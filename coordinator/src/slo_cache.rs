@@ -12,18 +12,26 @@ use authpulse_proto::catalog::Catalog;
 
 use crate::clock::now_ms;
 use crate::slo::{self, SloStatus};
+
 use crate::store::{Store, StoreError};
 
 /// How long an evaluation is reused: SLO windows move by the minute, and a
 /// status a second old is what any poller sees anyway.
 pub const REUSE_MS: i64 = 1_000;
 
-/// One evaluation and what it was computed from.
+/// One evaluation of every SLO, with what readers render from it, once.
+pub struct Evaluation {
+    pub evaluated_ms: i64,
+    pub statuses: Vec<SloStatus>,
+    /// The `/api/v1/slos` body, rendered by the first request that needs it.
+    pub slos_body: std::sync::OnceLock<axum::body::Bytes>,
+}
+
+/// The last evaluation and what it was computed from.
 struct Entry {
     version: u64,
     generation: u64,
-    evaluated_ms: i64,
-    statuses: Arc<Vec<SloStatus>>,
+    evaluation: Arc<Evaluation>,
 }
 
 /// The last evaluation of the catalog's SLOs.
@@ -42,7 +50,7 @@ impl SloCache {
         store: &Store,
         catalog: &Catalog,
         version: u64,
-    ) -> Result<Arc<Vec<SloStatus>>, StoreError> {
+    ) -> Result<Arc<Evaluation>, StoreError> {
         let mut entry = self.flight.lock().await;
         let now = now_ms();
         // Read before evaluating: a write committed meanwhile invalidates.
@@ -50,21 +58,24 @@ impl SloCache {
         if let Some(e) = entry.as_ref()
             && e.version == version
             && e.generation == generation
-            && (0..REUSE_MS).contains(&(now - e.evaluated_ms))
+            && (0..REUSE_MS).contains(&(now - e.evaluation.evaluated_ms))
         {
             metrics::counter!("authpulse_coordinator_slo_evaluations_total", "cached" => "true")
                 .increment(1);
-            return Ok(e.statuses.clone());
+            return Ok(e.evaluation.clone());
         }
-        let statuses = Arc::new(slo::evaluate(store, catalog, now).await?);
+        let evaluation = Arc::new(Evaluation {
+            evaluated_ms: now,
+            statuses: slo::evaluate(store, catalog, now).await?,
+            slos_body: std::sync::OnceLock::new(),
+        });
         metrics::counter!("authpulse_coordinator_slo_evaluations_total", "cached" => "false")
             .increment(1);
         *entry = Some(Entry {
             version,
             generation,
-            evaluated_ms: now,
-            statuses: statuses.clone(),
+            evaluation: evaluation.clone(),
         });
-        Ok(statuses)
+        Ok(evaluation)
     }
 }

@@ -64,16 +64,17 @@ async fn current(st: &ApiState) -> Result<(PageState, std::sync::Arc<Catalog>), 
     let snapshot = st.catalog.borrow().clone();
     let catalog = snapshot.catalog.clone();
     let now = now_ms();
-    let statuses = st
+    let evaluation = st
         .slo_cache
         .statuses(&st.store, &catalog, snapshot.version)
         .await?;
+    let statuses = &evaluation.statuses;
     let firing = firing_alerts(&st.store).await?;
     // A follower shows what it computes but leaves storing component
     // changes and incidents to the leader's evaluation loop, so replicas
     // never race to open the same incident.
     let write = *st.leader.borrow();
-    let page = sync_page(&st.store, &catalog, &statuses, &firing, now, write).await?;
+    let page = sync_page(&st.store, &catalog, statuses, &firing, now, write).await?;
     Ok((page, catalog))
 }
 
