@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::CatalogSnapshot;
 use crate::alerting::AlertStore;
-use crate::clock::{now_rfc3339, rfc3339_ms};
+use crate::clock::rfc3339_ms;
 use crate::http_server::StorageError;
 use crate::slo::SloStatus;
 use crate::store::{AgentRow, Store, StoredResult, StoredStep, StoredTimings, now_ms};
