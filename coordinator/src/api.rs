@@ -86,6 +86,9 @@ pub struct ApiState {
     pub gate_decisions: Arc<crate::gates::DecisionCache>,
     /// SLO statuses shared by the read endpoints (see [`crate::slo_cache`]).
     pub slo_cache: Arc<crate::slo_cache::SloCache>,
+    /// The status feed built from the latest shared evaluation (see
+    /// [`crate::statuspage::FeedCache`]).
+    pub feed_cache: Arc<crate::statuspage::FeedCache>,
     /// The deadline on each request's store work (see [`crate::http_server::StorageGuard`]).
     pub storage: Arc<crate::http_server::StorageGuard>,
 }

@@ -356,6 +356,7 @@ async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result
         leader: leader.clone(),
         gate_decisions: Default::default(),
         slo_cache: Default::default(),
+        feed_cache: Default::default(),
         store: store.clone(),
         catalog: catalog_rx.clone(),
         metrics,

@@ -57,6 +57,7 @@ async fn health_readiness_metrics_and_404() {
         leader: tokio::sync::watch::channel(true).1,
         gate_decisions: Default::default(),
         slo_cache: Default::default(),
+        feed_cache: Default::default(),
         storage: Default::default(),
     };
 

@@ -4,6 +4,8 @@
 //! Store work runs under the storage guard: a failure answers 500 with a
 //! generic message (`storage unavailable`, `storage error`) and the details
 //! go to the log, never to the caller.
+use std::sync::Arc;
+
 use authpulse_proto::catalog::Catalog;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,6 +18,7 @@ use super::rules::indicator_description;
 use super::{INCIDENT_LIMIT, Incident, PAGE_NAME, TIME_ZONE};
 use crate::api::ApiState;
 use crate::clock::rfc3339_ms;
+use crate::slo_cache::Evaluation;
 use crate::store::{StoreError, now_ms};
 
 /// A failed store call (the details are logged by the storage guard; the
@@ -62,20 +65,74 @@ pub fn base_url(headers: &HeaderMap) -> String {
 /// storage guard with the rest of their store work.
 async fn current(st: &ApiState) -> Result<(PageState, std::sync::Arc<Catalog>), StoreError> {
     let snapshot = st.catalog.borrow().clone();
-    let catalog = snapshot.catalog.clone();
-    let now = now_ms();
     let evaluation = st
         .slo_cache
-        .statuses(&st.store, &catalog, snapshot.version)
+        .statuses(&st.store, &snapshot.catalog, snapshot.version)
         .await?;
-    let statuses = &evaluation.statuses;
+    let page = page_from(st, &snapshot.catalog, &evaluation).await?;
+    Ok((page, snapshot.catalog.clone()))
+}
+
+/// The page as of `evaluation`, synced to the store.
+async fn page_from(
+    st: &ApiState,
+    catalog: &Catalog,
+    evaluation: &Evaluation,
+) -> Result<PageState, StoreError> {
     let firing = firing_alerts(&st.store).await?;
     // A follower shows what it computes but leaves storing component
     // changes and incidents to the leader's evaluation loop, so replicas
     // never race to open the same incident.
     let write = *st.leader.borrow();
-    let page = sync_page(&st.store, &catalog, statuses, &firing, now, write).await?;
-    Ok((page, catalog))
+    sync_page(
+        &st.store,
+        catalog,
+        &evaluation.statuses,
+        &firing,
+        now_ms(),
+        write,
+    )
+    .await
+}
+
+/// What the feed endpoints show: the page with its open and recent
+/// incidents, read once per shared SLO evaluation (see
+/// [`crate::slo_cache`]), so a status widget polled by many browsers costs
+/// one set of store reads a second. Incident and component writes change
+/// the store's generation, so a local change shows at once.
+pub struct Feed {
+    page: PageState,
+    open: Vec<Incident>,
+    recent: Vec<Incident>,
+}
+
+/// The feed of the latest evaluation, built by the first request after it.
+#[derive(Default)]
+pub struct FeedCache {
+    last: tokio::sync::Mutex<Option<(Arc<Evaluation>, Arc<Feed>)>>,
+}
+
+impl FeedCache {
+    async fn get(&self, st: &ApiState) -> Result<Arc<Feed>, StoreError> {
+        let snapshot = st.catalog.borrow().clone();
+        let evaluation = st
+            .slo_cache
+            .statuses(&st.store, &snapshot.catalog, snapshot.version)
+            .await?;
+        let mut last = self.last.lock().await;
+        if let Some((e, feed)) = last.as_ref()
+            && Arc::ptr_eq(e, &evaluation)
+        {
+            return Ok(feed.clone());
+        }
+        let page = page_from(st, &snapshot.catalog, &evaluation).await?;
+        let mut open = st.store.open_incidents().await?;
+        open.reverse();
+        let recent = st.store.recent_incidents(INCIDENT_LIMIT).await?;
+        let feed = Arc::new(Feed { page, open, recent });
+        *last = Some((evaluation, feed.clone()));
+        Ok(feed)
+    }
 }
 
 pub fn page_json(page: &PageState, base: &str) -> Value {
@@ -181,33 +238,26 @@ fn incidents_json(incidents: &[Incident], page: &PageState, base: &str) -> Vec<V
         .collect()
 }
 
+/// The shared feed, under the storage guard.
+async fn feed(st: &ApiState) -> Result<Arc<Feed>, Failed> {
+    st.storage.run("status page", st.feed_cache.get(st)).await
+}
+
 /// The page and the open incidents (newest first), under the storage guard.
 async fn page_and_open(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
-    st.storage
-        .run("status page", async {
-            let (page, _) = current(st).await?;
-            let mut open = st.store.open_incidents().await?;
-            open.reverse();
-            Ok((page, open))
-        })
-        .await
+    let f = feed(st).await?;
+    Ok((f.page.clone(), f.open.clone()))
 }
 
 /// The page and the recent incidents, under the storage guard.
 pub(super) async fn page_and_recent(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
-    st.storage
-        .run("status page", async {
-            let (page, _) = current(st).await?;
-            Ok((page, st.store.recent_incidents(INCIDENT_LIMIT).await?))
-        })
-        .await
+    let f = feed(st).await?;
+    Ok((f.page.clone(), f.recent.clone()))
 }
 
 /// The page alone, under the storage guard.
 async fn page_only(st: &ApiState) -> Result<PageState, Failed> {
-    st.storage
-        .run("status page", async { Ok(current(st).await?.0) })
-        .await
+    Ok(feed(st).await?.page.clone())
 }
 
 pub(super) async fn summary(

@@ -23,7 +23,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use api::{base_url, component_json, incident_json, page_json, status_json};
+pub use api::{FeedCache, base_url, component_json, incident_json, page_json, status_json};
 pub use atom::{atom_feed, xml_escape};
 pub use badges::{Badge, badge_for, badge_svg, percent};
 pub use page::{ComponentView, PageState, firing_alerts, sync, sync_incidents};

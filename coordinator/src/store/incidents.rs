@@ -112,6 +112,8 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        // What the status feed shows changed.
+        self.bump();
         Ok(())
     }
 
@@ -172,6 +174,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.bump();
         Ok(())
     }
 

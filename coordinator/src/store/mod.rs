@@ -366,7 +366,8 @@ impl Store {
         self.backend
     }
 
-    /// Changes whenever stored results, roll-ups or alerts change.
+    /// Changes whenever stored results, roll-ups, alerts, status components
+    /// or incidents change.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
