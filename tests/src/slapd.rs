@@ -93,45 +93,55 @@ impl Slapd {
         )
         .expect("write slapd.conf");
 
-        let port = crate::fleet::free_port();
-        let tls_port = crate::fleet::free_port();
-        let url = format!("ldap://127.0.0.1:{port}");
-        let ldaps_url = format!("ldaps://127.0.0.1:{tls_port}");
+        // Ports come from binding :0 and closing, so another test may take one
+        // before slapd binds it: slapd then exits at once. Such a start is
+        // retried on new ports; `-d 32768` logs only what slapd always logs
+        // (a failed bind among it) and keeps it in the foreground.
         let log_path = dir.path().join("slapd.log");
-        let log = std::fs::File::create(&log_path).expect("slapd log");
-        // `-d 0`: stay in the foreground (so kill_on_drop stops it), log nothing extra.
-        let mut child = Command::new(&slapd)
-            .arg("-d")
-            .arg("0")
-            .arg("-h")
-            .arg(format!("{url}/ {ldaps_url}/"))
-            .arg("-f")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {slapd}: {e}"));
-
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "slapd exited ({status}) before listening; log:\n{}",
+        let mut failures = Vec::new();
+        let (child, url, ldaps_url) = loop {
+            let port = crate::fleet::free_port();
+            let tls_port = crate::fleet::free_port();
+            let url = format!("ldap://127.0.0.1:{port}");
+            let ldaps_url = format!("ldaps://127.0.0.1:{tls_port}");
+            let log = std::fs::File::create(&log_path).expect("slapd log");
+            let mut child = Command::new(&slapd)
+                .arg("-d")
+                .arg("32768")
+                .arg("-h")
+                .arg(format!("{url}/ {ldaps_url}/"))
+                .arg("-f")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {slapd}: {e}"));
+            let addr = format!("127.0.0.1:{port}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let exited = loop {
+                if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                    break None;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Some(status);
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "slapd did not listen on {addr} within 30s; log:\n{}",
                     std::fs::read_to_string(&log_path).unwrap_or_default()
                 );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "slapd did not listen on {addr} within 30s; log:\n{}",
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let Some(status) = exited else {
+                break (child, url, ldaps_url);
+            };
+            failures.push(format!(
+                "slapd exited ({status}) before listening on {port}/{tls_port}; log:\n{}",
                 std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            ));
+            assert!(failures.len() < 3, "{}", failures.join("\n"));
+        };
 
         let ldif = dir.path().join("data.ldif");
         std::fs::write(&ldif, LDIF).expect("write ldif");
