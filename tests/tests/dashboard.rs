@@ -16,6 +16,7 @@ use std::time::Duration;
 use authpulse_proto::v1::{FailureClass, ProbeResult, Timings};
 use authpulse_tests::fake_agent::FakeAgent;
 use authpulse_tests::fleet::CoordinatorFixture;
+use authpulse_tests::results::now_ms;
 use authpulse_tests::{TempDir, repo_root, wait_for};
 use serde_json::Value;
 
@@ -106,8 +107,6 @@ const OUTAGE_DETAIL: &str =
 
 const STEP: i64 = 5 * 60_000;
 const HISTORY: i64 = 7 * 86_400_000;
-
-use authpulse_tests::results::now_ms;
 
 /// A test agent with its own sequence numbers, on the shared fake agent.
 struct Agent {

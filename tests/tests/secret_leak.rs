@@ -242,20 +242,15 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
     for (name, value) in &secrets {
         std::fs::write(secrets_dir.join(name), value).expect("secret file");
     }
-    let catalog_path = dir.path().join("catalog.yaml");
-    std::fs::write(
-        &catalog_path,
-        catalog(
-            &peer.issuer,
-            &ldap.url,
-            &moto.url,
-            &s("pool"),
-            &s("client"),
-            &scim.base_url,
-            &engine.url(),
-        ),
-    )
-    .expect("catalog");
+    let catalog_text = catalog(
+        &peer.issuer,
+        &ldap.url,
+        &moto.url,
+        &s("pool"),
+        &s("client"),
+        &scim.base_url,
+        &engine.url(),
+    );
     let ids = [
         "cc",
         "login",
@@ -271,8 +266,6 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
         "header",
     ];
 
-    // The catalog is already written; the fixture writes the same bytes back.
-    let catalog_text = std::fs::read_to_string(&catalog_path).expect("catalog");
     let env = vec![("AUTHPULSE_LOG".to_string(), "trace".to_string())];
     let mut fixture = CoordinatorFixture::start_opts(
         &dir,
@@ -615,12 +608,9 @@ async fn a_secret_echoed_in_any_encoding_is_redacted_everywhere() {
              expect: {{ status: [200] }}\n"
         ));
     }
-    let catalog_path = dir.path().join("catalog.yaml");
-    std::fs::write(&catalog_path, catalog).expect("catalog");
+    let catalog_text = catalog;
 
     let trace = [("AUTHPULSE_LOG", "trace")];
-    // The catalog is already written; the fixture writes the same bytes back.
-    let catalog_text = std::fs::read_to_string(&catalog_path).expect("catalog");
     let env = vec![("AUTHPULSE_LOG".to_string(), "trace".to_string())];
     let mut fixture = CoordinatorFixture::start_opts(
         &dir,

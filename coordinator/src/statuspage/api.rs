@@ -101,9 +101,9 @@ async fn page_from(
 /// one set of store reads a second. Incident and component writes change
 /// the store's generation, so a local change shows at once.
 pub struct Feed {
-    page: PageState,
-    open: Vec<Incident>,
-    recent: Vec<Incident>,
+    pub(super) page: PageState,
+    pub(super) open: Vec<Incident>,
+    pub(super) recent: Vec<Incident>,
 }
 
 /// The feed of the latest evaluation, built by the first request after it.
@@ -238,40 +238,25 @@ fn incidents_json(incidents: &[Incident], page: &PageState, base: &str) -> Vec<V
         .collect()
 }
 
-/// The shared feed, under the storage guard.
-async fn feed(st: &ApiState) -> Result<Arc<Feed>, Failed> {
+/// The shared feed (page, open incidents newest first, recent incidents),
+/// under the storage guard.
+pub(super) async fn feed(st: &ApiState) -> Result<Arc<Feed>, Failed> {
     st.storage.run("status page", st.feed_cache.get(st)).await
-}
-
-/// The page and the open incidents (newest first), under the storage guard.
-async fn page_and_open(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
-    let f = feed(st).await?;
-    Ok((f.page.clone(), f.open.clone()))
-}
-
-/// The page and the recent incidents, under the storage guard.
-pub(super) async fn page_and_recent(st: &ApiState) -> Result<(PageState, Vec<Incident>), Failed> {
-    let f = feed(st).await?;
-    Ok((f.page.clone(), f.recent.clone()))
-}
-
-/// The page alone, under the storage guard.
-async fn page_only(st: &ApiState) -> Result<PageState, Failed> {
-    Ok(feed(st).await?.page.clone())
 }
 
 pub(super) async fn summary(
     State(st): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, Failed> {
-    let (page, open) = page_and_open(&st).await?;
+    let f = feed(&st).await?;
+    let (page, open) = (&f.page, &f.open);
     let base = base_url(&headers);
     Ok(public_json(json!({
-        "page": page_json(&page, &base),
-        "components": components_json(&page),
-        "incidents": incidents_json(&open, &page, &base),
+        "page": page_json(page, &base),
+        "components": components_json(page),
+        "incidents": incidents_json(open, page, &base),
         "scheduled_maintenances": [],
-        "status": status_json(&page),
+        "status": status_json(page),
     })))
 }
 
@@ -279,10 +264,11 @@ pub(super) async fn status(
     State(st): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, Failed> {
-    let page = page_only(&st).await?;
+    let f = feed(&st).await?;
+    let page = &f.page;
     Ok(public_json(json!({
-        "page": page_json(&page, &base_url(&headers)),
-        "status": status_json(&page),
+        "page": page_json(page, &base_url(&headers)),
+        "status": status_json(page),
     })))
 }
 
@@ -290,10 +276,11 @@ pub(super) async fn components(
     State(st): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, Failed> {
-    let page = page_only(&st).await?;
+    let f = feed(&st).await?;
+    let page = &f.page;
     Ok(public_json(json!({
-        "page": page_json(&page, &base_url(&headers)),
-        "components": components_json(&page),
+        "page": page_json(page, &base_url(&headers)),
+        "components": components_json(page),
     })))
 }
 
@@ -301,11 +288,12 @@ pub(super) async fn incidents(
     State(st): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, Failed> {
-    let (page, recent) = page_and_recent(&st).await?;
+    let f = feed(&st).await?;
+    let (page, recent) = (&f.page, &f.recent);
     let base = base_url(&headers);
     Ok(public_json(json!({
-        "page": page_json(&page, &base),
-        "incidents": incidents_json(&recent, &page, &base),
+        "page": page_json(page, &base),
+        "incidents": incidents_json(recent, page, &base),
     })))
 }
 
@@ -321,10 +309,11 @@ pub(super) async fn incident_file(
     };
     let base = base_url(&headers);
     if name == "unresolved" {
-        let (page, open) = page_and_open(&st).await?;
+        let f = feed(&st).await?;
+        let (page, open) = (&f.page, &f.open);
         return Ok(public_json(json!({
-            "page": page_json(&page, &base),
-            "incidents": incidents_json(&open, &page, &base),
+            "page": page_json(page, &base),
+            "incidents": incidents_json(open, page, &base),
         })));
     }
     let (page, incident) = st

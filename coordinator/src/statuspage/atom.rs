@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::Digest;
 
 use super::api::shortlink;
-use super::api::{Failed, base_url, page_and_recent};
+use super::api::{Failed, base_url, feed};
 use super::page::PageState;
 use super::rules::ComponentStatus;
 use super::{Incident, IncidentUpdate, PAGE_NAME};
@@ -144,9 +144,10 @@ pub(super) async fn history(
     State(st): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Response, Failed> {
-    let (page, recent) = page_and_recent(&st).await?;
+    let f = feed(&st).await?;
+    let (page, recent) = (&f.page, &f.recent);
     let base = base_url(&headers);
-    let body = atom_feed(&page, &recent, &base);
+    let body = atom_feed(page, recent, &base);
     Ok((
         [
             (header::CONTENT_TYPE, "application/atom+xml; charset=utf-8"),
