@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod private_fs;
 pub mod probes;
 pub mod redact;
+pub mod saml;
 pub mod scheduler;
 pub mod secrets;
 pub mod spool;

@@ -16,6 +16,7 @@
 //! secrets hidden ([`save`]).
 pub mod buttons;
 pub mod form;
+pub mod keys;
 pub mod page;
 pub mod save;
 pub mod script;
@@ -68,6 +69,19 @@ pub struct Config<'a> {
     pub steps: Vec<script::CompiledStep>,
     pub max_pages: usize,
     pub tls: &'a TlsSpec,
+    /// The name of the step that records the first request (`authorize`
+    /// for OAuth, `sso` for SAML).
+    pub start_step: &'static str,
+}
+
+/// The first request of a walk.
+pub enum Start {
+    Get(Url),
+    /// A form post (the SAML HTTP-POST binding's AuthnRequest).
+    Post {
+        url: Url,
+        fields: Vec<(String, String)>,
+    },
 }
 
 enum Landing {
@@ -290,15 +304,15 @@ struct Last {
     parsed: Parsed,
 }
 
-/// Walks from `start` until `stop` holds. Records an `authorize` step for
-/// the first request, then `login`, `totp` and `consent` steps into `steps`;
-/// `None` when a step failed (its failure says why).
+/// Walks from `start` until `stop` holds. Records a `cfg.start_step` step
+/// for the first request, then `login`, `totp` and `consent` steps into
+/// `steps`; `None` when a step failed (its failure says why).
 pub async fn walk(
     cfg: &Config<'_>,
     stop: &dyn StopAt,
     ctx: &mut RunContext<'_>,
     steps: &mut Vec<StepOutcome>,
-    start: Url,
+    start: Start,
     mut recorder: Option<&mut save::Recorder>,
 ) -> Option<Reached> {
     let mut steps = Steps {
@@ -315,7 +329,18 @@ pub async fn walk(
         consent_button: cfg.consent_button.as_ref(),
         steps: &cfg.steps,
     };
-    let mut landing = match browser.go(ctx, Method::GET, start, None).await {
+    let first = match start {
+        Start::Get(url) => browser.go(ctx, Method::GET, url, None).await,
+        Start::Post { url, fields } => {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&fields)
+                .finish()
+                .into_bytes();
+            let ct = "application/x-www-form-urlencoded".to_string();
+            browser.go(ctx, Method::POST, url, Some((ct, body))).await
+        }
+    };
+    let mut landing = match first {
         Ok((l, t)) => {
             let detail = match &l {
                 Landing::Stop(_) => {
@@ -323,11 +348,11 @@ pub async fn walk(
                 }
                 Landing::Page(p) => format!("{} {} in {}", p.status, p.url, ms(t.total)),
             };
-            steps.add("authorize", t, &detail);
+            steps.add(cfg.start_step, t, &detail);
             l
         }
         Err((f, t)) => {
-            steps.fail("authorize", f, t);
+            steps.fail(cfg.start_step, f, t);
             return None;
         }
     };

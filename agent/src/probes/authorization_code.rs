@@ -34,12 +34,9 @@ impl Probe for AuthorizationCodeSpec {
                 Ok(a) => a,
                 Err(e) => return config_failure(ctx, KIND, e.message),
             };
-        let password = match crate::secrets::resolve(&self.password, ctx.secrets, &ctx.redactor) {
-            Ok(p) => p,
-            Err(e) => return config_failure(ctx, KIND, e.to_string()),
-        };
-        let totp = match self.totp.as_ref().map(|v| totp(self, v, ctx)).transpose() {
-            Ok(t) => t,
+        let keys = login_keys(self);
+        let creds = match keys.credentials(ctx) {
+            Ok(c) => c,
             Err(m) => return config_failure(ctx, KIND, m),
         };
         let redirect = match Url::parse(&self.redirect_uri) {
@@ -80,33 +77,18 @@ impl Probe for AuthorizationCodeSpec {
 
         let pkce = Pkce::new();
         let authorize_url = authorize_url(self, &authorization_endpoint, &pkce);
-        let engine = match engine_config(self, ctx, &password, totp.as_ref()) {
+        let engine = match keys.config(&creds, ctx, KIND, "authorize") {
             Ok(c) => c,
             Err(m) => return config_failure(ctx, KIND, m),
         };
-        let mut recorder = ctx.save_pages.clone().map(|dir| {
-            let mut r = crate::login::save::Recorder::new(&dir);
-            r.secrets
-                .add(secret_name(&self.password, "password"), &password);
-            for (_, value, name) in engine.steps.iter().flat_map(|s| &s.fill) {
-                if let Some(n) = name {
-                    r.secrets.add(n, value);
-                }
-            }
-            if let Some(v) = &self.totp
-                && let Ok(raw) = crate::secrets::resolve(v, ctx.secrets, &ctx.redactor)
-            {
-                r.secrets.add(secret_name(v, "totp"), &raw);
-            }
-            r
-        });
+        let mut recorder = keys.recorder(&creds, &engine, ctx);
         let stop = Callback(&redirect);
         let reached = crate::login::walk(
             &engine,
             &stop,
             ctx,
             &mut steps,
-            authorize_url,
+            crate::login::Start::Get(authorize_url),
             recorder.as_mut(),
         )
         .await;
@@ -183,77 +165,23 @@ impl crate::login::StopAt for Callback<'_> {
     }
 }
 
-/// The secret's name for saved pages (`fallback` for a plain value).
-fn secret_name<'v>(v: &'v authpulse_proto::catalog::Value, fallback: &'v str) -> &'v str {
-    match v {
-        authpulse_proto::catalog::Value::Secret { secret } => secret,
-        authpulse_proto::catalog::Value::Plain(_) => fallback,
-    }
-}
-
-/// The engine's settings from the spec; `Err` for a selector or a
-/// `login_steps` secret that can't be used.
-fn engine_config<'a>(
-    spec: &'a AuthorizationCodeSpec,
-    ctx: &RunContext<'_>,
-    password: &'a str,
-    totp: Option<&'a totp_rs::Totp>,
-) -> Result<crate::login::Config<'a>, String> {
-    let selector = |what: &str, s: &Option<String>| {
-        s.as_deref()
-            .map(|s| {
-                scraper::Selector::parse(s)
-                    .map_err(|e| format!("{what} `{s}` is not a valid CSS selector: {e}"))
-            })
-            .transpose()
-    };
-    let steps = crate::login::script::compile(&spec.login_steps, |v| {
-        let value =
-            crate::secrets::resolve(v, ctx.secrets, &ctx.redactor).map_err(|e| e.to_string())?;
-        let name = match v {
-            authpulse_proto::catalog::Value::Secret { secret } => Some(secret.clone()),
-            authpulse_proto::catalog::Value::Plain(_) => None,
-        };
-        Ok((value, name))
-    })?;
-    Ok(crate::login::Config {
-        kind: KIND,
+/// The spec's login keys for the engine.
+fn login_keys(spec: &AuthorizationCodeSpec) -> crate::login::keys::Keys<'_> {
+    crate::login::keys::Keys {
         username: &spec.username,
-        password,
-        totp,
-        hints: crate::login::page::Hints {
-            username_field: spec.username_field.as_deref(),
-            password_field: spec.password_field.as_deref(),
-            totp_field: spec.totp_field.as_deref(),
-        },
-        form_selector: selector("form_selector", &spec.form_selector)?,
-        consent_button: selector("consent_button", &spec.consent_button)?,
-        steps,
-        max_pages: usize::from(spec.max_pages),
+        password: &spec.password,
+        totp: spec.totp.as_ref(),
+        totp_digits: spec.totp_digits,
+        totp_period: spec.totp_period,
+        username_field: spec.username_field.as_deref(),
+        password_field: spec.password_field.as_deref(),
+        totp_field: spec.totp_field.as_deref(),
+        form_selector: spec.form_selector.as_deref(),
+        consent_button: spec.consent_button.as_deref(),
+        login_steps: &spec.login_steps,
+        max_pages: spec.max_pages,
         tls: &spec.tls,
-    })
-}
-
-/// The TOTP generator for the secret `v` (base32, spaces and padding allowed).
-fn totp(
-    spec: &AuthorizationCodeSpec,
-    v: &authpulse_proto::catalog::Value,
-    ctx: &RunContext<'_>,
-) -> Result<totp_rs::Totp, String> {
-    let raw = crate::secrets::resolve(v, ctx.secrets, &ctx.redactor).map_err(|e| e.to_string())?;
-    let cleaned: String = raw
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '=')
-        .collect::<String>()
-        .to_ascii_uppercase();
-    let secret = totp_rs::Secret::try_from_base32(&cleaned)
-        .map_err(|_| "totp: the secret is not base32".to_string())?;
-    // Not `build()`: it refuses the 80-bit secrets many IdPs still issue.
-    Ok(totp_rs::Builder::new()
-        .with_secret(secret)
-        .with_digits(spec.totp_digits)
-        .with_step_duration(spec.totp_period.as_secs().max(1))
-        .build_noncompliant())
+    }
 }
 
 /// PKCE verifier (RFC 7636, 43 characters), `state` and `nonce`, fresh per run.

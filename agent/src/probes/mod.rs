@@ -20,6 +20,8 @@ pub mod password;
 pub mod permission;
 pub mod refresh;
 pub mod revoke;
+pub mod saml_login;
+pub mod saml_metadata;
 pub mod scim;
 pub mod tcp;
 pub mod tls;
@@ -215,6 +217,8 @@ pub async fn dispatch_step(spec: &KindSpec, ctx: &mut RunContext<'_>) -> ProbeOu
         KindSpec::AwsIamPermission(s) => s.run(ctx).await,
         KindSpec::Scim(s) => s.run(ctx).await,
         KindSpec::Permission(s) => s.run(ctx).await,
+        KindSpec::SamlLogin(s) => s.run(ctx).await,
+        KindSpec::SamlMetadata(s) => s.run(ctx).await,
         KindSpec::Journey(_) => config_failure(ctx, "journey", "a journey step can't be a journey"),
     }
 }

@@ -227,6 +227,22 @@ impl KindSpec {
                     .unwrap_or_else(|| join(&s.url, "stores/?/check"));
                 format!("{} {}", s.check_method(), display_url(&url))
             }
+            KindSpec::SamlLogin(s) => {
+                let idp = s
+                    .idp_initiated_url
+                    .as_deref()
+                    .or(s.idp_sso_url.as_deref())
+                    .or(s.idp_metadata_url.as_deref())
+                    .map(display_url)
+                    .or_else(|| {
+                        s.idp_metadata_file
+                            .as_ref()
+                            .map(|f| f.display().to_string())
+                    })
+                    .unwrap_or_default();
+                format!("{idp} (SP {})", s.sp_entity_id)
+            }
+            KindSpec::SamlMetadata(s) => display_url(&s.url),
             KindSpec::Journey(j) => {
                 let names: Vec<&str> = j.steps.iter().map(|s| s.name.as_str()).collect();
                 format!("{} steps: {}", j.steps.len(), names.join(" → "))

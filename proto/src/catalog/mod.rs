@@ -238,6 +238,8 @@ kinds! {
     AwsIamPermission(AwsIamPermissionSpec) = "aws_iam_permission",
     Scim(ScimSpec) = "scim",
     Permission(PermissionSpec) = "permission",
+    SamlLogin(SamlLoginSpec) = "saml_login",
+    SamlMetadata(SamlMetadataSpec) = "saml_metadata",
 }
 
 /// A string given inline, or a reference to a secret that only the agent

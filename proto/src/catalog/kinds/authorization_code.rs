@@ -178,7 +178,7 @@ impl LoginStep {
 }
 
 /// `login_steps` and `consent_button`: regexes and CSS selectors that parse.
-fn login_script(out: &mut Issues, steps: &[LoginStep], consent_button: &Option<String>) {
+pub(super) fn login_script(out: &mut Issues, steps: &[LoginStep], consent_button: &Option<String>) {
     if let Some(sel) = consent_button
         && let Err(e) = scraper::Selector::parse(sel)
     {
@@ -222,10 +222,10 @@ fn login_script(out: &mut Issues, steps: &[LoginStep], consent_button: &Option<S
     }
 }
 
-fn default_max_pages() -> u8 {
+pub(super) fn default_max_pages() -> u8 {
     10
 }
-fn is_default_max_pages(n: &u8) -> bool {
+pub(super) fn is_default_max_pages(n: &u8) -> bool {
     *n == default_max_pages()
 }
 
@@ -235,16 +235,16 @@ fn default_openid() -> Vec<String> {
 fn is_openid(s: &[String]) -> bool {
     s == default_openid().as_slice()
 }
-fn default_totp_digits() -> u8 {
+pub(super) fn default_totp_digits() -> u8 {
     6
 }
-fn is_default_totp_digits(d: &u8) -> bool {
+pub(super) fn is_default_totp_digits(d: &u8) -> bool {
     *d == default_totp_digits()
 }
-fn default_totp_period() -> Duration {
+pub(super) fn default_totp_period() -> Duration {
     Duration::from_secs(30)
 }
-fn is_default_totp_period(d: &Duration) -> bool {
+pub(super) fn is_default_totp_period(d: &Duration) -> bool {
     *d == default_totp_period()
 }
 

@@ -10,6 +10,7 @@ pub mod ldap;
 pub mod net;
 pub mod oauth;
 pub mod permission;
+pub mod saml;
 pub mod scim;
 
 pub use authorization_code::*;
@@ -19,6 +20,7 @@ pub use ldap::*;
 pub use net::*;
 pub use oauth::*;
 pub use permission::*;
+pub use saml::*;
 pub use scim::*;
 
 use super::TlsSpec;
