@@ -39,6 +39,9 @@ pub const REFUSED: &str = "authpulse_agent_results_refused_total";
 pub const COORDINATOR_REJECTED: &str = "authpulse_agent_coordinator_rejected";
 /// Synthetic users left by earlier `scim` runs and deleted, by probe.
 pub const SCIM_ORPHANS_DELETED: &str = "authpulse_agent_scim_orphans_deleted_total";
+/// Days until the earliest SAML IdP certificate of each use expires (from
+/// `saml_metadata`), by probe and use (`signing`, `encryption`).
+pub const SAML_CERT_DAYS_LEFT: &str = crate::probes::saml_metadata::DAYS_LEFT;
 
 /// Latency buckets for probe runs: identity calls span ~1 ms to the timeout.
 pub const BUCKETS: &[f64] = &[
@@ -121,6 +124,10 @@ pub fn describe() {
     metrics::describe_counter!(
         SCIM_ORPHANS_DELETED,
         "Orphaned synthetic users (left by earlier scim runs) deleted, by probe."
+    );
+    metrics::describe_gauge!(
+        SAML_CERT_DAYS_LEFT,
+        "Days until the earliest SAML IdP certificate of each use expires (negative: expired), by probe and use, from saml_metadata."
     );
 }
 

@@ -139,6 +139,21 @@ fn a_signature_by_another_key_fails() {
 }
 
 #[test]
+fn md5_signatures_are_refused() {
+    let s = signer(365);
+    let xml = sign_assertion(&s, &response_xml(SP, ACS, 300)).replace(
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-md5",
+    );
+    let trusted = [s.cert.clone()];
+    let m = invalid(response::validate(
+        &xml,
+        &expected(&trusted, SamlSigned::Either),
+    ));
+    assert!(m.contains("broken algorithm"), "{m}");
+}
+
+#[test]
 fn an_unsigned_response_fails() {
     let s = signer(365);
     let trusted = [s.cert.clone()];
@@ -195,12 +210,15 @@ fn audience_recipient_request_and_time_are_checked() {
         response_xml(SP, ACS, 300).replace(REQ, "_someone_else"),
         "not this login's AuthnRequest",
     );
-    // An IdP-initiated login must not receive a solicited response.
+    // An IdP-initiated login has no request to compare with: InResponseTo
+    // is not checked (djangosaml2idp sends a marker there).
     let xml = sign_assertion(&s, &response_xml(SP, ACS, 300));
     let mut unsolicited = expected(&trusted, SamlSigned::Either);
     unsolicited.in_response_to = None;
-    let m = invalid(response::validate(&xml, &unsolicited));
-    assert!(m.contains("IdP-initiated"), "{m}");
+    response::validate(&xml, &unsolicited).expect("valid without a request");
+    // An SP-initiated login needs the SubjectConfirmation to answer it.
+    let no_irt = response_xml(SP, ACS, 300).replace(&format!(" InResponseTo=\"{REQ}\"/>"), "/>");
+    check(no_irt, "has no InResponseTo");
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod results;
+pub mod saml_idp;
 pub mod scim_peer;
 pub mod slapd;
 pub mod tls;

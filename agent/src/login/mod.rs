@@ -497,6 +497,20 @@ pub async fn walk(
                         "fields": submission.pairs.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
                     }));
                 }
+                // Any form posting to the stop URL ends the walk unsent,
+                // whatever the page looked like (SimpleSAMLphp's auto-post
+                // page keeps its button in <noscript> and its script apart).
+                if submission.method == Method::POST && stop.form(&submission.url) {
+                    if let Some(r) = recorder.as_deref_mut() {
+                        r.action(
+                            json!({ "stop": "a form posting to the stop URL (not submitted)" }),
+                        );
+                    }
+                    return Some(Reached::Post {
+                        url: submission.url,
+                        fields: submission.pairs,
+                    });
+                }
                 let result = browser
                     .go(ctx, submission.method, submission.url, submission.body)
                     .await;

@@ -50,7 +50,9 @@ pub fn build(p: &Params) -> AuthnRequest {
             "<samlp:NameIDPolicy Format=\"{}\" AllowCreate=\"true\"/>",
             escape(f)
         ),
-        None => "<samlp:NameIDPolicy AllowCreate=\"true\"/>".to_string(),
+        // No policy: the IdP's default format (an empty Format is refused
+        // by some, e.g. djangosaml2idp).
+        None => String::new(),
     };
     let xml = format!(
         "<samlp:AuthnRequest xmlns:samlp=\"{NS_SAMLP}\" xmlns:saml=\"{NS_SAML}\" ID=\"{id}\" \

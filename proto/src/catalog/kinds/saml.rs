@@ -115,7 +115,7 @@ pub struct SamlLoginSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp_certificate_file: Option<PathBuf>,
     /// Start at this IdP-initiated SSO URL instead of sending an
-    /// AuthnRequest; the response must then not be `InResponseTo` anything.
+    /// AuthnRequest (`InResponseTo` is then not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp_initiated_url: Option<String>,
     /// How the AuthnRequest is sent.
