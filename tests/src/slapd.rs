@@ -118,9 +118,19 @@ impl Slapd {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {slapd}: {e}"));
             let addr = format!("127.0.0.1:{port}");
+            let tls_addr = format!("127.0.0.1:{tls_port}");
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             let exited = loop {
-                if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                // Both listeners: slapd binds them one after the other and
+                // exits when the second port was taken meanwhile, so the
+                // first one alone accepting is not "ready" (seen in a full
+                // run: ldapadd then found nobody).
+                if tokio::net::TcpStream::connect(&addr).await.is_ok()
+                    && tokio::net::TcpStream::connect(&tls_addr).await.is_ok()
+                {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        break Some(status);
+                    }
                     break None;
                 }
                 if let Ok(Some(status)) = child.try_wait() {
