@@ -46,6 +46,24 @@ pub trait StopAt: Sync {
     }
 }
 
+/// Stops at one URL, compared on scheme, host, port and path (the query
+/// carries the answer): a redirect to it (OAuth `redirect_uri`) or a form
+/// posting to it (`form_post`, the SAML ACS).
+pub struct StopAtUrl<'a>(pub &'a Url);
+
+impl StopAt for StopAtUrl<'_> {
+    fn url(&self, u: &Url) -> bool {
+        let r = self.0;
+        u.scheme() == r.scheme()
+            && u.host_str() == r.host_str()
+            && u.port_or_known_default() == r.port_or_known_default()
+            && u.path() == r.path()
+    }
+    fn form(&self, action: &Url) -> bool {
+        self.url(action)
+    }
+}
+
 /// How a walk ended.
 #[derive(Debug)]
 pub enum Reached {

@@ -82,7 +82,7 @@ impl Probe for AuthorizationCodeSpec {
             Err(m) => return config_failure(ctx, KIND, m),
         };
         let mut recorder = keys.recorder(&creds, &engine, ctx);
-        let stop = Callback(&redirect);
+        let stop = crate::login::StopAtUrl(&redirect);
         let reached = crate::login::walk(
             &engine,
             &stop,
@@ -139,29 +139,6 @@ fn step(name: &str, failure: Option<Failure>, timings: Timings, detail: String) 
         failure,
         timings,
         detail,
-    }
-}
-
-/// The redirect to `redirect_uri` (scheme, host, port and path) ends the
-/// login; so does a `form_post` page aimed at it.
-struct Callback<'a>(&'a Url);
-
-impl Callback<'_> {
-    fn is(&self, u: &Url) -> bool {
-        let r = self.0;
-        u.scheme() == r.scheme()
-            && u.host_str() == r.host_str()
-            && u.port_or_known_default() == r.port_or_known_default()
-            && u.path() == r.path()
-    }
-}
-
-impl crate::login::StopAt for Callback<'_> {
-    fn url(&self, url: &Url) -> bool {
-        self.is(url)
-    }
-    fn form(&self, action: &Url) -> bool {
-        self.is(action)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod aws_iam_permission;
 pub mod aws_sts;
 pub mod client_credentials;
 pub mod dns;
+pub mod drift;
 pub mod http;
 pub mod introspect;
 pub mod journey;

@@ -373,50 +373,13 @@ fn endpoint_drift(
     doc: &Map<String, Json>,
 ) {
     let config = drift_config(spec);
-    let now = tracked_urls(doc);
-    let before = ctx.recall("drift.endpoints");
-    ctx.remember(
-        "drift.endpoints",
-        serde_json::json!({ "config": config, "urls": now }),
+    super::drift::locations(
+        ctx,
+        &config,
+        &spec.allow_endpoint_changes,
+        step,
+        tracked_urls(doc),
     );
-    let before: BTreeMap<String, String> = match before {
-        Some(b) if b.get("config").and_then(Json::as_str) == Some(config.as_str()) => {
-            serde_json::from_value(b["urls"].clone()).unwrap_or_default()
-        }
-        _ => {
-            ctx.output("endpoints_changed", false);
-            return;
-        }
-    };
-    let mut failing = Vec::new();
-    let mut noted = Vec::new();
-    let fields: BTreeSet<&String> = before.keys().chain(now.keys()).collect();
-    for field in fields {
-        let change = match (before.get(field), now.get(field)) {
-            (Some(a), Some(b)) if a != b => format!("{field} changed from {a} to {b}"),
-            (Some(a), None) => format!("{field} removed (was {a})"),
-            (None, Some(b)) => {
-                noted.push(format!("{field} added: {b}"));
-                continue;
-            }
-            _ => continue,
-        };
-        if spec.allow_endpoint_changes.allows(field) {
-            noted.push(format!("{change} (allowed)"));
-        } else {
-            failing.push(change);
-        }
-    }
-    ctx.output(
-        "endpoints_changed",
-        !failing.is_empty() || !noted.is_empty(),
-    );
-    if !noted.is_empty() {
-        step.detail = format!("{}; {}", step.detail, noted.join("; "));
-    }
-    if !failing.is_empty() {
-        step.failure = Some(Failure::new(FailureClass::Protocol, failing.join("; ")));
-    }
 }
 
 /// Compares the signing key ids with the last run's: a rotation is
@@ -428,31 +391,7 @@ fn key_drift(
     now: BTreeSet<String>,
 ) {
     let config = drift_config(spec);
-    let before = ctx.recall("drift.keys");
-    ctx.remember(
-        "drift.keys",
-        serde_json::json!({ "config": config, "kids": now }),
-    );
-    let before: BTreeSet<String> = match before {
-        Some(b) if b.get("config").and_then(Json::as_str) == Some(config.as_str()) => {
-            serde_json::from_value(b["kids"].clone()).unwrap_or_default()
-        }
-        _ => {
-            ctx.output("keys_rotated", false);
-            return;
-        }
-    };
-    let changes: Vec<String> = now
-        .difference(&before)
-        .map(|k| format!("+{k}"))
-        .chain(before.difference(&now).map(|k| format!("-{k}")))
-        .collect();
-    ctx.output("keys_rotated", !changes.is_empty());
-    if !changes.is_empty() {
-        step.detail = format!(
-            "{}; signing keys rotated: {}",
-            step.detail,
-            changes.join(" ")
-        );
+    if let Some(changes) = super::drift::set(ctx, "drift.keys", &config, "keys_rotated", &now) {
+        step.detail = format!("{}; signing keys rotated: {changes}", step.detail);
     }
 }

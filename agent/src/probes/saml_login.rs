@@ -56,7 +56,7 @@ impl Probe for SamlLoginSpec {
             Err(e) => return config_failure(ctx, KIND, format!("acs_url: {e}")),
         };
         let mut recorder = keys.recorder(&creds, &engine, ctx);
-        let stop = Acs(&acs);
+        let stop = crate::login::StopAtUrl(&acs);
         let reached =
             crate::login::walk(&engine, &stop, ctx, &mut steps, start, recorder.as_mut()).await;
         drop(recorder);
@@ -109,29 +109,6 @@ fn step(name: &str, failure: Option<Failure>, timings: Timings, detail: String) 
         failure,
         timings,
         detail,
-    }
-}
-
-/// The ACS URL (scheme, host, port, path) ends the walk: the form posting to
-/// it is read, not submitted.
-struct Acs<'a>(&'a Url);
-
-impl Acs<'_> {
-    fn is(&self, u: &Url) -> bool {
-        let a = self.0;
-        u.scheme() == a.scheme()
-            && u.host_str() == a.host_str()
-            && u.port_or_known_default() == a.port_or_known_default()
-            && u.path() == a.path()
-    }
-}
-
-impl crate::login::StopAt for Acs<'_> {
-    fn url(&self, url: &Url) -> bool {
-        self.is(url)
-    }
-    fn form(&self, action: &Url) -> bool {
-        self.is(action)
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use authpulse_proto::catalog::SamlMetadataSpec;
 use authpulse_proto::v1::FailureClass;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use super::{Failure, Probe, ProbeOutcome, RunContext, StepOutcome, ms};
 use crate::http::Timings;
@@ -223,9 +223,17 @@ fn certificates(
         let now_set: BTreeSet<String> = md
             .certificates
             .iter()
-            .map(|c| c.fingerprint.clone())
+            .map(|c| c.fingerprint[..16.min(c.fingerprint.len())].to_string())
             .collect();
-        if let Some(change) = certificate_drift(spec, ctx, &now_set) {
+        let config = drift_config(spec);
+        let change = super::drift::set(
+            ctx,
+            "drift.certificates",
+            &config,
+            "certificates_changed",
+            &now_set,
+        );
+        if let Some(change) = change {
             detail = format!("{detail}; certificates rotated: {change}");
         }
     }
@@ -263,76 +271,11 @@ fn endpoint_drift(
     md: &IdpMetadata,
 ) {
     let config = drift_config(spec);
-    let now = tracked(md);
-    let before = ctx.recall("drift.endpoints");
-    ctx.remember("drift.endpoints", json!({ "config": config, "urls": now }));
-    let before: BTreeMap<String, String> = match before {
-        Some(b) if b.get("config").and_then(Json::as_str) == Some(config.as_str()) => {
-            serde_json::from_value(b["urls"].clone()).unwrap_or_default()
-        }
-        _ => {
-            ctx.output("endpoints_changed", false);
-            return;
-        }
-    };
-    let mut failing = Vec::new();
-    let mut noted = Vec::new();
-    let names: BTreeSet<&String> = before.keys().chain(now.keys()).collect();
-    for name in names {
-        let change = match (before.get(name), now.get(name)) {
-            (Some(a), Some(b)) if a != b => format!("{name} changed from {a} to {b}"),
-            (Some(a), None) => format!("{name} removed (was {a})"),
-            (None, Some(b)) => {
-                noted.push(format!("{name} added: {b}"));
-                continue;
-            }
-            _ => continue,
-        };
-        if spec.allow_endpoint_changes.allows(name) {
-            noted.push(format!("{change} (allowed)"));
-        } else {
-            failing.push(change);
-        }
-    }
-    ctx.output(
-        "endpoints_changed",
-        !failing.is_empty() || !noted.is_empty(),
+    super::drift::locations(
+        ctx,
+        &config,
+        &spec.allow_endpoint_changes,
+        step,
+        tracked(md),
     );
-    if !noted.is_empty() {
-        step.detail = format!("{}; {}", step.detail, noted.join("; "));
-    }
-    if !failing.is_empty() {
-        step.failure = Some(Failure::new(FailureClass::Protocol, failing.join("; ")));
-    }
-}
-
-/// `+fingerprint -fingerprint` against the last run's set, when it changed.
-fn certificate_drift(
-    spec: &SamlMetadataSpec,
-    ctx: &mut RunContext<'_>,
-    now: &BTreeSet<String>,
-) -> Option<String> {
-    let config = drift_config(spec);
-    let before = ctx.recall("drift.certificates");
-    ctx.remember(
-        "drift.certificates",
-        json!({ "config": config, "set": now }),
-    );
-    let before: BTreeSet<String> = match before {
-        Some(b) if b.get("config").and_then(Json::as_str) == Some(config.as_str()) => {
-            serde_json::from_value(b["set"].clone()).unwrap_or_default()
-        }
-        _ => {
-            ctx.output("certificates_changed", false);
-            return None;
-        }
-    };
-    let short = |f: &String| f[..16.min(f.len())].to_string();
-    let changes: Vec<String> = now
-        .difference(&before)
-        .map(|f| format!("+{}", short(f)))
-        .chain(before.difference(now).map(|f| format!("-{}", short(f))))
-        .collect();
-    ctx.output("certificates_changed", !changes.is_empty());
-    (!changes.is_empty()).then(|| changes.join(" "))
 }
