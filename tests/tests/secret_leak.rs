@@ -13,6 +13,7 @@ use authpulse_tests::fleet::{CoordinatorFixture, CoordinatorOptions};
 use authpulse_tests::moto::Moto;
 use authpulse_tests::peers::OidcPeer;
 use authpulse_tests::process::Process;
+use authpulse_tests::saml_idp::{self, Options as SamlOptions, SamlIdp, Which};
 use authpulse_tests::scim_peer::ScimPeer;
 use authpulse_tests::slapd::{self, Slapd};
 use authpulse_tests::{TempDir, wait_for};
@@ -25,6 +26,9 @@ const LDAP_WRONG_PW: &str = "canary-ldap-wrong-3b9d";
 const SCIM_TOKEN: &str = "canary-scim-token-9e1d";
 const HTTP_HEADER: &str = "canary-http-header-41aa";
 const COGNITO_PW: &str = "Canary-cog-pw-77!";
+/// SimpleSAMLphp's test user password is fixed by its config.
+const SAML_PW: &str = "alice-pw";
+const SAML_WRONG_PW: &str = "canary-saml-wrong-61fd";
 
 fn catalog(
     issuer: &str,
@@ -34,6 +38,7 @@ fn catalog(
     pool_client: &str,
     scim: &str,
     engine: &str,
+    saml: &SamlIdp,
 ) -> String {
     format!(
         r#"probes:
@@ -175,8 +180,33 @@ fn catalog(
     url: "{engine}/private"
     headers: {{ X-Api-Key: {{ secret: http_header }} }}
     expect: {{ status: [200] }}
+  - id: saml
+    kind: saml_login
+    interval: 4s
+    timeout: 4s
+    idp_metadata_url: {saml_md}
+    sp_entity_id: {saml_sp}
+    acs_url: {saml_acs}
+    sp_key: {{ secret: sp_key }}
+    sign_request: true
+    username: alice
+    password: {{ secret: saml_pw }}
+  - id: saml-wrong
+    kind: saml_login
+    interval: 4s
+    timeout: 4s
+    idp_metadata_url: {saml_md}
+    sp_entity_id: {saml_sp}
+    acs_url: {saml_acs}
+    sp_key: {{ secret: sp_key }}
+    sign_request: true
+    username: alice
+    password: {{ secret: saml_wrong_pw }}
 "#,
         user_dn = slapd::USER_DN,
+        saml_md = saml.metadata_url,
+        saml_sp = saml.sp_entity_id,
+        saml_acs = saml.acs_url,
     )
 }
 
@@ -221,6 +251,18 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
     let (aws_key, aws_secret) = (s("key"), s("secret"));
     let scim = ScimPeer::start(SCIM_TOKEN).await;
     let engine = DecisionServer::start(&[("alice", "read", "doc:plan")]).await;
+    // SAML: the probe signs its AuthnRequests (required) and decrypts the
+    // assertion with its SP key.
+    let (sp_cert, sp_key) = saml_idp::sp_cert();
+    let saml = SamlIdp::start(
+        Which::SimpleSamlPhp,
+        &SamlOptions {
+            sp_cert: Some(sp_cert),
+            encrypt_assertion: true,
+            validate_authnrequest: Some(true),
+            ..SamlOptions::default()
+        },
+    );
 
     let secrets_dir = dir.path().join("secrets");
     std::fs::create_dir_all(&secrets_dir).expect("secrets dir");
@@ -238,6 +280,9 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
         ("scim_token", SCIM_TOKEN.into()),
         ("spicedb_key", SPICEDB_KEY.into()),
         ("http_header", HTTP_HEADER.into()),
+        ("saml_pw", SAML_PW.into()),
+        ("saml_wrong_pw", SAML_WRONG_PW.into()),
+        ("sp_key", sp_key.clone()),
     ];
     for (name, value) in &secrets {
         std::fs::write(secrets_dir.join(name), value).expect("secret file");
@@ -250,6 +295,7 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
         &s("client"),
         &scim.base_url,
         &engine.url(),
+        &saml,
     );
     let ids = [
         "cc",
@@ -264,6 +310,8 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
         "scim",
         "spicedb",
         "header",
+        "saml",
+        "saml-wrong",
     ];
 
     let env = vec![("AUTHPULSE_LOG".to_string(), "trace".to_string())];
@@ -346,13 +394,14 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
             .unwrap_or_default()
     };
     for id in [
-        "cc", "login", "tokens", "ldap-ok", "sts", "iam", "cognito", "scim", "spicedb",
+        "cc", "login", "tokens", "ldap-ok", "sts", "iam", "cognito", "scim", "spicedb", "saml",
     ] {
         assert_eq!(outcome(id).0, "success", "{id}: {probes:#}");
     }
     assert_eq!(outcome("login-wrong").1, "auth_rejected", "{probes:#}");
     assert_eq!(outcome("ldap-wrong").1, "auth_rejected", "{probes:#}");
     assert_eq!(outcome("header").1, "http_status", "{probes:#}");
+    assert_eq!(outcome("saml-wrong").1, "auth_rejected", "{probes:#}");
 
     // Everything that left the agent, or that a person or tool can read.
     let get = |path: String| {
@@ -416,10 +465,18 @@ print(json.dumps({{"key": k["AccessKeyId"], "secret": k["SecretAccessKey"],
         outputs.iter().any(|(n, _)| n.ends_with("authpulse.db")),
         "the database was searched"
     );
-    let secrets: Vec<(String, String)> = secrets
+    let mut secrets: Vec<(String, String)> = secrets
         .into_iter()
         .map(|(n, v)| (n.to_string(), v))
         .collect();
+    // Any one full line of the SP key's PEM body, not only the whole file.
+    for (i, line) in sp_key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        .enumerate()
+    {
+        secrets.push((format!("sp_key line {i}"), line.to_string()));
+    }
     let mut leaks = find(&outputs, &secrets);
     for (where_, bytes) in &outputs {
         // A JWT (header.payload) issued during the run.
