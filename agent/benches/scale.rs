@@ -253,7 +253,7 @@ async fn run_case(case: &Case, target_port: u16, smoke: bool) {
                 kind: p.kind().to_string(),
                 interval_ms: p.interval.as_millis() as u64,
                 timeout_ms: p.timeout.as_millis() as u64,
-                spec_json: p.to_json(),
+                spec_json: p.to_wire_json(),
             })
             .collect(),
     };

@@ -53,6 +53,9 @@ fn slos(n: usize, probes: usize) -> Vec<SloDef> {
                 coverage: Default::default(),
                 quorum: None,
                 alerting: SloAlerting::default(),
+                owner: None,
+                runbook_url: None,
+                labels: Default::default(),
                 source: None,
             }
         })

@@ -1,7 +1,8 @@
 //! Keeps the served catalog in step with its files: reloads on demand
-//! (SIGHUP, API) and when a file changes on disk. Change detection polls each
-//! file's metadata (following symlinks) twice a second instead of using
-//! inotify: Kubernetes ConfigMaps and many editors replace files through
+//! (SIGHUP, API) and when a file changes, appears or goes away on disk
+//! (catalog entries may be directories and glob patterns). Change detection
+//! lists the entries and polls each file's metadata (following symlinks)
+//! twice a second instead of using inotify: Kubernetes ConfigMaps and many editors replace files through
 //! symlink swaps and renames that inotify watches lose track of, and a stat
 //! of a few files is nothing. An invalid catalog is refused with its errors
 //! logged and the running one stays; agents only hear about valid changes.
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use authpulse_proto::catalog::{CatalogErrors, load_files};
+use authpulse_proto::catalog::{CatalogErrors, expand_sources, load_files};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -29,18 +30,23 @@ pub struct CatalogReloader {
     pub audit: crate::audit::AuditLog,
 }
 
-/// What the files looked like at the last check: (modified, length) each,
-/// or None if unreadable.
-pub type Signature = Vec<Option<(SystemTime, u64)>>;
+/// What the catalog's files looked like at the last check: the configured
+/// entries expanded (directories and globs listed again, so a file that
+/// appears or goes away is a change), and each file's (modified, length),
+/// or None if unreadable. An entry that can't be expanded is its error.
+pub type Signature = Result<Vec<(PathBuf, Option<(SystemTime, u64)>)>, String>;
 
-pub fn signature(files: &[PathBuf]) -> Signature {
-    files
-        .iter()
+pub fn signature(sources: &[PathBuf]) -> Signature {
+    let files = expand_sources(sources).map_err(|e| e.to_string())?;
+    Ok(files
+        .into_iter()
         .map(|f| {
-            let m = std::fs::metadata(f).ok()?;
-            Some((m.modified().ok()?, m.len()))
+            let stat = std::fs::metadata(&f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (f, stat)
         })
-        .collect()
+        .collect())
 }
 
 impl CatalogReloader {
@@ -144,7 +150,7 @@ impl CatalogReloader {
                 // Remember it even if the reload fails, so a broken file is
                 // reported once, not twice a second.
                 last = now;
-                tracing::info!("catalog file changed on disk; reloading");
+                tracing::info!("catalog files changed on disk; reloading");
                 let _ = self.reload().await;
             }
         }

@@ -42,8 +42,11 @@ pub struct CoordinatorConfig {
     /// password, e.g. a mounted Kubernetes Secret.
     #[serde(default)]
     pub database_password_file: Option<PathBuf>,
-    /// Catalog files (YAML/TOML), merged. Relative paths are relative to the
-    /// working directory of the process.
+    /// The catalog, merged from files (YAML/TOML), directories (every
+    /// `.yaml`, `.yml`, `.toml` file under them; names starting with `.`
+    /// skipped) and glob patterns (`/etc/authpulse/teams/*.yaml`). Files that
+    /// appear, change or go away are picked up without a restart. Relative
+    /// paths are relative to the working directory of the process.
     #[serde(default)]
     pub catalog: Vec<PathBuf>,
     /// How long raw results are kept before the hourly prune deletes them.

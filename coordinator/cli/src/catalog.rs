@@ -6,16 +6,26 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-pub(crate) fn validate(files: &[PathBuf]) -> ExitCode {
-    match authpulse_proto::catalog::load_files(files) {
+/// Checks the catalog; with `print`, writes its expansion to stdout (the
+/// summary then goes to stderr, so stdout stays a catalog file).
+pub(crate) fn validate(sources: &[PathBuf], print: bool) -> ExitCode {
+    match authpulse_proto::catalog::load_files(sources) {
         Ok(c) => {
-            println!(
-                "ok: {} probe(s), {} SLO(s), {} gate(s) in {} file(s)",
+            let files = authpulse_proto::catalog::expand_sources(sources)
+                .map(|f| f.len())
+                .unwrap_or(sources.len());
+            let summary = format!(
+                "ok: {} probe(s), {} SLO(s), {} gate(s) in {files} file(s)",
                 c.probes.len(),
                 c.slos.len(),
                 c.gates.len(),
-                files.len()
             );
+            if print {
+                print!("{}", authpulse_proto::catalog::print::to_yaml(&c));
+                eprintln!("{summary}");
+            } else {
+                println!("{summary}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

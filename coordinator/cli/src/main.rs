@@ -33,12 +33,15 @@ enum Command {
     Certs(CertsCommand),
     /// Check catalog files; prints every problem as FILE:LINE: `id`: path: message.
     #[command(
-        after_help = "Example:\n  authpulse validate deploy/examples/quickstart.yaml catalogs/*.yaml\n\nExit status: 0 valid, 1 invalid."
+        after_help = "Example:\n  authpulse validate deploy/examples/quickstart.yaml catalogs/\n  authpulse validate --catalog 'teams/*.yaml' --print\n\nExit status: 0 valid, 1 invalid, 2 usage error."
     )]
     Validate {
-        /// Catalog files (YAML or TOML); ids must be unique across them.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// Print the catalog as one YAML document, every file merged and
+        /// every module use expanded (itself a valid catalog file).
+        #[arg(long)]
+        print: bool,
     },
     /// Render catalog files as a Markdown runbook for the people on call, or print the
     /// catalog format itself (--schema, --reference).
@@ -48,23 +51,18 @@ enum Command {
     /// never values).
     #[command(after_help = DOCS_EXAMPLE)]
     Docs {
-        /// Catalog files (YAML or TOML), as for `validate`.
-        #[arg(
-            long,
-            value_name = "FILE",
-            required_unless_present_any = ["schema", "reference"]
-        )]
-        catalog: Vec<PathBuf>,
+        #[command(flatten)]
+        catalog: CatalogArgs,
         /// Write the Markdown (or schema) here instead of stdout.
         #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
         /// Print the JSON Schema of a catalog file (the committed
         /// proto/catalog.schema.json) instead of a runbook.
-        #[arg(long, conflicts_with_all = ["catalog", "reference"])]
+        #[arg(long, conflicts_with_all = ["catalog", "paths", "reference"])]
         schema: bool,
         /// Print the catalog reference: every probe kind and key with its type, default and
         /// meaning, as Markdown (the committed proto/CATALOG.md).
-        #[arg(long, conflicts_with = "catalog")]
+        #[arg(long, conflicts_with_all = ["catalog", "paths"])]
         reference: bool,
     },
     /// Convert OpenSLO v1 `kind: SLO` documents (indicators with `metricSource.type: authpulse`)
@@ -77,8 +75,9 @@ enum Command {
     ImportOpenslo {
         /// OpenSLO file (multi-document YAML).
         file: PathBuf,
-        /// Catalog files with the probes the SLOs name, to validate the result.
-        #[arg(long)]
+        /// Catalog files, directories or glob patterns with the probes the
+        /// SLOs name, to validate the result.
+        #[arg(long, value_name = "PATH")]
         catalog: Vec<PathBuf>,
     },
     /// Run one probe once, here, and print its outcome.
@@ -87,7 +86,8 @@ enum Command {
         Secrets are read from AUTHPULSE_SECRET_<NAME> or --secrets-dir/<name>.\nExit status: 0 success, 1 failure or invalid catalog."
     )]
     Probe {
-        #[arg(long, required = true)]
+        /// Catalog files, directories or glob patterns (repeatable), as for `validate`.
+        #[arg(long, required = true, value_name = "PATH")]
         catalog: Vec<PathBuf>,
         /// Probe id.
         id: String,
@@ -106,8 +106,8 @@ enum Command {
         after_help = "Example:\n  authpulse standalone --catalog deploy/examples/quickstart.yaml\n  curl -s http://127.0.0.1:8080/api/v1/slos"
     )]
     Standalone {
-        #[arg(long, required = true)]
-        catalog: Vec<PathBuf>,
+        #[command(flatten)]
+        catalog: CatalogArgs,
         #[arg(long, default_value = "./authpulse-data")]
         data_dir: PathBuf,
         /// HTTP API, dashboard, /metrics.
@@ -148,6 +148,34 @@ enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+/// Where a catalog comes from, the same for every command: `--catalog PATH`
+/// (repeatable) or the paths given positionally, or both.
+#[derive(clap::Args, Debug)]
+struct CatalogArgs {
+    /// A catalog file (YAML or TOML), a directory (every .yaml, .yml and
+    /// .toml file under it) or a glob pattern (quote it: 'teams/*.yaml');
+    /// repeatable. Ids must be unique across all of them.
+    #[arg(long = "catalog", value_name = "PATH")]
+    catalog: Vec<PathBuf>,
+    /// The same as --catalog, positionally.
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+impl CatalogArgs {
+    /// Every path given, or a usage error (exit 2) naming the command.
+    fn paths(&self, command: &str) -> Result<Vec<PathBuf>, ExitCode> {
+        let all: Vec<PathBuf> = self.catalog.iter().chain(&self.paths).cloned().collect();
+        if all.is_empty() {
+            eprintln!(
+                "authpulse {command}: no catalog given: pass --catalog PATH (a file, a directory or a glob), or the paths themselves"
+            );
+            return Err(ExitCode::from(2));
+        }
+        Ok(all)
+    }
 }
 
 const DOCS_EXAMPLE: &str = "\
@@ -279,7 +307,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Validate { files } => Ok(catalog::validate(&files)),
+            Command::Validate { catalog, print } => match catalog.paths("validate") {
+                Ok(paths) => Ok(catalog::validate(&paths, print)),
+                Err(code) => Ok(code),
+            },
             Command::Docs {
                 output,
                 schema: true,
@@ -292,7 +323,10 @@ fn main() -> ExitCode {
             } => catalog::format_docs(catalog::FormatDoc::Reference, output.as_deref()),
             Command::Docs {
                 catalog, output, ..
-            } => catalog::docs(&catalog, output.as_deref()),
+            } => match catalog.paths("docs") {
+                Ok(paths) => catalog::docs(&paths, output.as_deref()),
+                Err(code) => Ok(code),
+            },
             Command::ImportOpenslo { file, catalog } => catalog::import_openslo(&file, &catalog),
             Command::Probe {
                 catalog,
@@ -310,6 +344,10 @@ fn main() -> ExitCode {
                 secrets_dir,
                 insecure_open_api,
             } => {
+                let catalog = match catalog.paths("standalone") {
+                    Ok(paths) => paths,
+                    Err(code) => return Ok(code),
+                };
                 standalone::standalone(
                     catalog,
                     data_dir,

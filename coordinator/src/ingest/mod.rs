@@ -128,7 +128,7 @@ pub fn assignment_for(snapshot: &CatalogSnapshot, region: &str) -> Assignment {
                 kind: p.kind().to_string(),
                 interval_ms: ms(p.interval),
                 timeout_ms: ms(p.timeout),
-                spec_json: p.to_json(),
+                spec_json: p.to_wire_json(),
             })
             .collect(),
     }

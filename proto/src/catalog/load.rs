@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
+use std::collections::HashMap;
+
+use super::modules;
 use super::source_map::{Seg, SourceMap, render_path};
+use super::sources::expand_sources;
+use super::suggest::{self, did_you_mean};
 use super::validate::{ItemRef, Section, validate};
 use super::{
     COMMON_KEYS, Catalog, ComponentDef, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon,
@@ -24,6 +29,9 @@ pub struct CatalogError {
     /// Key path inside the file, e.g. `probes[2].interval`.
     pub path: String,
     pub message: String,
+    /// For an item a module made: which use of it, e.g. "module `idp`
+    /// used at teams/a.yaml:12 (uses[0])".
+    pub context: Option<String>,
 }
 
 impl fmt::Display for CatalogError {
@@ -39,7 +47,11 @@ impl fmt::Display for CatalogError {
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
-        write!(f, "{}", self.message)
+        write!(f, "{}", self.message)?;
+        if let Some(c) = &self.context {
+            write!(f, " ({c})")?;
+        }
+        Ok(())
     }
 }
 
@@ -77,22 +89,69 @@ impl Format {
     }
 }
 
-/// One parsed file, before merging.
+/// Where an item sits in its file: `probes[2]`, or `modules[0].probes[1]`
+/// for one a module made, then with the use that made it.
+struct At {
+    base: Vec<Seg>,
+    context: Option<String>,
+}
+
+/// A typed item of any section.
+enum Item {
+    Probe(Box<ProbeDef>),
+    Slo(SloDef),
+    Gate(GateDef),
+    Component(ComponentDef),
+}
+
+impl Item {
+    fn set_source(&mut self, loc: SourceLoc) {
+        let source = match self {
+            Item::Probe(p) => &mut p.source,
+            Item::Slo(s) => &mut s.source,
+            Item::Gate(g) => &mut g.source,
+            Item::Component(c) => &mut c.source,
+        };
+        *source = Some(loc);
+    }
+}
+
+/// One parsed file, before merging; its `modules` and `uses` entries are
+/// still JSON until every file is read (a use may name another file's module).
 struct FileItems {
     file: PathBuf,
     map: SourceMap,
-    probes: Vec<(usize, ProbeDef)>,
-    slos: Vec<(usize, SloDef)>,
-    gates: Vec<(usize, GateDef)>,
-    components: Vec<(usize, ComponentDef)>,
+    items: Vec<(Section, At, Item)>,
+    modules: Vec<(usize, Json)>,
+    uses: Vec<(usize, Json)>,
 }
 
-/// Load, merge and validate catalog files. Ids must be unique across files.
-pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> Result<Catalog, CatalogErrors> {
+impl FileItems {
+    fn error(
+        &self,
+        path: &[Seg],
+        item: Option<String>,
+        message: String,
+        context: Option<String>,
+    ) -> CatalogError {
+        CatalogError {
+            file: self.file.clone(),
+            line: self.map.line(path),
+            item,
+            path: render_path(path),
+            message,
+            context,
+        }
+    }
+}
+
+/// Load, merge and validate a catalog from files, directories and glob
+/// patterns ([`expand_sources`]). Ids must be unique across files.
+pub fn load_files<P: AsRef<Path>>(sources: &[P]) -> Result<Catalog, CatalogErrors> {
+    let paths = expand_sources(sources)?;
     let mut errors = Vec::new();
     let mut files = Vec::new();
-    for path in paths {
-        let path = path.as_ref();
+    for path in &paths {
         let Some(format) = Format::of(path) else {
             errors.push(file_error(
                 path,
@@ -105,6 +164,7 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> Result<Catalog, CatalogErrors>
             Err(e) => errors.push(file_error(path, &format!("cannot read: {e}"))),
         }
     }
+    expand_modules(&mut files, &mut errors);
     finish(files, errors)
 }
 
@@ -114,7 +174,9 @@ pub fn load_str(name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
     let format = Format::of(path).unwrap_or(Format::Yaml);
     let mut errors = Vec::new();
     let file = parse_file(path, text, format, &mut errors);
-    finish(vec![file], errors)
+    let mut files = vec![file];
+    expand_modules(&mut files, &mut errors);
+    finish(files, errors)
 }
 
 /// A catalog file's document as the loader reads it (YAML or TOML, by the
@@ -157,6 +219,7 @@ fn file_error(path: &Path, message: &str) -> CatalogError {
         item: None,
         path: String::new(),
         message: message.to_string(),
+        context: None,
     }
 }
 
@@ -173,10 +236,9 @@ fn parse_file(
     let mut items = FileItems {
         file: path.to_path_buf(),
         map,
-        probes: Vec::new(),
-        slos: Vec::new(),
-        gates: Vec::new(),
-        components: Vec::new(),
+        items: Vec::new(),
+        modules: Vec::new(),
+        uses: Vec::new(),
     };
     let root = config::Config::builder()
         .add_source(config::File::from_str(text, cfg_format))
@@ -188,7 +250,7 @@ fn parse_file(
         Ok(_) => {
             errors.push(file_error(
                 path,
-                "the top level must be a mapping with `probes`, `slos`, `gates`, `components`",
+                "the top level must be a mapping with `probes`, `slos`, `gates`, `components`, `modules`, `uses`",
             ));
             return items;
         }
@@ -213,17 +275,20 @@ fn parse_file(
             item,
             path: render_path(&p),
             message: msg,
+            context: None,
         });
     };
     for (key, value) in root {
         let section = match key.as_str() {
-            "probes" => Section::Probes,
-            "slos" => Section::Slos,
-            "gates" => Section::Gates,
-            "components" => Section::Components,
+            "probes" => Some(Section::Probes),
+            "slos" => Some(Section::Slos),
+            "gates" => Some(Section::Gates),
+            "components" => Some(Section::Components),
+            "modules" | "uses" => None,
             _ => {
+                let hint = did_you_mean(&key, TOP_KEYS.iter().copied()).unwrap_or_default();
                 let msg = format!(
-                    "unknown key `{key}`, expected one of `probes`, `slos`, `gates`, `components`"
+                    "unknown key `{key}`{hint}, expected one of `probes`, `slos`, `gates`, `components`, `modules`, `uses`"
                 );
                 err_at(errors, &items.map, None, vec![Seg::Key(key)], msg);
                 continue;
@@ -243,6 +308,15 @@ fn parse_file(
                 continue;
             }
         };
+        let Some(section) = section else {
+            let raw: Vec<(usize, Json)> = list.into_iter().enumerate().collect();
+            if key == "modules" {
+                items.modules = raw;
+            } else {
+                items.uses = raw;
+            }
+            continue;
+        };
         for (i, entry) in list.into_iter().enumerate() {
             let base = vec![Seg::Key(key.clone()), Seg::Index(i)];
             let id = entry.get("id").and_then(Json::as_str).map(str::to_string);
@@ -250,31 +324,163 @@ fn parse_file(
                 file: path.to_path_buf(),
                 line: items.map.line(&base),
             };
-            let parsed = match section {
-                Section::Probes => parse_probe(entry).map(|mut p| {
-                    p.source = Some(loc);
-                    items.probes.push((i, p));
-                }),
-                Section::Slos => typed::<SloDef>(entry).map(|mut s| {
-                    s.source = Some(loc);
-                    items.slos.push((i, s));
-                }),
-                Section::Gates => typed::<GateDef>(entry).map(|mut g| {
-                    g.source = Some(loc);
-                    items.gates.push((i, g));
-                }),
-                Section::Components => typed::<ComponentDef>(entry).map(|mut c| {
-                    c.source = Some(loc);
-                    items.components.push((i, c));
-                }),
-            };
-            if let Err((rel, msg)) = parsed {
-                let full: Vec<Seg> = base.iter().cloned().chain(rel).collect();
-                err_at(errors, &items.map, id, full, msg);
+            match parse_item(section, entry) {
+                Ok(mut item) => {
+                    item.set_source(loc);
+                    let at = At {
+                        base,
+                        context: None,
+                    };
+                    items.items.push((section, at, item));
+                }
+                Err((rel, msg)) => {
+                    let full: Vec<Seg> = base.iter().cloned().chain(rel).collect();
+                    err_at(errors, &items.map, id, full, msg);
+                }
             }
         }
     }
     items
+}
+
+const TOP_KEYS: &[&str] = &["probes", "slos", "gates", "components", "modules", "uses"];
+
+fn parse_item(section: Section, entry: Json) -> Result<Item, (Vec<Seg>, String)> {
+    Ok(match section {
+        Section::Probes => Item::Probe(Box::new(parse_probe(entry)?)),
+        Section::Slos => Item::Slo(typed(entry)?),
+        Section::Gates => Item::Gate(typed(entry)?),
+        Section::Components => Item::Component(typed(entry)?),
+    })
+}
+
+/// Instantiates every `uses:` entry of every file with the module it names
+/// (from any file): the items join the module's file, at the module's lines,
+/// carrying the use as their context.
+fn expand_modules(files: &mut [FileItems], errors: &mut Vec<CatalogError>) {
+    let seg = |k: &str| Seg::Key(k.to_string());
+    let mut defined: HashMap<String, (usize, usize, modules::Module)> = HashMap::new();
+    for fi in 0..files.len() {
+        for (mi, raw) in std::mem::take(&mut files[fi].modules) {
+            let base = [seg("modules"), Seg::Index(mi)];
+            let f = &files[fi];
+            match modules::parse_module(raw) {
+                Ok(m) => {
+                    if let Some((ofi, omi, _)) = defined.get(&m.id) {
+                        let first = &files[*ofi];
+                        let first_at = first.map.line(&[seg("modules"), Seg::Index(*omi)]);
+                        let msg = format!(
+                            "duplicate module id `{}` (first defined at {}:{})",
+                            m.id,
+                            first.file.display(),
+                            first_at.map_or("?".into(), |l| l.to_string())
+                        );
+                        let at: Vec<Seg> = base.iter().cloned().chain([seg("id")]).collect();
+                        errors.push(f.error(&at, None, msg, None));
+                    } else {
+                        defined.insert(m.id.clone(), (fi, mi, m));
+                    }
+                }
+                Err(problems) => {
+                    for (rel, msg) in problems {
+                        let at: Vec<Seg> = base.iter().cloned().chain(rel).collect();
+                        errors.push(f.error(&at, None, msg, None));
+                    }
+                }
+            }
+        }
+    }
+    let mut made: Vec<(usize, Section, At, Item)> = Vec::new();
+    for fu in 0..files.len() {
+        for (ui, raw) in std::mem::take(&mut files[fu].uses) {
+            let f = &files[fu];
+            let ubase = vec![seg("uses"), Seg::Index(ui)];
+            let at = |rel: Vec<Seg>| -> Vec<Seg> { ubase.iter().cloned().chain(rel).collect() };
+            let u = match modules::parse_use(raw) {
+                Ok(u) => u,
+                Err(problems) => {
+                    for (rel, msg) in problems {
+                        errors.push(f.error(&at(rel), None, msg, None));
+                    }
+                    continue;
+                }
+            };
+            let Some((fm, mi, module)) = defined.get(&u.module) else {
+                let hint =
+                    did_you_mean(&u.module, defined.keys().map(String::as_str)).unwrap_or_default();
+                let msg = format!("unknown module `{}`{hint}", u.module);
+                errors.push(f.error(&at(vec![seg("module")]), None, msg, None));
+                continue;
+            };
+            let values = match modules::bind(module, &u) {
+                Ok(v) => v,
+                Err(problems) => {
+                    for (rel, msg) in problems {
+                        errors.push(f.error(&at(rel), None, msg, None));
+                    }
+                    continue;
+                }
+            };
+            let context = format!(
+                "module `{}` used at {}:{} (uses[{ui}])",
+                module.id,
+                f.file.display(),
+                f.map.line(&ubase).map_or("?".into(), |l| l.to_string())
+            );
+            let m_file = &files[*fm];
+            for (section_key, entries) in &module.sections {
+                let Some(section) = Section::ALL.into_iter().find(|s| s.key() == *section_key)
+                else {
+                    continue;
+                };
+                for (j, entry) in entries.iter().enumerate() {
+                    let base = vec![
+                        seg("modules"),
+                        Seg::Index(*mi),
+                        seg(section_key),
+                        Seg::Index(j),
+                    ];
+                    let full =
+                        |rel: Vec<Seg>| -> Vec<Seg> { base.iter().cloned().chain(rel).collect() };
+                    if made.len() >= modules::MAX_EXPANDED {
+                        let msg = format!(
+                            "modules expand to more than {} items",
+                            modules::MAX_EXPANDED
+                        );
+                        errors.push(m_file.error(&base, None, msg, Some(context)));
+                        return;
+                    }
+                    let filled = match modules::substitute(entry.clone(), &values) {
+                        Ok(v) => v,
+                        Err((rel, msg)) => {
+                            errors.push(m_file.error(&full(rel), None, msg, Some(context.clone())));
+                            continue;
+                        }
+                    };
+                    let id = filled.get("id").and_then(Json::as_str).map(str::to_string);
+                    match parse_item(section, filled) {
+                        Ok(mut item) => {
+                            item.set_source(SourceLoc {
+                                file: m_file.file.clone(),
+                                line: m_file.map.line(&base),
+                            });
+                            let at = At {
+                                base: base.clone(),
+                                context: Some(context.clone()),
+                            };
+                            made.push((*fm, section, at, item));
+                        }
+                        Err((rel, msg)) => {
+                            errors.push(m_file.error(&full(rel), id, msg, Some(context.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (fm, section, at, item) in made {
+        files[fm].items.push((section, at, item));
+    }
 }
 
 /// Splits a probe entry into the common envelope and its kind's body, so
@@ -305,7 +511,8 @@ fn parse_probe(entry: Json) -> Result<ProbeDef, (Vec<Seg>, String)> {
             ));
         }
     };
-    let spec = parse_kind(&kind, body)?;
+    // A misspelt common key (`intervl`) lands in the kind's body.
+    let spec = parse_kind(&kind, body).map_err(|(p, m)| (p, hint_unknown(m, COMMON_KEYS)))?;
     Ok(ProbeDef {
         common,
         spec,
@@ -514,7 +721,7 @@ pub(crate) fn typed<T: DeserializeOwned>(value: Json) -> Result<T, (Vec<Seg>, St
                 | serde_path_to_error::Segment::Unknown => None,
             })
             .collect();
-        let message = e.into_inner().to_string();
+        let message = hint_unknown(e.into_inner().to_string(), &[]);
         // serde reports an unknown key at its parent; point at the key itself.
         if let Some(name) = message
             .strip_prefix("unknown field `")
@@ -527,6 +734,25 @@ pub(crate) fn typed<T: DeserializeOwned>(value: Json) -> Result<T, (Vec<Seg>, St
     })
 }
 
+/// serde's "unknown field `x`, expected …" with " (did you mean `y`?)"
+/// after the name when one of the expected names, or of `extra`, is close.
+fn hint_unknown(message: String, extra: &[&str]) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message;
+    };
+    let Some((name, tail)) = rest.split_once('`') else {
+        return message;
+    };
+    if tail.starts_with(" (did you mean") {
+        return message;
+    }
+    let expected = suggest::expected_in(tail);
+    match did_you_mean(name, expected.iter().copied().chain(extra.iter().copied())) {
+        Some(hint) => format!("unknown field `{name}`{hint}{tail}"),
+        None => message,
+    }
+}
+
 fn syntax_error_line(message: &str) -> Option<usize> {
     let re = regex::Regex::new(r"line (\d+)").ok()?;
     re.captures(message)?.get(1)?.as_str().parse().ok()
@@ -534,24 +760,23 @@ fn syntax_error_line(message: &str) -> Option<usize> {
 
 fn finish(files: Vec<FileItems>, mut errors: Vec<CatalogError>) -> Result<Catalog, CatalogErrors> {
     let mut catalog = Catalog::default();
-    // Where each merged item came from: (file index, index in that file's list).
-    let mut origins: Vec<(Section, usize, usize)> = Vec::new();
-    for (fi, file) in files.iter().enumerate() {
-        for (i, p) in &file.probes {
-            catalog.probes.push(p.clone());
-            origins.push((Section::Probes, fi, *i));
-        }
-        for (i, s) in &file.slos {
-            catalog.slos.push(s.clone());
-            origins.push((Section::Slos, fi, *i));
-        }
-        for (i, g) in &file.gates {
-            catalog.gates.push(g.clone());
-            origins.push((Section::Gates, fi, *i));
-        }
-        for (i, c) in &file.components {
-            catalog.components.push(c.clone());
-            origins.push((Section::Components, fi, *i));
+    // Where each merged item came from: (section, file index, its place).
+    let mut origins: Vec<(Section, usize, &At)> = Vec::new();
+    // Sections in order within each file, as written.
+    for section in Section::ALL {
+        for (fi, file) in files.iter().enumerate() {
+            for (s, at, item) in &file.items {
+                if *s != section {
+                    continue;
+                }
+                match item {
+                    Item::Probe(p) => catalog.probes.push((**p).clone()),
+                    Item::Slo(x) => catalog.slos.push(x.clone()),
+                    Item::Gate(g) => catalog.gates.push(g.clone()),
+                    Item::Component(c) => catalog.components.push(c.clone()),
+                }
+                origins.push((section, fi, at));
+            }
         }
     }
     let origin = |r: ItemRef| {
@@ -559,23 +784,14 @@ fn finish(files: Vec<FileItems>, mut errors: Vec<CatalogError>) -> Result<Catalo
             .iter()
             .filter(|(s, _, _)| *s == r.section)
             .nth(r.index)
-            .map(|(_, fi, i)| (&files[*fi], *i))
+            .map(|(_, fi, at)| (&files[*fi], *at))
     };
     for (item, rel, message) in validate(&catalog) {
-        let Some((file, i)) = origin(item) else {
+        let Some((file, at)) = origin(item) else {
             continue;
         };
-        let path: Vec<Seg> = [Seg::Key(item.section.key().into()), Seg::Index(i)]
-            .into_iter()
-            .chain(rel)
-            .collect();
-        errors.push(CatalogError {
-            file: file.file.clone(),
-            line: file.map.line(&path),
-            item: item_id(&catalog, item),
-            path: render_path(&path),
-            message,
-        });
+        let path: Vec<Seg> = at.base.iter().cloned().chain(rel).collect();
+        errors.push(file.error(&path, item_id(&catalog, item), message, at.context.clone()));
     }
     if errors.is_empty() {
         Ok(catalog)

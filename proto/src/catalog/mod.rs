@@ -5,9 +5,14 @@
 mod endpoints;
 pub mod kinds;
 mod load;
+pub mod modules;
+pub mod ownership;
+pub mod print;
 pub mod reference;
 pub mod schema;
 pub mod source_map;
+pub mod sources;
+pub mod suggest;
 pub mod template;
 mod validate;
 
@@ -30,6 +35,7 @@ pub use load::{
 };
 pub use reference::{REFERENCE_PATH, reference_markdown};
 pub use schema::{SCHEMA_PATH, json_schema, json_schema_text};
+pub use sources::expand_sources;
 
 /// A loaded and validated catalog (possibly merged from several files).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -80,7 +86,16 @@ pub struct ProbeCommon {
     #[serde(with = "humantime_serde", default = "default_timeout")]
     #[schemars(with = "HumanDuration")]
     pub timeout: Duration,
-    /// Free-form string labels kept with the probe.
+    /// The team or person who owns the probe (e.g. `team-identity`):
+    /// alert routing and the runbook (`authpulse docs`) name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// An http(s) link to what to do when the probe fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+    /// Free string labels (Prometheus label names, at most 16, none of the
+    /// names authpulse sets itself such as `slo` or `severity`): shown in
+    /// the runbook and on the probe's results in the API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -92,6 +107,8 @@ pub(crate) const COMMON_KEYS: &[&str] = &[
     "regions",
     "interval",
     "timeout",
+    "owner",
+    "runbook_url",
     "labels",
 ];
 
@@ -133,6 +150,21 @@ impl ProbeDef {
     /// The wire form (one JSON object, `kind` plus all fields), parsed back
     /// with [`probe_from_json`].
     pub fn to_json(&self) -> String {
+        serde_json::Value::Object(self.to_map()).to_string()
+    }
+
+    /// What an agent is sent: [`to_json`](Self::to_json) without the
+    /// ownership keys, which only the coordinator reads (so agents older
+    /// than those keys still accept every assignment).
+    pub fn to_wire_json(&self) -> String {
+        let mut obj = self.to_map();
+        obj.remove("owner");
+        obj.remove("runbook_url");
+        serde_json::Value::Object(obj).to_string()
+    }
+
+    /// The probe as one JSON object: the common keys and its kind's body.
+    pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut obj = match serde_json::to_value(&self.common) {
             Ok(serde_json::Value::Object(m)) => m,
             _ => serde_json::Map::new(),
@@ -140,7 +172,7 @@ impl ProbeDef {
         if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&self.spec) {
             obj.extend(m);
         }
-        serde_json::Value::Object(obj).to_string()
+        obj
     }
 }
 
@@ -468,6 +500,20 @@ pub struct SloDef {
     #[serde(default, skip_serializing_if = "SloAlerting::is_default")]
     #[schemars(!skip_serializing_if)]
     pub alerting: SloAlerting,
+    /// The team or person who owns the SLO; absent: the owner its probes
+    /// share, if they all have the same one. Alerts carry it as the label
+    /// `owner`, and PagerDuty routing can pick a routing key by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// An http(s) link to the runbook: the `runbook_url` annotation of the
+    /// SLO's alerts; absent: the one its probes share, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+    /// Free string labels (Prometheus label names, at most 16, none that
+    /// authpulse sets itself): added to the SLO's alerts, its PagerDuty
+    /// events' custom details, and its `authpulse_slo_*` series.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     #[serde(skip)]
     pub source: Option<SourceLoc>,
 }
@@ -661,6 +707,16 @@ pub struct GateDef {
     /// What a stale SLO does: `fail` blocks the gate, `pass` ignores it.
     #[serde(default)]
     pub on_stale: OnStale,
+    /// The team or person who owns the gate (shown in its decision and the
+    /// runbook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// An http(s) link to what to do when the gate blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+    /// Free string labels, as for SLOs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     #[serde(skip)]
     pub source: Option<SourceLoc>,
 }

@@ -432,6 +432,9 @@ impl Renderer<'_> {
             ("SLOs (`slos`)", "SloDef"),
             ("Gates (`gates`)", "GateDef"),
             ("Components (`components`)", "ComponentDef"),
+            ("Modules (`modules`)", "ModuleDef"),
+            ("Module parameters (`modules[].params.NAME`)", "ParamDef"),
+            ("Uses of modules (`uses`)", "UseDef"),
         ] {
             let _ = writeln!(self.out, "## {title}\n");
             let def = self.def(name).cloned().unwrap_or_default();

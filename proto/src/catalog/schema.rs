@@ -68,6 +68,64 @@ pub struct CatalogFile {
     gates: Option<Vec<GateDef>>,
     /// Status-page components; none = one component per SLO.
     components: Option<Vec<ComponentDef>>,
+    /// Reusable, parameterised sets of probes, SLOs, gates and components.
+    modules: Option<Vec<ModuleDef>>,
+    /// Instances of modules, each with its parameter values.
+    uses: Option<Vec<UseDef>>,
+}
+
+/// A module: probes, SLOs, gates and components written once with
+/// `{{ params.NAME }}` references, instantiated by `uses` entries (from any
+/// file of the catalog). Its items are checked after expansion, exactly like
+/// written ones; their ids must come out unique, so put a parameter in them
+/// (`id: "{{ params.env }}-login"`). A value that is only a reference takes
+/// the parameter's value as is (a list of regions, a number); inside longer
+/// text it takes its text. Other templates (`{{ steps.x.y }}`) stay as they
+/// are. `authpulse validate --print` shows the expansion.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ModuleDef {
+    /// The module's id (`[a-z0-9-]`): what `uses[].module` names.
+    #[schemars(regex(pattern = ID_PATTERN))]
+    id: String,
+    /// Free text.
+    description: Option<String>,
+    /// Parameter names (`[a-z_][a-z0-9_]*`), each `{}` (required) or
+    /// `{ default: VALUE, description: TEXT }`.
+    params: Option<std::collections::BTreeMap<String, ParamDef>>,
+    /// Probes, as in `probes`, with parameter references.
+    probes: Option<Vec<Map<String, Json>>>,
+    /// SLOs, as in `slos`, with parameter references.
+    slos: Option<Vec<Map<String, Json>>>,
+    /// Gates, as in `gates`, with parameter references.
+    gates: Option<Vec<Map<String, Json>>>,
+    /// Components, as in `components`, with parameter references.
+    components: Option<Vec<Map<String, Json>>>,
+}
+
+/// One module parameter.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ParamDef {
+    /// The value when a use gives none; absent: every use must give one.
+    default: Option<Json>,
+    /// Free text.
+    description: Option<String>,
+}
+
+/// One instance of a module.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct UseDef {
+    /// The id of the module to instantiate.
+    module: String,
+    /// Parameter values; every parameter without a default needs one.
+    with: Option<Map<String, Json>>,
+    /// Free text.
+    description: Option<String>,
 }
 
 fn schema(value: Json) -> Schema {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::kinds::{Issues, Validate, check_regex, check_tls, check_url};
+use super::ownership;
 use super::source_map::Seg;
 use super::{
     Budgeting, Catalog, HttpSpec, JourneySpec, KindSpec, OidcDiscoverySpec, Window, template,
@@ -18,6 +19,13 @@ pub enum Section {
 }
 
 impl Section {
+    pub const ALL: [Section; 4] = [
+        Section::Probes,
+        Section::Slos,
+        Section::Gates,
+        Section::Components,
+    ];
+
     pub fn key(self) -> &'static str {
         match self {
             Section::Probes => "probes",
@@ -134,11 +142,22 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
         for (path, msg) in validate_kind(&p.spec) {
             push(s, i, path, msg);
         }
+        for (path, msg) in ownership::check(p.owner.as_deref(), p.runbook_url.as_deref(), &p.labels)
+        {
+            push(s, i, path, msg);
+        }
     }
 
     let mut seen_slo: HashMap<&str, usize> = HashMap::new();
     for (i, slo) in catalog.slos.iter().enumerate() {
         let s = Section::Slos;
+        for (path, msg) in ownership::check(
+            slo.owner.as_deref(),
+            slo.runbook_url.as_deref(),
+            &slo.labels,
+        ) {
+            push(s, i, path, msg);
+        }
         if !valid_id(&slo.id) {
             push(
                 s,
@@ -347,6 +366,13 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
     let mut seen_gate: HashMap<&str, usize> = HashMap::new();
     for (i, gate) in catalog.gates.iter().enumerate() {
         let s = Section::Gates;
+        for (path, msg) in ownership::check(
+            gate.owner.as_deref(),
+            gate.runbook_url.as_deref(),
+            &gate.labels,
+        ) {
+            push(s, i, path, msg);
+        }
         if seen_gate.insert(&gate.id, i).is_some() {
             push(
                 s,
