@@ -516,6 +516,7 @@ async fn evaluate_slos(
         match slo::evaluate(&store, &snapshot.catalog, now).await {
             Ok(statuses) => {
                 slo::export_gauges(&statuses);
+                alerting::routing::export_slo_info(&snapshot.catalog);
                 if !leading {
                     if let Err(e) = alerter.follow().await {
                         tracing::warn!(error = %e, "reading the leader's alert state failed");

@@ -142,6 +142,15 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub async fn start(dir: &std::path::Path) -> Alertmanager {
+        Alertmanager::start_with_config(
+            dir,
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        )
+        .await
+    }
+
+    /// With its own `alertmanager.yml` (a routing tree, receivers).
+    pub async fn start_with_config(dir: &std::path::Path, config_yaml: &str) -> Alertmanager {
         let bin = std::env::var("AUTHPULSE_TEST_ALERTMANAGER")
             .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
         assert!(
@@ -149,11 +158,7 @@ impl Alertmanager {
             "Alertmanager is not installed at {bin}: run tests/run (it installs prometheus-alertmanager)"
         );
         let config = dir.join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-        )
-        .expect("alertmanager config");
+        std::fs::write(&config, config_yaml).expect("alertmanager config");
         let port = crate::fleet::free_port();
         let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
         let child = Command::new(bin)

@@ -420,3 +420,84 @@ fn schema_and_reference_print_the_committed_files() {
     let out = authpulse(&["docs", "--schema", "--catalog", "x.yaml"], &[]);
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
+
+/// With ownership set (through a module, from a directory), the runbook
+/// names each item's owner and runbook link, an SLO without its own owner
+/// shows its probes', and the Owners index lists what each team owns.
+#[test]
+fn owners_and_runbook_links_make_it_a_runbook() {
+    let dir = TempDir::new("ap-docs-owners");
+    std::fs::create_dir_all(dir.path().join("catalog.d")).expect("dir");
+    write(
+        &dir,
+        "catalog.d/modules.yaml",
+        r#"modules:
+  - id: login
+    params: { env: {}, team: { default: team-identity } }
+    probes:
+      - id: "{{ params.env }}-login"
+        kind: http
+        url: "https://{{ params.env }}.idp.example/health"
+        owner: "{{ params.team }}"
+        runbook_url: "https://runbooks.example/login#{{ params.env }}"
+    slos:
+      - id: "{{ params.env }}-login"
+        probes: ["{{ params.env }}-login"]
+        objective: 99.9
+        window: 28d
+        labels: { env: "{{ params.env }}" }
+"#,
+    );
+    write(
+        &dir,
+        "catalog.d/uses.yaml",
+        "uses:\n  - module: login\n    with: { env: prod }\n  - module: login\n    with: { env: dev, team: team-dev }\n\
+         gates:\n  - id: deploy\n    slos: [prod-login]\n    block_when: [page_alert]\n    owner: team-release\n    \
+         runbook_url: https://runbooks.example/deploy-gate\n",
+    );
+    let catalog_dir = dir.path().join("catalog.d").display().to_string();
+    let r = authpulse(&["docs", &catalog_dir], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let md = r.stdout;
+    assert!(md.contains("## Owners"), "{md}");
+    assert!(
+        md.contains("| team-identity | [`prod-login`](#probe-prod-login) | [`prod-login`](#slo-prod-login) | — |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| team-release | — | — | [`deploy`](#gate-deploy) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| runbook | [https://runbooks.example/login#dev](<https://runbooks.example/login#dev>) (from its probes) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| owner | team-dev (from its probes) |"),
+        "{md}"
+    );
+    assert!(md.contains("| labels | `env=prod` |"), "{md}");
+
+    // `validate --print` shows the same expansion as a catalog file.
+    let r = authpulse(&["validate", "--catalog", &catalog_dir, "--print"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("ok: 2 probe(s), 2 SLO(s), 1 gate(s) in 2 file(s)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("id: dev-login") && !r.stdout.contains("params."),
+        "{}",
+        r.stdout
+    );
+    let printed = write(&dir, "printed.yaml", &r.stdout);
+    let r = authpulse(&["validate", &printed], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // No catalog at all is a usage error, not a crash or an empty runbook.
+    let r = authpulse(&["docs"], &[]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("no catalog given"), "{}", r.stderr);
+}

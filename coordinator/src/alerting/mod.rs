@@ -9,6 +9,7 @@
 //! A little over 800 lines: the alert state machine (rules, firing,
 //! silences, escalations) is one concept; delivery is in `notify`.
 pub mod notify;
+pub mod routing;
 mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -348,8 +349,14 @@ pub struct AlertingConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutyConfig {
-    /// File holding the Events v2 integration (routing) key.
-    pub routing_key_file: PathBuf,
+    /// File holding the Events v2 integration (routing) key for alerts no
+    /// route matches; without it, those alerts are not sent to PagerDuty.
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
+    /// Per-team services: the first route whose `match` labels (and
+    /// `owner`) all equal the SLO's picks the routing key.
+    #[serde(default)]
+    pub routes: Vec<routing::PagerDutyRoute>,
     /// The Events v2 enqueue URL.
     #[serde(default = "notify::default_pagerduty_url")]
     pub url: String,
@@ -367,6 +374,10 @@ pub struct WebhookConfig {
 
 /// Registers the alerting metrics' descriptions (HELP lines).
 pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        routing::SLO_INFO,
+        "1 per SLO with its owner and catalog labels, for joins on `slo`; a label set a catalog change replaced is 0"
+    );
     metrics::describe_gauge!(
         "authpulse_slo_alert_firing",
         "1 while the burn-rate alert of `severity` (page, ticket) fires for `slo`, else 0"
@@ -526,7 +537,8 @@ impl Alerter {
                     set_gauge(&f.alert, 0.0);
                 }
             }
-            self.notifiers.send(&event);
+            self.notifiers
+                .send(&event, routing::Routing::of(catalog, &f.alert.slo));
         }
         Ok(())
     }
@@ -579,7 +591,8 @@ impl Alerter {
             if !held.contains(&(f.alert.slo.clone(), f.alert.severity.as_str().to_string()))
                 || matches!(event, Event::Resolve { .. })
             {
-                self.notifiers.send(&event);
+                self.notifiers
+                    .send(&event, routing::Routing::of(catalog, &f.alert.slo));
             } else {
                 tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
                     "notification held back: alert silenced or acknowledged");

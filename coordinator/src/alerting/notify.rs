@@ -4,8 +4,9 @@
 //! events reach each receiver in order. 429 and 5xx answers (and connection
 //! errors) are retried with exponential backoff, [`MAX_TRIES`] times,
 //! waiting longer when the receiver's `Retry-After` asks for it.
-//! Secrets (routing key, HMAC secret) are read from files at start and
-//! never logged.
+//! Secrets (routing keys, HMAC secret) are read from files at start and
+//! never logged. Each event travels with its SLO's [`Routing`] (owner,
+//! runbook, labels) so receivers can route per team.
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +14,10 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::routing::Routing;
 use super::{AlertingConfig, Event, Severity};
 use crate::clock::rfc3339_ms;
 
@@ -54,8 +59,22 @@ impl Secret {
 #[derive(Clone, Debug)]
 enum Kind {
     Alertmanager,
-    PagerDuty { routing_key: Secret },
-    Webhook { secret: Option<Secret> },
+    PagerDuty {
+        /// For alerts no route matches; none: those are not sent.
+        default_key: Option<Secret>,
+        /// (route, its key), first match wins.
+        routes: Vec<(super::routing::PagerDutyRoute, Secret)>,
+    },
+    Webhook {
+        secret: Option<Secret>,
+    },
+}
+
+/// An event and the routing of its SLO at the time it was raised.
+#[derive(Clone, Debug)]
+struct Notice {
+    event: Event,
+    routing: Arc<Routing>,
 }
 
 #[derive(Clone, Debug)]
@@ -76,7 +95,7 @@ fn check_url(url: &str, what: &str) -> anyhow::Result<()> {
 
 /// The queues of the configured notifiers.
 pub struct Dispatch {
-    queues: Vec<(bool, mpsc::UnboundedSender<Event>)>,
+    queues: Vec<(bool, mpsc::UnboundedSender<Notice>)>,
 }
 
 impl Dispatch {
@@ -93,11 +112,32 @@ impl Dispatch {
         }
         if let Some(pd) = &config.pagerduty {
             check_url(&pd.url, "alerting.pagerduty.url")?;
+            anyhow::ensure!(
+                pd.routing_key_file.is_some() || !pd.routes.is_empty(),
+                "alerting.pagerduty: set routing_key_file, routes, or both"
+            );
+            let default_key = match &pd.routing_key_file {
+                Some(f) => Some(Secret::read(f, "the PagerDuty routing key")?),
+                None => None,
+            };
+            let mut routes = Vec::new();
+            for (i, r) in pd.routes.iter().enumerate() {
+                anyhow::ensure!(
+                    !r.matchers.is_empty(),
+                    "alerting.pagerduty.routes[{i}]: `match` needs at least one label"
+                );
+                let key = Secret::read(
+                    &r.routing_key_file,
+                    &format!("the routing key of alerting.pagerduty.routes[{i}]"),
+                )?;
+                routes.push((r.clone(), key));
+            }
             notifiers.push(Notifier {
                 name: "pagerduty",
                 url: pd.url.clone(),
                 kind: Kind::PagerDuty {
-                    routing_key: Secret::read(&pd.routing_key_file, "the PagerDuty routing key")?,
+                    default_key,
+                    routes,
                 },
             });
         }
@@ -130,13 +170,18 @@ impl Dispatch {
         Ok(Dispatch { queues })
     }
 
-    /// Queues `event` for every notifier (re-sends only for Alertmanager).
-    pub fn send(&self, event: &Event) {
+    /// Queues `event` for every notifier (re-sends only for Alertmanager),
+    /// with its SLO's `routing`.
+    pub fn send(&self, event: &Event, routing: Routing) {
+        let routing = Arc::new(routing);
         for (wants_resend, tx) in &self.queues {
             if matches!(event, Event::Resend(_)) && !wants_resend {
                 continue;
             }
-            let _ = tx.send(event.clone());
+            let _ = tx.send(Notice {
+                event: event.clone(),
+                routing: routing.clone(),
+            });
         }
     }
 }
@@ -145,16 +190,49 @@ async fn deliver_all(
     n: Notifier,
     client: reqwest::Client,
     generator_url: String,
-    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut rx: mpsc::UnboundedReceiver<Notice>,
 ) {
-    while let Some(event) = rx.recv().await {
+    // PagerDuty: the key each open incident was triggered with, so its
+    // resolve reaches the same service even if the routing changed since.
+    let mut triggered_with: HashMap<String, Option<usize>> = HashMap::new();
+    while let Some(Notice { event, routing }) = rx.recv().await {
         let (body, signature) = match &n.kind {
-            Kind::Alertmanager => (alertmanager_body(&event, &generator_url), None),
-            Kind::PagerDuty { routing_key } => {
-                (pagerduty_body(&event, &routing_key.0, &generator_url), None)
+            Kind::Alertmanager => (alertmanager_body(&event, &routing, &generator_url), None),
+            Kind::PagerDuty {
+                default_key,
+                routes,
+            } => {
+                let dedup = dedup_key(&event.firing().alert);
+                let route = match &event {
+                    Event::Resolve { .. } => triggered_with
+                        .remove(&dedup)
+                        .unwrap_or_else(|| routes.iter().position(|(r, _)| r.matches(&routing))),
+                    _ => {
+                        let r = routes.iter().position(|(r, _)| r.matches(&routing));
+                        triggered_with.insert(dedup, r);
+                        r
+                    }
+                };
+                let key = match route {
+                    Some(i) => routes.get(i).map(|(_, k)| k),
+                    None => default_key.as_ref(),
+                };
+                let Some(key) = key else {
+                    metrics::counter!("authpulse_coordinator_notifications_total",
+                        "notifier" => n.name, "result" => "unrouted")
+                    .increment(1);
+                    tracing::warn!(notifier = n.name, slo = %event.firing().alert.slo,
+                        owner = routing.owner.as_deref().unwrap_or(""),
+                        "no PagerDuty route matches and there is no default routing key; not sent");
+                    continue;
+                };
+                (
+                    pagerduty_body(&event, &routing, &key.0, &generator_url),
+                    None,
+                )
             }
             Kind::Webhook { secret } => {
-                let body = webhook_body(&event, &generator_url);
+                let body = webhook_body(&event, &routing, &generator_url);
                 let sig = secret
                     .as_ref()
                     .map(|s| signature(s.0.as_bytes(), body.as_bytes()));
@@ -314,9 +392,9 @@ fn description(event: &Event) -> String {
 }
 
 /// Alertmanager API v2 `POST /api/v2/alerts` body (a list of one alert).
-pub fn alertmanager_body(event: &Event, generator_url: &str) -> String {
+pub fn alertmanager_body(event: &Event, routing: &Routing, generator_url: &str) -> String {
     let f = event.firing();
-    let labels = if f.alert.is_escalation() {
+    let mut labels = if f.alert.is_escalation() {
         json!({
             "alertname": ESCALATION_ALERTNAME,
             "slo": f.alert.slo,
@@ -330,13 +408,30 @@ pub fn alertmanager_body(event: &Event, generator_url: &str) -> String {
             "severity": f.alert.severity.as_str(),
         })
     };
+    // Catalog labels never shadow ours: names authpulse sets are refused
+    // at load, and ours are written last anyway.
+    let mut all = serde_json::Map::new();
+    for (k, v) in &routing.labels {
+        all.insert(k.clone(), json!(v));
+    }
+    if let Some(o) = &routing.owner {
+        all.insert("owner".into(), json!(o));
+    }
+    if let Value::Object(ours) = labels.take() {
+        all.extend(ours);
+    }
+    let labels = Value::Object(all);
+    let mut annotations = json!({
+        "summary": summary(event),
+        "description": description(event),
+        "rule": f.alert.rule,
+    });
+    if let Some(u) = &routing.runbook_url {
+        annotations["runbook_url"] = json!(u);
+    }
     let mut alert = json!({
         "labels": labels,
-        "annotations": {
-            "summary": summary(event),
-            "description": description(event),
-            "rule": f.alert.rule,
-        },
+        "annotations": annotations,
         "startsAt": rfc3339_ms(f.started_ms),
         "generatorURL": generator_url,
     });
@@ -354,7 +449,12 @@ fn dedup_key(a: &super::Alert) -> String {
 }
 
 /// PagerDuty Events v2 body: trigger with a payload, resolve by `dedup_key`.
-pub fn pagerduty_body(event: &Event, routing_key: &str, generator_url: &str) -> String {
+pub fn pagerduty_body(
+    event: &Event,
+    routing: &Routing,
+    routing_key: &str,
+    generator_url: &str,
+) -> String {
     let a = &event.firing().alert;
     let mut body = json!({
         "routing_key": routing_key,
@@ -381,15 +481,24 @@ pub fn pagerduty_body(event: &Event, routing_key: &str, generator_url: &str) -> 
                     "burn_rates": a.burn_rates(),
                     "factor": a.factor,
                     "description": description(event),
+                    "owner": routing.owner,
+                    "labels": routing.labels,
+                    "runbook_url": routing.runbook_url,
                 },
             });
+            if let Some(o) = &routing.owner {
+                body["payload"]["group"] = json!(o);
+            }
+            if let Some(u) = &routing.runbook_url {
+                body["links"] = json!([{ "href": u, "text": "Runbook" }]);
+            }
         }
     }
     body.to_string()
 }
 
 /// The webhook's JSON body.
-pub fn webhook_body(event: &Event, generator_url: &str) -> String {
+pub fn webhook_body(event: &Event, routing: &Routing, generator_url: &str) -> String {
     let f = event.firing();
     let a = &f.alert;
     let mut body: Value = json!({
@@ -402,6 +511,9 @@ pub fn webhook_body(event: &Event, generator_url: &str) -> String {
         "summary": summary(event),
         "started_at": rfc3339_ms(f.started_ms),
         "generator_url": generator_url,
+        "owner": routing.owner,
+        "runbook_url": routing.runbook_url,
+        "labels": routing.labels,
     });
     if let Event::Resolve { ended_ms, .. } = event {
         body["ended_at"] = json!(rfc3339_ms(*ended_ms));
@@ -454,8 +566,13 @@ mod tests {
 
     #[test]
     fn pagerduty_trigger_and_resolve() {
-        let t: Value = serde_json::from_str(&pagerduty_body(&Event::Fire(firing()), "KEY", "u"))
-            .expect("json");
+        let t: Value = serde_json::from_str(&pagerduty_body(
+            &Event::Fire(firing()),
+            &Routing::default(),
+            "KEY",
+            "u",
+        ))
+        .expect("json");
         assert_eq!(t["routing_key"], "KEY");
         assert_eq!(t["event_action"], "trigger");
         assert_eq!(t["dedup_key"], "authpulse/idp/page");
@@ -467,6 +584,7 @@ mod tests {
                 firing: firing(),
                 ended_ms: 1000,
             },
+            &Routing::default(),
             "KEY",
             "u",
         ))
@@ -482,6 +600,7 @@ mod tests {
                 firing: firing(),
                 ended_ms: 1000,
             },
+            &Routing::default(),
             "http://c/api/v1/alerts",
         ))
         .expect("json");
@@ -499,16 +618,27 @@ mod tests {
             started_ms: 0,
             last_sent_ms: 0,
         };
-        let am: Value =
-            serde_json::from_str(&alertmanager_body(&Event::Fire(f.clone()), "u")).expect("json");
+        let am: Value = serde_json::from_str(&alertmanager_body(
+            &Event::Fire(f.clone()),
+            &Routing::default(),
+            "u",
+        ))
+        .expect("json");
         assert_eq!(am[0]["labels"]["rule"], "escalation");
         assert_eq!(am[0]["labels"]["alertname"], ESCALATION_ALERTNAME);
         assert_eq!(am[0]["labels"]["severity"], "page");
-        let pd: Value =
-            serde_json::from_str(&pagerduty_body(&Event::Fire(f.clone()), "K", "u")).expect("json");
+        let pd: Value = serde_json::from_str(&pagerduty_body(
+            &Event::Fire(f.clone()),
+            &Routing::default(),
+            "K",
+            "u",
+        ))
+        .expect("json");
         assert_eq!(pd["dedup_key"], "authpulse/authz/escalation");
         assert_eq!(pd["payload"]["class"], "privilege_escalation");
-        let wh: Value = serde_json::from_str(&webhook_body(&Event::Fire(f), "u")).expect("json");
+        let wh: Value =
+            serde_json::from_str(&webhook_body(&Event::Fire(f), &Routing::default(), "u"))
+                .expect("json");
         assert_eq!(wh["rule"], "escalation");
         assert_eq!(wh["burn_rates"], json!({}));
     }

@@ -60,6 +60,12 @@ fn gate_section(doc: &mut Doc, catalog: &Catalog, g: &GateDef) {
         }
     }
     doc.table_head(&["field", "value"]);
+    super::owners::rows(
+        doc,
+        g.owner.as_deref().map(|o| (o, false)),
+        g.runbook_url.as_deref().map(|u| (u, false)),
+        &g.labels,
+    );
     doc.row(&[
         "SLOs".into(),
         g.slos

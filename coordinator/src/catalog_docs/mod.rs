@@ -4,7 +4,7 @@
 //! objective, window, budgeting and the burn-rate alert table the alerter
 //! really uses ([`crate::alerting::RULES`] and [`crate::alerting::factor`]),
 //! every gate's conditions, the status-page components and the secrets the
-//! agents must hold. Secret values never appear: references show as
+//! agents must hold; who owns each item and where its runbook is. Secret values never appear: references show as
 //! `secret: NAME`, inline credentials as "inline value, not shown", and
 //! header values only when they are references. The output depends on the
 //! catalog and the file names alone (catalog order for lists, sorted maps,
@@ -13,6 +13,7 @@
 //! Markdown helpers the sections share; the sections are in `probes.rs`,
 //! `slos.rs`, `gates.rs` (with the components) and `secrets.rs`.
 mod gates;
+mod owners;
 mod probes;
 mod secrets;
 mod slos;
@@ -34,6 +35,7 @@ pub fn render(catalog: &Catalog, sources: &[String]) -> String {
     let mut doc = Doc::default();
     header(&mut doc, catalog, sources);
     contents(&mut doc, catalog);
+    owners::owners(&mut doc, catalog);
     probes(&mut doc, catalog, &usage);
     slos(&mut doc, catalog, &usage);
     gates(&mut doc, catalog);
@@ -159,6 +161,7 @@ fn count(n: usize, one: &str, many: &str) -> String {
 fn contents(doc: &mut Doc, catalog: &Catalog) {
     doc.line("## Contents");
     doc.blank();
+    doc.line("- [Owners](#owners)");
     doc.line("- [Probes](#probes)");
     for p in &catalog.probes {
         doc.line(format!("  - [{}](#{})", code(&p.id), probe_anchor(&p.id)));

@@ -60,14 +60,12 @@ fn probe_section(doc: &mut Doc, p: &ProbeDef, usage: &Usage) {
     doc.row(&["regions".into(), regions(p)]);
     doc.row(&["interval".into(), duration(p.interval)]);
     doc.row(&["timeout".into(), duration(p.timeout)]);
-    if !p.labels.is_empty() {
-        let labels: Vec<String> = p
-            .labels
-            .iter()
-            .map(|(k, v)| code(&format!("{k}={v}")))
-            .collect();
-        doc.row(&["labels".into(), labels.join(", ")]);
-    }
+    super::owners::rows(
+        doc,
+        p.owner.as_deref().map(|o| (o, false)),
+        p.runbook_url.as_deref().map(|u| (u, false)),
+        &p.labels,
+    );
     let creds = credentials(&p.spec);
     if !creds.is_empty() {
         doc.row(&["credentials".into(), creds.join("<br>")]);

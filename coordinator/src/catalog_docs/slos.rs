@@ -71,6 +71,14 @@ fn slo_section(doc: &mut Doc, catalog: &Catalog, s: &SloDef, usage: &Usage) {
     }
     let allowed = (100.0 - s.objective) / 100.0;
     doc.table_head(&["field", "value"]);
+    super::owners::rows(
+        doc,
+        catalog.slo_owner(s).map(|o| (o, s.owner.is_none())),
+        catalog
+            .slo_runbook_url(s)
+            .map(|u| (u, s.runbook_url.is_none())),
+        &s.labels,
+    );
     doc.row(&[
         "probes".into(),
         s.probes
