@@ -91,6 +91,8 @@ pub struct ApiState {
     pub feed_cache: Arc<crate::statuspage::FeedCache>,
     /// The deadline on each request's store work (see [`crate::http_server::StorageGuard`]).
     pub storage: Arc<crate::http_server::StorageGuard>,
+    /// The status feed's name and public URL.
+    pub status_page: Arc<crate::statuspage::StatusPageConfig>,
 }
 
 /// Request bodies larger than this are refused (413) on every route: the

@@ -668,6 +668,7 @@ pub fn catalog_diff(old: &Catalog, new: &Catalog) -> serde_json::Value {
         "slos": section(&old.slos, &new.slos, |s| s.id.as_str(), ser),
         "gates": section(&old.gates, &new.gates, |g| g.id.as_str(), ser),
         "components": section(&old.components, &new.components, |c| c.id.as_str(), ser),
+        "maintenances": section(&old.maintenances, &new.maintenances, |m| m.id.as_str(), ser),
     })
 }
 

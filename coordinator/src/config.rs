@@ -67,6 +67,9 @@ pub struct CoordinatorConfig {
     /// Where burn-rate alerts are sent (see `alerting`).
     #[serde(default)]
     pub alerting: crate::alerting::AlertingConfig,
+    /// The public status feed's name and URL.
+    #[serde(default)]
+    pub status_page: crate::statuspage::StatusPageConfig,
     /// The append-only, hash-chained audit log (JSON lines); default
     /// `<data_dir>/audit.jsonl`.
     #[serde(default)]
@@ -180,6 +183,7 @@ impl Default for CoordinatorConfig {
             insecure: false,
             fleet: crate::fleet::FleetConfig::default(),
             alerting: crate::alerting::AlertingConfig::default(),
+            status_page: Default::default(),
             audit_log: None,
             api: crate::api_access::ApiConfig::default(),
             http: HttpConfig::default(),
@@ -210,6 +214,8 @@ pub enum ConfigError {
     RetentionTooShort(String),
     #[error("http: {0}")]
     Http(String),
+    #[error("{0}")]
+    StatusPage(String),
 }
 
 impl CoordinatorConfig {
@@ -319,6 +325,7 @@ impl CoordinatorConfig {
                 "storage_timeout must be at least 100ms".into(),
             ));
         }
+        self.status_page.check().map_err(ConfigError::StatusPage)?;
         Ok(())
     }
 }

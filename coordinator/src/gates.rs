@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use authpulse_proto::catalog::{BlockWhen, Catalog, GateDef, OnStale, SloDef, Window};
+use authpulse_proto::catalog::{
+    BlockWhen, Catalog, GateDef, MaintenanceGates, OnStale, SloDef, Window,
+};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -255,6 +257,7 @@ pub async fn evaluate(
         notes: Vec::new(),
         slos: Vec::new(),
     };
+    let in_maintenance = catalog.slos_in_maintenance(now_ms);
     for id in &gate.slos {
         let Some(def) = defs.iter().find(|d| &d.id == id) else {
             // Validation rules this out; a gate must still never pass on it.
@@ -281,14 +284,34 @@ pub async fn evaluate(
             .iter()
             .map(|c| check(c, status.as_ref(), &windowed, id, escalation, now_ms))
             .collect();
-        if let Some(why) = &stale {
-            match gate.on_stale {
-                OnStale::Fail => out.reasons.push(format!("{id}: {why} (on_stale: fail)")),
-                OnStale::Pass => out.notes.push(format!("{id}: {why} (on_stale: pass)")),
+        let maintenance = in_maintenance.get(id.as_str());
+        let judged = match maintenance {
+            Some(m) if m.gates == MaintenanceGates::Block => {
+                out.reasons.push(format!(
+                    "{id}: scheduled maintenance `{}` in progress until {} (gates: block)",
+                    m.id, m.ends
+                ));
+                true
             }
-        }
-        for c in checks.iter().filter(|c| c.blocks) {
-            out.reasons.push(format!("{id}: {}", c.detail));
+            Some(m) if m.gates == MaintenanceGates::Ignore => {
+                out.notes.push(format!(
+                    "{id}: not judged: scheduled maintenance `{}` in progress until {} (gates: ignore)",
+                    m.id, m.ends
+                ));
+                false
+            }
+            _ => true,
+        };
+        if judged {
+            if let Some(why) = &stale {
+                match gate.on_stale {
+                    OnStale::Fail => out.reasons.push(format!("{id}: {why} (on_stale: fail)")),
+                    OnStale::Pass => out.notes.push(format!("{id}: {why} (on_stale: pass)")),
+                }
+            }
+            for c in checks.iter().filter(|c| c.blocks) {
+                out.reasons.push(format!("{id}: {}", c.detail));
+            }
         }
         out.slos.push(GateSlo {
             id: id.clone(),

@@ -68,9 +68,18 @@ pub struct CatalogSnapshot {
 /// reload changed anything (source locations excluded).
 pub(crate) fn canonical(catalog: &Catalog) -> String {
     let probes: Vec<String> = catalog.probes.iter().map(|p| p.to_json()).collect();
-    // Components only when there are some, so catalogs without them keep
-    // the version they had before components existed.
-    if catalog.components.is_empty() {
+    // Components (and maintenances) only when there are some, so catalogs
+    // without them keep the version they had before those existed.
+    if !catalog.maintenances.is_empty() {
+        serde_json::to_string(&(
+            probes,
+            &catalog.slos,
+            &catalog.gates,
+            &catalog.components,
+            &catalog.maintenances,
+        ))
+        .unwrap_or_default()
+    } else if catalog.components.is_empty() {
         serde_json::to_string(&(probes, &catalog.slos, &catalog.gates)).unwrap_or_default()
     } else {
         serde_json::to_string(&(probes, &catalog.slos, &catalog.gates, &catalog.components))
@@ -365,6 +374,7 @@ async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result
         access: access.clone(),
         reloader: (!config.catalog.is_empty()).then(|| reloader.clone()),
         storage: Arc::new(http_server::StorageGuard::new(config.http.storage_timeout)),
+        status_page: Arc::new(config.status_page.clone()),
     });
     let stop = shutdown.clone();
     let http_config = config.http.clone();

@@ -59,6 +59,7 @@ async fn health_readiness_metrics_and_404() {
         slo_cache: Default::default(),
         feed_cache: Default::default(),
         storage: Default::default(),
+        status_page: Default::default(),
     };
 
     let (status, body, _) = oneshot(&state, "/healthz").await;

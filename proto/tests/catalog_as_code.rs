@@ -273,3 +273,48 @@ fn the_printed_expansion_loads_back_to_the_same_catalog() {
     };
     assert_eq!(strip(again), strip(c));
 }
+
+#[test]
+fn maintenances_are_checked() {
+    let base = "probes:\n  - id: a\n    kind: http\n    url: https://a.example\nslos:\n  - id: s\n    probes: [a]\n    objective: 99\n    window: 1d\n";
+    let m = |starts: &str, ends: &str, comps: &str| {
+        format!(
+            "{base}maintenances:\n  - id: m\n    name: Work\n    starts: \"{starts}\"\n    ends: \"{ends}\"\n    components: [{comps}]\n"
+        )
+    };
+    let c = catalog::load_str(
+        "c.yaml",
+        &m("2026-12-05T22:00:00Z", "2026-12-06T01:00:00+01:00", "s"),
+    )
+    .expect("valid");
+    let (s, e) = c.maintenances[0].window_ms().expect("window");
+    assert_eq!(e - s, 2 * 3_600_000);
+    assert_eq!(c.maintenances[0].status_at(s - 1), "scheduled");
+    assert_eq!(c.maintenances[0].status_at(s), "in_progress");
+    assert_eq!(c.maintenances[0].status_at(e), "completed");
+    assert_eq!(
+        c.slos_in_maintenance(s).keys().copied().collect::<Vec<_>>(),
+        ["s"]
+    );
+    assert!(c.slos_in_maintenance(e).is_empty());
+
+    let all = errs(&m("tomorrow", "2026-12-06T00:00:00Z", "s")).to_string();
+    assert!(
+        all.contains("c.yaml:13: `m`: maintenances[0].starts: `tomorrow` is not an RFC 3339 time"),
+        "{all}"
+    );
+    let all = errs(&m("2026-12-06T00:00:00Z", "2026-12-05T00:00:00Z", "s")).to_string();
+    assert!(
+        all.contains("maintenances[0].ends: must be after `starts`"),
+        "{all}"
+    );
+    let all = errs(&m("2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z", "s")).to_string();
+    assert!(all.contains("at most 31 days"), "{all}");
+    let all = errs(&m("2026-12-05T22:00:00Z", "2026-12-06T00:00:00Z", "login")).to_string();
+    assert!(
+        all.contains(
+            "maintenances[0].components[0]: unknown SLO (the catalog declares no components"
+        ),
+        "{all}"
+    );
+}

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use authpulse_proto::catalog::Catalog;
+use authpulse_proto::catalog::{Catalog, MaintenanceAlerts};
 use serde::{Deserialize, Serialize};
 
 use crate::slo::SloStatus;
@@ -414,6 +414,10 @@ pub struct Alerter {
     escalations: AlertBook,
     /// When an escalation result was last stored, per SLO.
     escalation_seen: BTreeMap<String, i64>,
+    /// (SLO, severity) of alerts that fired during a maintenance with
+    /// `alerts: suppress`: notified when it ends if they still fire, and
+    /// their resolve is not sent if they never were.
+    held_for_maintenance: BTreeSet<(String, &'static str)>,
     store: Store,
     notifiers: notify::Dispatch,
 }
@@ -431,6 +435,7 @@ impl Alerter {
             book: AlertBook::new(Vec::new()),
             escalations: AlertBook::new(Vec::new()),
             escalation_seen: BTreeMap::new(),
+            held_for_maintenance: BTreeSet::new(),
             store,
             notifiers,
         };
@@ -564,6 +569,9 @@ impl Alerter {
     ) -> Result<(), StoreError> {
         let events = self.book.step(active_alerts(catalog, statuses), now_ms);
         let held = self.held(now_ms).await;
+        // Scheduled maintenances with `alerts: suppress` hold back their
+        // SLOs' burn-rate notifications (escalations are never held).
+        let maintenance = catalog.slos_in_maintenance(now_ms);
         for event in events {
             let f = event.firing();
             match &event {
@@ -588,7 +596,22 @@ impl Alerter {
                     set_gauge(&f.alert, 0.0);
                 }
             }
-            if !held.contains(&(f.alert.slo.clone(), f.alert.severity.as_str().to_string()))
+            let key = (f.alert.slo.clone(), f.alert.severity.as_str());
+            let in_maintenance = maintenance
+                .get(f.alert.slo.as_str())
+                .filter(|m| m.alerts == MaintenanceAlerts::Suppress);
+            if let Event::Resolve { .. } = &event
+                && self.held_for_maintenance.remove(&key)
+            {
+                tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
+                    "alert resolved during a scheduled maintenance; it was never notified");
+            } else if let Some(m) = in_maintenance
+                && !matches!(event, Event::Resolve { .. })
+            {
+                self.held_for_maintenance.insert(key);
+                tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
+                    maintenance = %m.id, "notification held back: scheduled maintenance in progress");
+            } else if !held.contains(&(f.alert.slo.clone(), f.alert.severity.as_str().to_string()))
                 || matches!(event, Event::Resolve { .. })
             {
                 self.notifiers
@@ -597,6 +620,27 @@ impl Alerter {
                 tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
                     "notification held back: alert silenced or acknowledged");
             }
+        }
+        // Maintenances that ended: what still fires is notified now.
+        let ended: Vec<Firing> = self
+            .book
+            .firing()
+            .filter(|f| {
+                let key = (f.alert.slo.clone(), f.alert.severity.as_str());
+                self.held_for_maintenance.contains(&key)
+                    && !maintenance
+                        .get(f.alert.slo.as_str())
+                        .is_some_and(|m| m.alerts == MaintenanceAlerts::Suppress)
+            })
+            .cloned()
+            .collect();
+        for f in ended {
+            self.held_for_maintenance
+                .remove(&(f.alert.slo.clone(), f.alert.severity.as_str()));
+            tracing::warn!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
+                "scheduled maintenance over and the alert still fires: notifying");
+            let routing = routing::Routing::of(catalog, &f.alert.slo);
+            self.notifiers.send(&Event::Fire(f), routing);
         }
         self.step_escalations(catalog, now_ms).await
     }

@@ -4,6 +4,7 @@
 //! Store work runs under the storage guard: a failure answers 500 with a
 //! generic message (`storage unavailable`, `storage error`) and the details
 //! go to the log, never to the caller.
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use authpulse_proto::catalog::Catalog;
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::page::{ComponentView, PageState, firing_alerts, sync_page};
 use super::rules::indicator_description;
-use super::{INCIDENT_LIMIT, Incident, PAGE_NAME, TIME_ZONE};
+use super::{INCIDENT_LIMIT, Incident, Site, TIME_ZONE};
 use crate::api::ApiState;
 use crate::clock::rfc3339_ms;
 use crate::slo_cache::Evaluation;
@@ -135,18 +136,39 @@ impl FeedCache {
     }
 }
 
-pub fn page_json(page: &PageState, base: &str) -> Value {
+pub fn page_json(page: &PageState, site: &Site) -> Value {
     json!({
         "id": page.id,
-        "name": PAGE_NAME,
-        "url": base,
+        "name": site.name,
+        "url": site.base,
         "time_zone": TIME_ZONE,
         "updated_at": rfc3339_ms(page.updated_ms),
     })
 }
 
-pub fn status_json(page: &PageState) -> Value {
-    let indicator = page.worst().indicator();
+/// The page's status. Components under maintenance don't count; when
+/// nothing else is wrong and one is under maintenance, the indicator is
+/// `maintenance` ("Service Under Maintenance", as Statuspage says).
+pub fn status_json(page: &PageState, under_maintenance: &BTreeSet<String>) -> Value {
+    let indicator = page
+        .components
+        .iter()
+        .filter(|c| !under_maintenance.contains(&c.id))
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(super::ComponentStatus::Operational)
+        .indicator();
+    if indicator == "none"
+        && page
+            .components
+            .iter()
+            .any(|c| under_maintenance.contains(&c.id))
+    {
+        return json!({
+            "indicator": "maintenance",
+            "description": "Service Under Maintenance",
+        });
+    }
     json!({
         "indicator": indicator,
         "description": indicator_description(indicator),
@@ -176,11 +198,22 @@ pub fn component_json(c: &ComponentView, page_id: &str) -> Value {
     })
 }
 
-fn components_json(page: &PageState) -> Vec<Value> {
+fn components_json(page: &PageState, under_maintenance: &BTreeSet<String>) -> Vec<Value> {
     page.components
         .iter()
-        .map(|c| component_json(c, &page.id))
+        .map(|c| {
+            let mut v = component_json(c, &page.id);
+            if under_maintenance.contains(&c.id) {
+                v["status"] = json!("under_maintenance");
+            }
+            v
+        })
         .collect()
+}
+
+/// Components a maintenance in progress covers, per the running catalog.
+fn maintenance_now(st: &ApiState) -> BTreeSet<String> {
+    super::maintenance::under_maintenance(&st.catalog.borrow().catalog, now_ms())
 }
 
 pub(super) fn shortlink(base: &str, id: &str) -> String {
@@ -250,13 +283,21 @@ pub(super) async fn summary(
 ) -> Result<Response, Failed> {
     let f = feed(&st).await?;
     let (page, open) = (&f.page, &f.open);
-    let base = base_url(&headers);
+    let site = Site::of(&st.status_page, &headers);
+    let base = site.base.as_str();
+    let under = maintenance_now(&st);
+    let catalog = st.catalog.borrow().catalog.clone();
     Ok(public_json(json!({
-        "page": page_json(page, &base),
-        "components": components_json(page),
-        "incidents": incidents_json(open, page, &base),
-        "scheduled_maintenances": [],
-        "status": status_json(page),
+        "page": page_json(page, &site),
+        "components": components_json(page, &under),
+        "incidents": incidents_json(open, page, base),
+        "scheduled_maintenances": super::maintenance::list(
+            &catalog,
+            page,
+            now_ms(),
+            &["scheduled", "in_progress"],
+        ),
+        "status": status_json(page, &under),
     })))
 }
 
@@ -267,8 +308,8 @@ pub(super) async fn status(
     let f = feed(&st).await?;
     let page = &f.page;
     Ok(public_json(json!({
-        "page": page_json(page, &base_url(&headers)),
-        "status": status_json(page),
+        "page": page_json(page, &Site::of(&st.status_page, &headers)),
+        "status": status_json(page, &maintenance_now(&st)),
     })))
 }
 
@@ -279,8 +320,8 @@ pub(super) async fn components(
     let f = feed(&st).await?;
     let page = &f.page;
     Ok(public_json(json!({
-        "page": page_json(page, &base_url(&headers)),
-        "components": components_json(page),
+        "page": page_json(page, &Site::of(&st.status_page, &headers)),
+        "components": components_json(page, &maintenance_now(&st)),
     })))
 }
 
@@ -290,10 +331,11 @@ pub(super) async fn incidents(
 ) -> Result<Response, Failed> {
     let f = feed(&st).await?;
     let (page, recent) = (&f.page, &f.recent);
-    let base = base_url(&headers);
+    let site = Site::of(&st.status_page, &headers);
+    let base = site.base.as_str();
     Ok(public_json(json!({
-        "page": page_json(page, &base),
-        "incidents": incidents_json(recent, page, &base),
+        "page": page_json(page, &site),
+        "incidents": incidents_json(recent, page, base),
     })))
 }
 
@@ -307,13 +349,14 @@ pub(super) async fn incident_file(
     let Some(name) = file.strip_suffix(".json") else {
         return Ok(error(StatusCode::NOT_FOUND, "not found"));
     };
-    let base = base_url(&headers);
+    let site = Site::of(&st.status_page, &headers);
+    let base = site.base.as_str();
     if name == "unresolved" {
         let f = feed(&st).await?;
         let (page, open) = (&f.page, &f.open);
         return Ok(public_json(json!({
-            "page": page_json(page, &base),
-            "incidents": incidents_json(open, page, &base),
+            "page": page_json(page, &site),
+            "incidents": incidents_json(open, page, base),
         })));
     }
     let (page, incident) = st
@@ -325,8 +368,8 @@ pub(super) async fn incident_file(
         .await?;
     match incident {
         Some(i) => Ok(public_json(json!({
-            "page": page_json(&page, &base),
-            "incident": incident_json(&i, &page, &base),
+            "page": page_json(&page, &site),
+            "incident": incident_json(&i, &page, base),
         }))),
         None => Ok(error(
             StatusCode::NOT_FOUND,

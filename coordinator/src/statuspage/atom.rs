@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use sha2::Digest;
 
 use super::api::shortlink;
-use super::api::{Failed, base_url, feed};
+use super::api::{Failed, feed};
 use super::page::PageState;
 use super::rules::ComponentStatus;
-use super::{Incident, IncidentUpdate, PAGE_NAME};
+use super::{Incident, IncidentUpdate, Site};
 use crate::api::ApiState;
 use crate::clock::rfc3339_ms;
 
@@ -66,7 +66,8 @@ fn capitalized(s: &str) -> String {
 }
 
 /// The RFC 4287 feed: one entry per incident update, newest first.
-pub fn atom_feed(page: &PageState, incidents: &[Incident], base: &str) -> String {
+pub fn atom_feed(page: &PageState, incidents: &[Incident], site: &Site) -> String {
+    let base = site.base.as_str();
     let mut entries: Vec<(&Incident, &IncidentUpdate)> = incidents
         .iter()
         .flat_map(|i| i.updates.iter().map(move |u| (i, u)))
@@ -92,11 +93,11 @@ pub fn atom_feed(page: &PageState, incidents: &[Incident], base: &str) -> String
          \x20 <author><name>{}</name></author>\n\
          \x20 <generator>authpulse</generator>\n",
         urn_uuid(&["page", &page.id]),
-        xml_escape(PAGE_NAME),
+        xml_escape(&site.name),
         rfc3339_ms(updated),
         xml_escape(&format!("{base}/history.atom")),
         xml_escape(&format!("{base}/api/v2/summary.json")),
-        xml_escape(PAGE_NAME),
+        xml_escape(&site.name),
     );
     for (i, u) in entries {
         let affected = u
@@ -146,8 +147,8 @@ pub(super) async fn history(
 ) -> Result<Response, Failed> {
     let f = feed(&st).await?;
     let (page, recent) = (&f.page, &f.recent);
-    let base = base_url(&headers);
-    let body = atom_feed(page, recent, &base);
+    let site = Site::of(&st.status_page, &headers);
+    let body = atom_feed(page, recent, &site);
     Ok((
         [
             (header::CONTENT_TYPE, "application/atom+xml; charset=utf-8"),

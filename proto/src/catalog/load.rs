@@ -16,8 +16,8 @@ use super::sources::expand_sources;
 use super::suggest::{self, did_you_mean};
 use super::validate::{ItemRef, Section, validate};
 use super::{
-    COMMON_KEYS, Catalog, ComponentDef, GateDef, JourneySpec, KINDS, KindSpec, ProbeCommon,
-    ProbeDef, STEP_KEYS, STEP_RENAMED_KEYS, SloDef, SourceLoc, StepDef,
+    COMMON_KEYS, Catalog, ComponentDef, GateDef, KINDS, KindSpec, MaintenanceDef, ProbeCommon,
+    ProbeDef, SloDef, SourceLoc,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +102,7 @@ enum Item {
     Slo(SloDef),
     Gate(GateDef),
     Component(ComponentDef),
+    Maintenance(MaintenanceDef),
 }
 
 impl Item {
@@ -111,6 +112,7 @@ impl Item {
             Item::Slo(s) => &mut s.source,
             Item::Gate(g) => &mut g.source,
             Item::Component(c) => &mut c.source,
+            Item::Maintenance(m) => &mut m.source,
         };
         *source = Some(loc);
     }
@@ -250,7 +252,7 @@ fn parse_file(
         Ok(_) => {
             errors.push(file_error(
                 path,
-                "the top level must be a mapping with `probes`, `slos`, `gates`, `components`, `modules`, `uses`",
+                "the top level must be a mapping with `probes`, `slos`, `gates`, `components`, `maintenances`, `modules`, `uses`",
             ));
             return items;
         }
@@ -284,11 +286,12 @@ fn parse_file(
             "slos" => Some(Section::Slos),
             "gates" => Some(Section::Gates),
             "components" => Some(Section::Components),
+            "maintenances" => Some(Section::Maintenances),
             "modules" | "uses" => None,
             _ => {
                 let hint = did_you_mean(&key, TOP_KEYS.iter().copied()).unwrap_or_default();
                 let msg = format!(
-                    "unknown key `{key}`{hint}, expected one of `probes`, `slos`, `gates`, `components`, `modules`, `uses`"
+                    "unknown key `{key}`{hint}, expected one of `probes`, `slos`, `gates`, `components`, `maintenances`, `modules`, `uses`"
                 );
                 err_at(errors, &items.map, None, vec![Seg::Key(key)], msg);
                 continue;
@@ -343,7 +346,15 @@ fn parse_file(
     items
 }
 
-const TOP_KEYS: &[&str] = &["probes", "slos", "gates", "components", "modules", "uses"];
+const TOP_KEYS: &[&str] = &[
+    "probes",
+    "slos",
+    "gates",
+    "components",
+    "maintenances",
+    "modules",
+    "uses",
+];
 
 fn parse_item(section: Section, entry: Json) -> Result<Item, (Vec<Seg>, String)> {
     Ok(match section {
@@ -351,6 +362,7 @@ fn parse_item(section: Section, entry: Json) -> Result<Item, (Vec<Seg>, String)>
         Section::Slos => Item::Slo(typed(entry)?),
         Section::Gates => Item::Gate(typed(entry)?),
         Section::Components => Item::Component(typed(entry)?),
+        Section::Maintenances => Item::Maintenance(typed(entry)?),
     })
 }
 
@@ -547,165 +559,14 @@ fn unknown_kind(kind: &str) -> (Vec<Seg>, String) {
 }
 
 /// A kind's body (the entry without envelope keys and `kind`).
-fn parse_kind(kind: &str, body: Map<String, Json>) -> Result<KindSpec, (Vec<Seg>, String)> {
+pub(super) fn parse_kind(
+    kind: &str,
+    body: Map<String, Json>,
+) -> Result<KindSpec, (Vec<Seg>, String)> {
     if kind == "journey" {
-        return parse_journey(body).map(KindSpec::Journey);
+        return super::steps::parse_journey(body).map(KindSpec::Journey);
     }
     KindSpec::leaf_from_body(kind, Json::Object(body)).unwrap_or_else(|| Err(unknown_kind(kind)))
-}
-
-fn parse_journey(mut body: Map<String, Json>) -> Result<JourneySpec, (Vec<Seg>, String)> {
-    let steps = match body.remove("steps") {
-        Some(Json::Array(steps)) => steps,
-        Some(_) => {
-            return Err((
-                vec![Seg::Key("steps".into())],
-                "`steps` must be a list".into(),
-            ));
-        }
-        None => return Err((vec![], "a journey needs `steps`".into())),
-    };
-    if let Some(k) = body.keys().next() {
-        return Err((
-            vec![Seg::Key(k.clone())],
-            format!("unknown field `{k}`, expected `steps`"),
-        ));
-    }
-    if steps.is_empty() {
-        return Err((
-            vec![Seg::Key("steps".into())],
-            "a journey needs at least one step".into(),
-        ));
-    }
-    let mut out = Vec::with_capacity(steps.len());
-    for (i, step) in steps.into_iter().enumerate() {
-        let at = |mut path: Vec<Seg>| {
-            let mut p = vec![Seg::Key("steps".into()), Seg::Index(i)];
-            p.append(&mut path);
-            p
-        };
-        out.push(parse_step(step).map_err(|(path, m)| (at(path), m))?);
-    }
-    Ok(JourneySpec { steps: out })
-}
-
-fn parse_step(step: Json) -> Result<StepDef, (Vec<Seg>, String)> {
-    let Json::Object(fields) = step else {
-        return Err((vec![], "a step must be a mapping".into()));
-    };
-    let (envelope, mut body): (Map<String, Json>, Map<String, Json>) = fields
-        .into_iter()
-        .partition(|(k, _)| STEP_KEYS.contains(&k.as_str()));
-    let name = match envelope.get("name") {
-        Some(Json::String(n)) => n.clone(),
-        Some(_) => {
-            return Err((
-                vec![Seg::Key("name".into())],
-                "`name` must be a string".into(),
-            ));
-        }
-        None => return Err((vec![], "missing `name`".into())),
-    };
-    let always = match envelope.get("always") {
-        None => false,
-        Some(Json::Bool(b)) => *b,
-        Some(_) => {
-            return Err((
-                vec![Seg::Key("always".into())],
-                "`always` must be true or false".into(),
-            ));
-        }
-    };
-    // `expect: { failure: CLASS }` belongs to the step; other `expect` keys
-    // (an http status, a permission decision) stay with the kind.
-    let mut expect_failure = None;
-    if let Some(Json::Object(e)) = body.get_mut("expect")
-        && let Some(f) = e.remove("failure")
-    {
-        let path = vec![Seg::Key("expect".into()), Seg::Key("failure".into())];
-        let Json::String(class) = f else {
-            return Err((
-                path,
-                "must be a failure class name, e.g. auth_rejected".into(),
-            ));
-        };
-        if crate::failure_class_from_name(&class).is_none() {
-            return Err((
-                path,
-                format!(
-                    "unknown failure class `{class}` (one of: {})",
-                    crate::failure_class_names().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        }
-        expect_failure = Some(class);
-        if e.is_empty() {
-            body.remove("expect");
-        }
-    }
-    let kind = match body.remove("kind") {
-        Some(Json::String(k)) => k,
-        Some(_) => {
-            return Err((
-                vec![Seg::Key("kind".into())],
-                "`kind` must be a string".into(),
-            ));
-        }
-        None => {
-            return Err((
-                vec![],
-                format!("missing `kind` (one of: {})", KINDS.join(", ")),
-            ));
-        }
-    };
-    if kind == "journey" {
-        return Err((
-            vec![Seg::Key("kind".into())],
-            "a journey step can't be a journey".into(),
-        ));
-    }
-    if let Some(k) = body.keys().find(|k| COMMON_KEYS.contains(&k.as_str())) {
-        return Err((
-            vec![Seg::Key(k.clone())],
-            format!("`{k}` is set on the journey, not on a step"),
-        ));
-    }
-    // A key the step takes for itself has another spelling in a step.
-    for (k, key, step_key) in STEP_RENAMED_KEYS {
-        if *k != kind {
-            continue;
-        }
-        match body.remove(*step_key) {
-            Some(v) => {
-                body.insert((*key).to_string(), v);
-            }
-            None => {
-                return Err((
-                    vec![],
-                    format!(
-                        "missing `{step_key}` (a `{kind}` step's `{key}`: `{key}` is the step's own)"
-                    ),
-                ));
-            }
-        }
-    }
-    let spec = parse_kind(&kind, body).map_err(|(mut path, m)| {
-        // Errors about the renamed key point at the key as written.
-        if let Some(Seg::Key(first)) = path.first_mut()
-            && let Some((_, _, step_key)) = STEP_RENAMED_KEYS
-                .iter()
-                .find(|(k, key, _)| *k == kind && first == key)
-        {
-            *first = (*step_key).to_string();
-        }
-        (path, m)
-    })?;
-    Ok(StepDef {
-        name,
-        always,
-        expect_failure,
-        spec,
-    })
 }
 
 /// Deserialize with the failing key path preserved.
@@ -774,6 +635,7 @@ fn finish(files: Vec<FileItems>, mut errors: Vec<CatalogError>) -> Result<Catalo
                     Item::Slo(x) => catalog.slos.push(x.clone()),
                     Item::Gate(g) => catalog.gates.push(g.clone()),
                     Item::Component(c) => catalog.components.push(c.clone()),
+                    Item::Maintenance(m) => catalog.maintenances.push(m.clone()),
                 }
                 origins.push((section, fi, at));
             }
@@ -806,5 +668,6 @@ fn item_id(catalog: &Catalog, item: ItemRef) -> Option<String> {
         Section::Slos => catalog.slos.get(item.index).map(|s| s.id.clone()),
         Section::Gates => catalog.gates.get(item.index).map(|g| g.id.clone()),
         Section::Components => catalog.components.get(item.index).map(|c| c.id.clone()),
+        Section::Maintenances => catalog.maintenances.get(item.index).map(|m| m.id.clone()),
     }
 }

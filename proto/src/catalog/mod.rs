@@ -5,6 +5,7 @@
 mod endpoints;
 pub mod kinds;
 mod load;
+pub mod maintenance;
 pub mod modules;
 pub mod ownership;
 pub mod print;
@@ -12,6 +13,7 @@ pub mod reference;
 pub mod schema;
 pub mod source_map;
 pub mod sources;
+mod steps;
 pub mod suggest;
 pub mod template;
 mod validate;
@@ -33,6 +35,7 @@ pub use load::{
     CatalogError, CatalogErrors, file_to_json, kind_from_json, load_files, load_str,
     probe_from_json,
 };
+pub use maintenance::{MaintenanceAlerts, MaintenanceDef, MaintenanceGates};
 pub use reference::{REFERENCE_PATH, reference_markdown};
 pub use schema::{SCHEMA_PATH, json_schema, json_schema_text};
 pub use sources::expand_sources;
@@ -45,6 +48,8 @@ pub struct Catalog {
     pub gates: Vec<GateDef>,
     /// Status-page components; empty = one component per SLO.
     pub components: Vec<ComponentDef>,
+    /// Scheduled maintenances of components.
+    pub maintenances: Vec<MaintenanceDef>,
 }
 
 impl Catalog {

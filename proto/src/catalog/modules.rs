@@ -21,7 +21,7 @@ use super::validate::valid_id;
 pub const MAX_EXPANDED: usize = 20_000;
 
 /// The sections a module may hold (the catalog's, without nesting).
-pub const SECTIONS: &[&str] = &["probes", "slos", "gates", "components"];
+pub const SECTIONS: &[&str] = &["probes", "slos", "gates", "components", "maintenances"];
 
 const MODULE_KEYS: &[&str] = &[
     "id",
@@ -31,6 +31,7 @@ const MODULE_KEYS: &[&str] = &[
     "slos",
     "gates",
     "components",
+    "maintenances",
 ];
 const USE_KEYS: &[&str] = &["module", "with", "description"];
 const PARAM_KEYS: &[&str] = &["default", "description"];

@@ -47,6 +47,14 @@ pub fn to_json(catalog: &Catalog) -> Json {
             .map(|c| values(serde_json::to_value(c)))
             .collect(),
     );
+    section(
+        "maintenances",
+        catalog
+            .maintenances
+            .iter()
+            .map(|m| values(serde_json::to_value(m)))
+            .collect(),
+    );
     Json::Object(root)
 }
 

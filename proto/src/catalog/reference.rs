@@ -432,6 +432,7 @@ impl Renderer<'_> {
             ("SLOs (`slos`)", "SloDef"),
             ("Gates (`gates`)", "GateDef"),
             ("Components (`components`)", "ComponentDef"),
+            ("Scheduled maintenances (`maintenances`)", "MaintenanceDef"),
             ("Modules (`modules`)", "ModuleDef"),
             ("Module parameters (`modules[].params.NAME`)", "ParamDef"),
             ("Uses of modules (`uses`)", "UseDef"),

@@ -68,6 +68,8 @@ pub struct CatalogFile {
     gates: Option<Vec<GateDef>>,
     /// Status-page components; none = one component per SLO.
     components: Option<Vec<ComponentDef>>,
+    /// Scheduled maintenances of status-page components.
+    maintenances: Option<Vec<super::MaintenanceDef>>,
     /// Reusable, parameterised sets of probes, SLOs, gates and components.
     modules: Option<Vec<ModuleDef>>,
     /// Instances of modules, each with its parameter values.
@@ -102,6 +104,8 @@ pub struct ModuleDef {
     gates: Option<Vec<Map<String, Json>>>,
     /// Components, as in `components`, with parameter references.
     components: Option<Vec<Map<String, Json>>>,
+    /// Maintenances, as in `maintenances`, with parameter references.
+    maintenances: Option<Vec<Map<String, Json>>>,
 }
 
 /// One module parameter.

@@ -16,14 +16,16 @@ pub enum Section {
     Slos,
     Gates,
     Components,
+    Maintenances,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Probes,
         Section::Slos,
         Section::Gates,
         Section::Components,
+        Section::Maintenances,
     ];
 
     pub fn key(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Section {
             Section::Slos => "slos",
             Section::Gates => "gates",
             Section::Components => "components",
+            Section::Maintenances => "maintenances",
         }
     }
 }
@@ -309,6 +312,33 @@ pub fn validate(catalog: &Catalog) -> Vec<Problem> {
                     fmt(slo.coverage.window)
                 ),
             );
+        }
+    }
+
+    let mut seen_maintenance: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in catalog.maintenances.iter().enumerate() {
+        let s = Section::Maintenances;
+        if !valid_id(&m.id) {
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!(
+                    "invalid id `{}`: use [a-z0-9-], at most 63 characters",
+                    m.id
+                ),
+            );
+        }
+        if seen_maintenance.insert(&m.id, i).is_some() {
+            push(
+                s,
+                i,
+                vec![key("id")],
+                format!("duplicate maintenance id `{}`", m.id),
+            );
+        }
+        for (path, msg) in super::maintenance::check(m, catalog) {
+            push(s, i, path, msg);
         }
     }
 
