@@ -41,13 +41,14 @@ fn example_catalogs() -> Vec<(String, String)> {
         out.push((p.display().to_string(), text));
     }
     // The Kubernetes ConfigMap carries a catalog as a string.
-    let k8s = std::fs::read_to_string(root.join("deploy/k8s/catalog.yaml")).expect("k8s");
+    let k8s = std::fs::read_to_string(root.join("deploy/k8s/base/coordinator/catalog.yaml"))
+        .expect("k8s");
     let docs = yaml_rust2::YamlLoader::load_from_str(&k8s).expect("k8s yaml");
     let embedded = docs[0]["data"]["catalog.yaml"]
         .as_str()
         .expect("ConfigMap data catalog.yaml");
     out.push((
-        "deploy/k8s/catalog.yaml#catalog.yaml".into(),
+        "deploy/k8s/base/coordinator/catalog.yaml#catalog.yaml".into(),
         embedded.into(),
     ));
     // The probe examples of the catalog README (as tests/tests/cli.rs reads them).

@@ -1,22 +1,24 @@
 """Structural checks of deploy/ for tests/tests/deploy_artifacts.rs.
 
 Each subcommand parses one kind of artifact with a real parser (BuildKit's
-Dockerfile parser via `dockerfile`, PyYAML, `kubernetes-validate` with the
-Kubernetes OpenAPI schemas, `promql-parser` for PromQL), checks what can be
-checked without running anything, and prints one JSON object on stdout:
-`{"problems": [...], ...facts for the Rust test}`. The Rust test runs the
-real binaries and tools with those facts and asserts `problems` is empty.
+Dockerfile parser via `dockerfile`, PyYAML, `promql-parser` for PromQL),
+checks what can be checked without running anything, and prints one JSON
+object on stdout: `{"problems": [...], ...facts for the Rust test}`. The
+Rust test runs the real binaries and tools with those facts and asserts
+`problems` is empty. deploy/k8s has its own checker, k8s_check.py, which
+uses the helpers here.
 
     deploy_check.py dockerfile REPO BIN...
     deploy_check.py compose REPO OUT_DIR
-    deploy_check.py k8s REPO OUT_DIR MATERIAL_DIR
     deploy_check.py promql REPO METRICS_JSON
 """
 
 import copy
+import glob
 import json
 import os
 import re
+import shlex
 import sys
 
 import yaml
@@ -26,11 +28,6 @@ problems = []
 
 def problem(msg):
     problems.append(msg)
-
-
-def load_yaml_docs(path):
-    with open(path) as f:
-        return [d for d in yaml.safe_load_all(f) if d is not None]
 
 
 def port_of(addr):
@@ -48,15 +45,19 @@ def cmd_dockerfile(repo, bins):
     args = {}
     stages = []
     for c in cmds:
-        if c.cmd == "ARG" and not stages:
+        if c.cmd == "ARG":
             name, _, default = c.value[0].partition("=")
-            args[name] = default
+            if stages:
+                # Declared in a stage: usable there, with its own default.
+                stages[-1]["args"][name] = default or args.get(name, "")
+            else:
+                args[name] = default
         if c.cmd == "FROM":
             base = c.value[0]
             for k, v in args.items():
                 base = base.replace("${%s}" % k, v).replace("$" + k, v)
             name = c.value[2] if len(c.value) >= 3 and c.value[1].upper() == "AS" else None
-            stages.append({"name": name, "base": base, "cmds": []})
+            stages.append({"name": name, "base": base, "cmds": [], "args": {}})
         elif stages:
             stages[-1]["cmds"].append(c)
     if len(stages) < 2:
@@ -109,17 +110,53 @@ def cmd_dockerfile(repo, bins):
 
     # The ports the shipped configs listen on are the ones exposed.
     config_ports = set()
-    for f in ("compose/coordinator.yaml", "compose/agent-eu-west.yaml", "compose/agent-us-east.yaml"):
+    configs = ["compose/coordinator.yaml", "compose/agent-eu-west.yaml", "compose/agent-us-east.yaml",
+               "k8s/base/coordinator/config/coordinator.yaml"]
+    configs += sorted(os.path.relpath(f, os.path.join(repo, "deploy"))
+                      for f in glob.glob(os.path.join(repo, "deploy", "k8s", "overlays", "*", "agent", "agent.yaml")))
+    http_ports = set()
+    for f in configs:
         c = yaml.safe_load(open(os.path.join(repo, "deploy", f)))
         for key in ("grpc_listen", "http_listen", "listen"):
             if key in c:
                 config_ports.add(port_of(c[key]))
-    for doc in load_yaml_docs(os.path.join(repo, "deploy", "k8s", "coordinator.yaml")):
-        if doc["kind"] == "ConfigMap":
-            c = yaml.safe_load(doc["data"]["coordinator.yaml"])
-            config_ports |= {port_of(c["grpc_listen"]), port_of(c["http_listen"])}
+        if "http_listen" in c:
+            http_ports.add(port_of(c["http_listen"]))
     if sorted(config_ports) != exposed:
         problem("Dockerfile: EXPOSE %s, but the configs listen on %s" % (exposed, sorted(config_ports)))
+
+    # HEALTHCHECK: exec form (no shell in the check), running one of the
+    # copied binaries; the test runs it and reads its timeout.
+    checks = [c for c in final["cmds"] if c.cmd == "HEALTHCHECK"]
+    healthcheck = None
+    if len(checks) != 1:
+        problem("Dockerfile: the runtime stage has %d HEALTHCHECK instructions, expected 1" % len(checks))
+    else:
+        c = checks[0]
+        if not c.value or c.value[0].upper() != "CMD" or not c.json:
+            problem("Dockerfile: HEALTHCHECK is not `CMD [\"binary\", ...]` (exec form): " + c.original)
+        else:
+            flags = dict(f.lstrip("-").split("=", 1) for f in c.flags)
+            healthcheck = {"cmd": list(c.value[1:]), "flags": flags}
+            if c.value[1] not in copied:
+                problem("Dockerfile: HEALTHCHECK runs %s, not a binary the image has (%s)" % (c.value[1], copied))
+
+    # OCI annotations as labels; ${ARG} values resolved with the stage's
+    # defaults, and which build ARG each one comes from.
+    labels, label_args = {}, {}
+    for c in final["cmds"]:
+        if c.cmd == "LABEL":
+            for key, raw in zip(c.value[::2], c.value[1::2]):
+                value = shlex.split(raw)[0] if raw.strip() else ""
+                for m in re.finditer(r"\$\{?(\w+)\}?", value):
+                    label_args[key] = m.group(1)
+                for k, v in final["args"].items():
+                    value = value.replace("${%s}" % k, v).replace("$" + k, v)
+                labels[key] = value
+    oci = ["title", "description", "source", "licenses", "version", "revision"]
+    missing = [k for k in oci if "org.opencontainers.image." + k not in labels]
+    if missing:
+        problem("Dockerfile: no org.opencontainers.image.{%s} label" % ",".join(missing))
 
     ignore = os.path.join(repo, "deploy", "Dockerfile.dockerignore")
     if not os.path.exists(ignore) or "target/" not in open(ignore).read().split():
@@ -132,6 +169,11 @@ def cmd_dockerfile(repo, bins):
         "copied": copied,
         "user": user,
         "exposed": exposed,
+        "healthcheck": healthcheck,
+        "coordinator_http_ports": sorted(http_ports),
+        "labels": labels,
+        "label_args": label_args,
+        "args": final["args"],
     }
 
 
@@ -247,6 +289,13 @@ def cmd_compose(repo, out_dir):
             w["region"] = cfg["region"]
             w["agent_id"] = cfg["agent_id"]
             w["listen_port"] = port_of(cfg["listen"])
+            # The image's HEALTHCHECK (`authpulse health`) asks the
+            # coordinator's port by default: an agent container must point it
+            # at its own listener or Docker marks it unhealthy.
+            want = "http://127.0.0.1:%d/healthz" % w["listen_port"]
+            if w["env"].get("AUTHPULSE_HEALTH_URL") != want:
+                problem("compose: %s: AUTHPULSE_HEALTH_URL is %r, expected %s (the agent's listen port)"
+                        % (name, w["env"].get("AUTHPULSE_HEALTH_URL"), want))
             agents.append(w)
         workloads.append(w)
 
@@ -302,307 +351,6 @@ def cmd_compose(repo, out_dir):
             yaml.safe_dump(local, open(prometheus["config"], "w"))
     return {"coordinators": coordinators, "agents": agents, "prometheus": prometheus,
             "catalogs": sorted({c for w in coordinators for c in w["catalogs"]})}
-
-
-# --------------------------------------------------------------- Kubernetes
-
-# The fields of the prometheus-operator CRDs (monitoring.coreos.com/v1) these
-# manifests use, written from the operator's API reference: required fields
-# as documented (ServiceMonitor: spec.selector and spec.endpoints;
-# PrometheusRule: groups[].name, rules[].expr, exactly one of record/alert),
-# and no other fields (a typo is an error, as with kubectl --validate=strict).
-LABEL_SELECTOR = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "matchExpressions": {"type": "array", "items": {
-            "type": "object", "required": ["key", "operator"], "additionalProperties": False,
-            "properties": {"key": {"type": "string"},
-                           "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
-                           "values": {"type": "array", "items": {"type": "string"}}}}},
-    },
-}
-DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
-METADATA = {"type": "object", "required": ["name"], "properties": {
-    "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-    "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}
-SERVICE_MONITOR = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"},
-        "metadata": METADATA,
-        "spec": {"type": "object", "required": ["selector", "endpoints"], "additionalProperties": False,
-                 "properties": {
-                     "selector": LABEL_SELECTOR,
-                     "jobLabel": {"type": "string"},
-                     "targetLabels": {"type": "array", "items": {"type": "string"}},
-                     "podTargetLabels": {"type": "array", "items": {"type": "string"}},
-                     "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
-                         "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}}},
-                     "endpoints": {"type": "array", "minItems": 1, "items": {
-                         "type": "object", "additionalProperties": False,
-                         "properties": {"port": {"type": "string"}, "targetPort": {"type": ["string", "integer"]},
-                                        "path": {"type": "string", "pattern": "^/"},
-                                        "scheme": {"enum": ["http", "https"]},
-                                        "interval": DURATION, "scrapeTimeout": DURATION,
-                                        "honorLabels": {"type": "boolean"}}}}}},
-    },
-}
-PROMETHEUS_RULE = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"},
-        "metadata": METADATA,
-        "spec": {"type": "object", "required": ["groups"], "additionalProperties": False, "properties": {
-            "groups": {"type": "array", "items": {
-                "type": "object", "required": ["name", "rules"], "additionalProperties": False,
-                "properties": {"name": {"type": "string", "minLength": 1}, "interval": DURATION,
-                               "rules": {"type": "array", "items": {
-                                   "type": "object", "required": ["expr"], "additionalProperties": False,
-                                   "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
-                                   "properties": {"record": {"type": "string"}, "alert": {"type": "string"},
-                                                  "expr": {"type": ["string", "integer"]},
-                                                  "for": DURATION, "keep_firing_for": DURATION,
-                                                  "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                                                  "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}}}},
-    },
-}
-CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR, "PrometheusRule": PROMETHEUS_RULE}
-
-
-def selects(selector, labels):
-    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()) and selector.get("matchLabels")
-
-
-def cmd_k8s(repo, out_dir, material):
-    import jsonschema
-    import kubernetes_validate
-
-    k8s = os.path.join(repo, "deploy", "k8s")
-    docs = []
-    for f in sorted(os.listdir(k8s)):
-        if f.endswith(".yaml"):
-            for d in load_yaml_docs(os.path.join(k8s, f)):
-                docs.append((f, d))
-    validated, crd_validated = [], []
-    for f, d in docs:
-        if "namespace" in d.get("metadata", {}):
-            problem("k8s %s: %s/%s sets a namespace (the manifests are namespace-agnostic)" % (f, d["kind"], d["metadata"]["name"]))
-        where = "%s %s/%s" % (f, d.get("kind"), d.get("metadata", {}).get("name"))
-        if d.get("kind") in CRD_SCHEMAS:
-            errs = sorted(jsonschema.Draft202012Validator(CRD_SCHEMAS[d["kind"]]).iter_errors(d), key=str)
-            for e in errs:
-                problem("k8s %s: %s at %s" % (where, e.message, "/".join(map(str, e.absolute_path))))
-            crd_validated.append(where)
-            continue
-        try:
-            kubernetes_validate.validate(d, kubernetes_validate.latest_version(), strict=True)
-            validated.append(where)
-        except kubernetes_validate.ValidationError as e:
-            problem("k8s %s: %s at %s" % (where, e.message, "/".join(map(str, e.path))))
-        except kubernetes_validate.utils.SchemaNotFoundError as e:
-            problem("k8s %s: no schema: %s" % (where, e))
-
-    by_kind = {}
-    for f, d in docs:
-        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
-    configmaps = by_kind.get("ConfigMap", {})
-    secrets = by_kind.get("Secret", {})
-    deployments = by_kind.get("Deployment", {})
-    services = by_kind.get("Service", {})
-
-    # The catalog ConfigMap is the example catalog, verbatim but for the
-    # editor's schema line (a path that means nothing in a cluster).
-    example = open(os.path.join(repo, "deploy", "examples", "quickstart.yaml")).read()
-    if example.startswith("# yaml-language-server:"):
-        example = example.split("\n", 1)[1]
-    cat = configmaps.get("authpulse-catalog", {}).get("data", {}).get("catalog.yaml")
-    if cat != example:
-        problem("k8s: ConfigMap authpulse-catalog catalog.yaml differs from deploy/examples/quickstart.yaml")
-    catalog_files = []
-    if cat is not None:
-        p = os.path.join(out_dir, "configmap-catalog.yaml")
-        open(p, "w").write(cat)
-        catalog_files.append(p)
-
-    # The PrometheusRule holds rules.yml's groups.
-    rules = yaml.safe_load(open(os.path.join(repo, "deploy", "prometheus", "rules.yml")))
-    pr = by_kind.get("PrometheusRule", {})
-    if [r["spec"]["groups"] for r in pr.values()] != [rules["groups"]]:
-        problem("k8s: the PrometheusRule's groups differ from deploy/prometheus/rules.yml")
-
-    workloads = []
-    for name, dep in deployments.items():
-        spec = dep["spec"]
-        pod = spec["template"]["spec"]
-        labels = spec["template"]["metadata"]["labels"]
-        if not selects(spec["selector"], labels):
-            problem("k8s %s: the selector does not match the pod labels" % name)
-        psc = pod.get("securityContext", {})
-        if psc.get("runAsNonRoot") is not True or not psc.get("runAsUser"):
-            problem("k8s %s: pod securityContext must set runAsNonRoot and a non-root runAsUser" % name)
-        if pod.get("automountServiceAccountToken") is not False:
-            problem("k8s %s: automountServiceAccountToken should be false (no API access needed)" % name)
-        volumes = {v["name"]: v for v in pod.get("volumes", [])}
-        for c in pod["containers"]:
-            sc = c.get("securityContext", {})
-            if sc.get("readOnlyRootFilesystem") is not True or sc.get("allowPrivilegeEscalation") is not False \
-                    or sc.get("capabilities", {}).get("drop") != ["ALL"]:
-                problem("k8s %s/%s: container securityContext needs readOnlyRootFilesystem, no privilege escalation, drop ALL" % (name, c["name"]))
-            res = c.get("resources", {})
-            if not res.get("requests") or not res.get("limits", {}).get("memory"):
-                problem("k8s %s/%s: resources need requests and a memory limit" % (name, c["name"]))
-            ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-            probes = {}
-            for probe in ("readinessProbe", "livenessProbe"):
-                hg = c.get(probe, {}).get("httpGet")
-                if not hg:
-                    problem("k8s %s/%s: no HTTP %s" % (name, c["name"], probe))
-                    continue
-                if hg["port"] not in ports and hg["port"] not in ports.values():
-                    problem("k8s %s/%s: %s port %s is not a container port" % (name, c["name"], probe, hg["port"]))
-                probes[probe] = hg["path"]
-            if probes != {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}:
-                problem("k8s %s/%s: probes %s, expected readiness /readyz and liveness /healthz" % (name, c["name"], probes))
-            args = (c.get("command") or []) + (c.get("args") or [])
-            # Lay out the container's files: ConfigMaps from these manifests,
-            # Secrets from MATERIAL_DIR (the files `authpulse certs` and the
-            # test wrote, named like the Secret keys).
-            root = os.path.join(out_dir, name)
-            mapping = {}
-            writable = set()
-            for vm in c.get("volumeMounts", []):
-                v = volumes.get(vm["name"])
-                if v is None:
-                    problem("k8s %s/%s: mount of undefined volume %s" % (name, c["name"], vm["name"]))
-                    continue
-                target = os.path.join(root, vm["mountPath"].lstrip("/"))
-                if "configMap" in v:
-                    cm = configmaps.get(v["configMap"]["name"])
-                    if cm is None:
-                        problem("k8s %s: ConfigMap %s is not in the manifests" % (name, v["configMap"]["name"]))
-                        continue
-                    files = cm["data"]
-                elif "secret" in v:
-                    sec = secrets.get(v["secret"]["secretName"])
-                    files = {}
-                    if sec is None:
-                        if not v["secret"].get("optional"):
-                            problem("k8s %s: Secret %s is not in the manifests" % (name, v["secret"]["secretName"]))
-                            continue
-                        # Kubernetes mounts a missing optional Secret as an empty directory.
-                        sec = {"metadata": {"name": v["secret"]["secretName"]}}
-                    for key in list(sec.get("stringData", {})) + list(sec.get("data", {})):
-                        src = os.path.join(material, key)
-                        if not os.path.isfile(src):
-                            problem("k8s %s: no material for Secret %s key %s" % (name, sec["metadata"]["name"], key))
-                            continue
-                        files[key] = open(src).read()
-                elif "emptyDir" in v:
-                    os.makedirs(target, exist_ok=True)
-                    writable.add(vm["mountPath"])
-                    mapping[vm["mountPath"]] = target
-                    continue
-                else:
-                    problem("k8s %s: volume %s of an unexpected type" % (name, vm["name"]))
-                    continue
-                if "subPath" in vm:
-                    if vm["subPath"] not in files:
-                        problem("k8s %s: subPath %s is not a key of volume %s" % (name, vm["subPath"], vm["name"]))
-                        continue
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    open(target, "w").write(files[vm["subPath"]])
-                else:
-                    os.makedirs(target, exist_ok=True)
-                    for k, text in files.items():
-                        open(os.path.join(target, k), "w").write(text)
-                mapping[vm["mountPath"]] = target
-            if "--config" not in args:
-                problem("k8s %s: the container runs %s without --config" % (name, args))
-                continue
-            config_container = args[args.index("--config") + 1]
-            if config_container not in mapping:
-                problem("k8s %s: --config %s is not mounted" % (name, config_container))
-                continue
-            config_host = mapping[config_container]
-            text = open(config_host).read()
-            cfg = yaml.safe_load(text)
-            with open(config_host, "w") as f:
-                f.write(rewrite_paths(text, mapping))
-            kind = {"authpulse-coordinator": "coordinator", "authpulse-agent": "agent"}.get(args[0])
-            if kind is None:
-                problem("k8s %s: runs %s" % (name, args[0]))
-                continue
-            data_dir = cfg.get("data_dir")
-            if data_dir not in writable:
-                problem("k8s %s: data_dir %s is not on a writable volume (the root filesystem is read-only)" % (name, data_dir))
-            w = {"name": name, "kind": kind, "binary": args[0], "args": args[1:], "config": config_host,
-                 "env": {e["name"]: e["value"] for e in c.get("env", []) if "value" in e},
-                 "replicas": spec.get("replicas", 1), "labels": labels, "ports": ports}
-            if kind == "coordinator":
-                if spec.get("replicas") != 2:
-                    problem("k8s %s: expected 2 replicas" % name)
-                if not str(cfg.get("database", "")).startswith("postgres://") or "database_password_file" not in cfg:
-                    problem("k8s %s: expected PostgreSQL with database_password_file" % name)
-                if "tls" not in cfg or cfg.get("insecure"):
-                    problem("k8s %s: the coordinator must use mTLS" % name)
-                if port_of(cfg["grpc_listen"]) != ports.get("grpc") or port_of(cfg["http_listen"]) != ports.get("http"):
-                    problem("k8s %s: container ports %s differ from the config's listen ports" % (name, ports))
-                w["catalogs"] = [rewrite_paths(x, mapping) for x in cfg.get("catalog", [])]
-            else:
-                if spec.get("replicas") != 1 or spec.get("strategy", {}).get("type") != "Recreate":
-                    problem("k8s %s: an agent id runs once: replicas 1, strategy Recreate" % name)
-                if port_of(cfg["listen"]) != ports.get("metrics"):
-                    problem("k8s %s: container port %s differs from listen %s" % (name, ports, cfg["listen"]))
-                if labels.get("region") != cfg["region"]:
-                    problem("k8s %s: pod label region=%s but the config says %s" % (name, labels.get("region"), cfg["region"]))
-                w["region"] = cfg["region"]
-                w["agent_id"] = cfg["agent_id"]
-                w["coordinator_urls"] = cfg["coordinator"] if isinstance(cfg["coordinator"], list) else [cfg["coordinator"]]
-            workloads.append(w)
-
-    # Services select pods and name ports the pods have; the PDB keeps a
-    # coordinator; ServiceMonitors select the Services and name their ports.
-    pods = [(w, w["labels"]) for w in workloads]
-    for name, svc in services.items():
-        sel = {"matchLabels": svc["spec"]["selector"]}
-        matched = [w for w, l in pods if selects(sel, l)]
-        if not matched:
-            problem("k8s: Service %s selects no pod" % name)
-        for p in svc["spec"]["ports"]:
-            for w in matched:
-                if p["targetPort"] not in w["ports"]:
-                    problem("k8s: Service %s port %s targets %s, not a port of %s" % (name, p["name"], p["targetPort"], w["name"]))
-    coord = [w for w in workloads if w["kind"] == "coordinator"]
-    svc_coord = services.get("authpulse-coordinator")
-    if not svc_coord or {p["name"] for p in svc_coord["spec"]["ports"]} != {"grpc", "http"}:
-        problem("k8s: Service authpulse-coordinator needs ports grpc and http")
-    for w in workloads:
-        if w["kind"] == "agent":
-            for url in w["coordinator_urls"]:
-                m = re.match(r"https://([^:/]+):(\d+)$", url)
-                if not m or m.group(1) not in services or int(m.group(2)) not in [p["port"] for p in services[m.group(1)]["spec"]["ports"] if p["name"] == "grpc"]:
-                    problem("k8s %s: coordinator URL %s is not the coordinator Service's grpc port over https" % (w["name"], url))
-    pdbs = by_kind.get("PodDisruptionBudget", {})
-    if not any(p["spec"].get("minAvailable") == 1 and coord and selects(p["spec"]["selector"], coord[0]["labels"]) for p in pdbs.values()):
-        problem("k8s: no PodDisruptionBudget with minAvailable 1 for the coordinators")
-    monitors = by_kind.get("ServiceMonitor", {})
-    monitored = set()
-    for name, sm in monitors.items():
-        targets = [s for s in services.values() if selects(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
-        if not targets:
-            problem("k8s: ServiceMonitor %s selects no Service" % name)
-        for s in targets:
-            monitored.add(s["metadata"]["name"])
-            names = {p["name"] for p in s["spec"]["ports"]}
-            for e in sm["spec"].get("endpoints", []):
-                if e.get("port") not in names or e.get("path") != "/metrics":
-                    problem("k8s: ServiceMonitor %s endpoint %s is not a /metrics port of %s" % (name, e, s["metadata"]["name"]))
-    if monitored != {"authpulse-coordinator", "authpulse-agent"}:
-        problem("k8s: ServiceMonitors cover %s, expected authpulse-coordinator and authpulse-agent (the job names the rules use)" % sorted(monitored))
-    return {"validated": validated, "crd_validated": crd_validated, "workloads": workloads,
-            "catalogs": catalog_files, "kubernetes_version": kubernetes_validate.latest_version()}
 
 
 # ------------------------------------------------------------------- PromQL
@@ -755,8 +503,6 @@ def main():
         facts = cmd_dockerfile(sys.argv[2], sys.argv[3:])
     elif cmd == "compose":
         facts = cmd_compose(sys.argv[2], sys.argv[3])
-    elif cmd == "k8s":
-        facts = cmd_k8s(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "promql":
         facts = cmd_promql(sys.argv[2], sys.argv[3])
     else:

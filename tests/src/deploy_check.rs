@@ -1,24 +1,44 @@
-//! Fixtures for the deploy/ artifact tests (tests/tests/deploy_artifacts.rs):
-//! a Python checker run by the test venv (`AUTHPULSE_TEST_PYTHON`) that parses
-//! each artifact with a real parser — BuildKit's Dockerfile parser
-//! (`dockerfile`), PyYAML, `kubernetes-validate` (the Kubernetes OpenAPI
-//! schemas), a JSON Schema for the two prometheus-operator CRDs, and
-//! `promql-parser` — and lays out the files a container would see so the real
-//! binaries can start on the shipped configs; the paths of the tools the tests
-//! run (`promtool`, `systemd-analyze`, Prometheus); the workspace's binary
-//! names from `cargo metadata`; metric names and labels from Prometheus text;
-//! and a Prometheus that loads deploy/prometheus/rules.yml.
+//! Fixtures for the deploy/ artifact tests (tests/tests/deploy_artifacts.rs,
+//! tests/tests/deploy_kubernetes.rs): Python checkers run by the test venv
+//! (`AUTHPULSE_TEST_PYTHON`) that parse each artifact with a real parser —
+//! BuildKit's Dockerfile parser (`dockerfile`), PyYAML, `kubectl kustomize`,
+//! `kubernetes-validate` (the Kubernetes OpenAPI schemas), JSON Schemas for
+//! the prometheus-operator and cert-manager CRDs, and `promql-parser` — and
+//! lay out the files a container would see so the real binaries can start on
+//! the shipped configs; starting those binaries on them and asking them what
+//! they see (ready, connected agents, the leader); the paths of the tools the
+//! tests run (`kubectl`, `promtool`, `systemd-analyze`, Prometheus); the
+//! workspace's binary names from `cargo metadata`; metric names and labels
+//! from Prometheus text; and a Prometheus that loads deploy/prometheus/rules.yml.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
-/// Runs the checker with `args` and returns its JSON report; panics with its
-/// stderr when it fails (a missing Python package names the fix).
+use crate::process::Process;
+
+/// How long a shipped workload may take to become ready or connect.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Runs tests/python/deploy_check.py (Dockerfile, compose, PromQL) with
+/// `args` and returns its JSON report.
 pub fn check(args: &[&str]) -> Value {
+    run_checker("deploy_check.py", args)
+}
+
+/// Runs tests/python/k8s_check.py (deploy/k8s, rendered by `kubectl
+/// kustomize`) with `args` and returns its JSON report.
+pub fn check_k8s(args: &[&str]) -> Value {
+    run_checker("k8s_check.py", args)
+}
+
+/// Runs a checker of tests/python (see its docstring for the arguments);
+/// panics with its stderr when it fails (a missing Python package names the
+/// fix).
+fn run_checker(script: &str, args: &[&str]) -> Value {
     let python = crate::feed_check::python();
-    // tests/python/deploy_check.py; see its docstring for the subcommands.
-    let script = crate::repo_root().join("tests/python/deploy_check.py");
+    let script = crate::repo_root().join("tests/python").join(script);
     let out = std::process::Command::new(&python)
         .arg(&script)
         .args(args)
@@ -27,13 +47,15 @@ pub fn check(args: &[&str]) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "deploy_check.py {args:?} failed ({}):\n{stderr}\n(a ModuleNotFoundError means target/test-venv \
+        "{} {args:?} failed ({}):\n{stderr}\n(a ModuleNotFoundError means target/test-venv \
          is older than tests/python/requirements.txt: run tests/run once)",
+        script.display(),
         out.status
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "deploy_check.py {args:?}: not JSON ({e}):\n{}",
+            "{} {args:?}: not JSON ({e}):\n{}",
+            script.display(),
             String::from_utf8_lossy(&out.stdout)
         )
     })
@@ -65,6 +87,11 @@ pub fn tool(env: &str, default: &str, package: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+pub fn kubectl() -> PathBuf {
+    // `kubectl kustomize` renders the overlays; tests/run installs it.
+    tool("AUTHPULSE_TEST_KUBECTL", "/usr/bin/kubectl", "kubectl")
 }
 
 pub fn promtool() -> PathBuf {
@@ -126,6 +153,119 @@ pub fn workspace_bins() -> Vec<String> {
         .collect();
     bins.sort();
     bins
+}
+
+/// The strings of a JSON array (anything else in it skipped).
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// `authpulse validate` on each catalog file: exit 0.
+pub fn validate_catalogs(files: &[String]) {
+    assert!(!files.is_empty(), "no catalog to validate");
+    let args: Vec<&str> = std::iter::once("validate")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let (ok, out, err) = run(&crate::bin("authpulse"), &args);
+    assert!(ok, "authpulse validate {files:?}:\n{out}{err}");
+}
+
+/// Starts `binary` with the shipped arguments, `--config` pointing at the
+/// laid-out copy, and `env` (the container's environment plus the test's
+/// overrides); returns the process and its HTTP address.
+pub async fn start_workload(w: &Value, env: &[(String, String)], dir: &Path) -> (Process, String) {
+    let binary = w["binary"].as_str().expect("binary");
+    let mut args = strings(&w["args"]);
+    let at = args.iter().position(|a| a == "--config").expect("--config") + 1;
+    args[at] = w["config"].as_str().expect("config").to_string();
+    let mut envs: Vec<(String, String)> = w["env"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    envs.extend(env.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut p = Process::start(binary, &args, &envs, dir).await;
+    let http = p.line_after("listening on http://").await;
+    (p, format!("http://{http}"))
+}
+
+pub async fn wait_ready(client: &reqwest::Client, http: &str, what: &str) {
+    crate::wait_for(WAIT, &format!("{what} /readyz 200"), || async {
+        let r = client.get(format!("{http}/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
+
+/// The agents a coordinator lists as connected, by id → region.
+pub async fn connected_agents(
+    client: &reqwest::Client,
+    http: &str,
+    token: &str,
+) -> Option<BTreeMap<String, String>> {
+    let v: Value = client
+        .get(format!("{http}/api/v1/agents"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        v["agents"]
+            .as_array()?
+            .iter()
+            .filter(|a| a["connected"] == true)
+            .filter_map(|a| {
+                Some((
+                    a["agent_id"].as_str()?.to_string(),
+                    a["region"].as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// `authpulse_coordinator_leader` of each coordinator (None while one is
+/// unreachable or doesn't export it yet).
+pub async fn leaders(client: &reqwest::Client, https: &[String]) -> Option<Vec<f64>> {
+    let mut out = Vec::new();
+    for http in https {
+        let text = client
+            .get(format!("{http}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| l.starts_with("authpulse_coordinator_leader "))
+            .then_some(())?;
+        out.push(crate::fleet::metric(&text, "authpulse_coordinator_leader"));
+    }
+    Some(out)
+}
+
+/// Waits until exactly one of `https` leads; returns its index.
+pub async fn one_leader(client: &reqwest::Client, https: &[String]) -> usize {
+    crate::wait_for(
+        WAIT,
+        "exactly one coordinator to hold the leader lock",
+        || async {
+            let l = leaders(client, https).await?;
+            (l.iter().sum::<f64>() == 1.0).then(|| l.iter().position(|v| *v == 1.0))?
+        },
+    )
+    .await
 }
 
 /// Metric names in Prometheus text with the label names seen on them

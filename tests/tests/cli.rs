@@ -1,9 +1,11 @@
 //! The operator CLI as a user runs it: `validate` on good and broken
 //! catalogs (one precise error each), `probe` against the real OpenID
-//! provider, and `standalone` serving SLO JSON and metrics.
+//! provider, `standalone` serving SLO JSON and metrics, and `health` (the
+//! image's HEALTHCHECK) against a serving coordinator and failing ones.
 use std::process::Command;
 use std::time::Duration;
 
+use authpulse_tests::fault::{FaultServer, Reply};
 use authpulse_tests::peers::OidcPeer;
 use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, bin, repo_root, wait_for};
@@ -476,4 +478,83 @@ async fn probe_saves_login_pages_without_secrets_and_honours_authpulse_log() {
         !err.contains("\"level\":\"DEBUG\""),
         "default filter is info: {err}"
     );
+}
+
+/// `authpulse health` as the image's HEALTHCHECK runs it: (exit code, stdout, stderr).
+async fn health(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(bin("authpulse"))
+        .arg("health")
+        .args(args)
+        // Only what the case sets: not a value from the test's own environment.
+        .env_remove("AUTHPULSE_HEALTH_URL")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run authpulse health");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_passes_on_a_serving_coordinator_and_fails_with_one_reason_otherwise() {
+    let dir = TempDir::new("ap-cli-health");
+    let cat = write(&dir, "c.yaml", "probes: []\n");
+    let data = dir.path().join("data");
+    let mut p = Process::start(
+        "authpulse",
+        &[
+            "standalone",
+            "--catalog",
+            &cat,
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let api = format!("http://{}", p.line_after("listening on http://").await);
+    let healthz = format!("{api}/healthz");
+    let (code, out, err) = health(&["--url", &healthz], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&healthz) && out.contains("200"), "{out}");
+    // The variable an agent container sets instead of --url.
+    let (code, out, err) = health(&[], &[("AUTHPULSE_HEALTH_URL", &healthz)]).await;
+    assert_eq!(code, 0, "AUTHPULSE_HEALTH_URL: {out}{err}");
+
+    // Each failure: exit 1 and one line naming the URL and why.
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}/healthz", l.local_addr().expect("addr"))
+    };
+    let faults = FaultServer::start(|request_line: &str| {
+        if request_line.starts_with("GET /hang") {
+            Reply::Hang
+        } else {
+            Reply::status(503, "draining")
+        }
+    })
+    .await;
+    for (url, timeout, why) in [
+        (refused.as_str(), "3s", "refused"),
+        (&faults.url("/healthz"), "3s", "HTTP 503"),
+        (&faults.url("/hang"), "300ms", "no answer within 300ms"),
+        (&format!("{api}/nonexistent"), "3s", "HTTP 404"),
+        ("not a url", "3s", "not a URL"),
+    ] {
+        let (code, out, err) = health(&["--url", url, "--timeout", timeout], &[]).await;
+        assert_eq!(code, 1, "{url}: {out}{err}");
+        assert!(out.is_empty(), "{url}: {out}");
+        assert_eq!(err.lines().count(), 1, "{url}: one line: {err}");
+        assert!(
+            err.starts_with(&format!("unhealthy: {url}: "))
+                && err.to_lowercase().contains(&why.to_lowercase()),
+            "{url}: expected {why:?} in {err}"
+        );
+    }
 }

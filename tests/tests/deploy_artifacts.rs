@@ -3,16 +3,15 @@
 //!
 //! - Dockerfile (no docker engine here): BuildKit's parser; the stages build
 //!   and copy exactly the workspace's binaries (`cargo metadata`), the image
-//!   runs as a numeric non-root user, EXPOSE matches the configs' ports.
+//!   runs as a numeric non-root user, EXPOSE matches the configs' ports; the
+//!   HEALTHCHECK command run as written passes and fails as it should; the
+//!   OCI labels carry the workspace's licence and version.
 //! - docker-compose.yml: every mounted file exists; each coordinator and agent
 //!   starts on its config as the container would see it (mounts laid out in a
 //!   temp dir), sharing the test PostgreSQL (one leads) on loopback instead
 //!   of the compose network; agents reach the coordinators they list and fail
 //!   over; the catalog passes `authpulse validate`; `promtool check config`.
-//! - deploy/k8s: `kubernetes-validate --strict` for built-in kinds, a JSON
-//!   Schema of the documented CRD fields for ServiceMonitor/PrometheusRule,
-//!   cross-references; the coordinator (both replicas on one PostgreSQL) and
-//!   agents run with Secrets made by `authpulse certs`, agents over mTLS.
+//! - deploy/k8s has a test binary of its own: tests/tests/deploy_kubernetes.rs.
 //! - systemd units: `systemd-analyze verify` clean, exposure score, and the
 //!   unit's reload and stop commands against a real coordinator.
 //! - Prometheus rules: `promtool check rules` and `promtool test rules`.
@@ -30,17 +29,17 @@ use std::time::{Duration, Instant};
 use authpulse_tests::capture::CaptureServer;
 use authpulse_tests::decision_server::DecisionServer;
 use authpulse_tests::deploy_check::{
-    RulesPrometheus, assert_no_problems, check, exported_metrics, promtool, run, systemd_analyze,
-    workspace_bins,
+    RulesPrometheus, WAIT, assert_no_problems, check, connected_agents, exported_metrics,
+    one_leader, promtool, run, start_workload, strings, systemd_analyze, validate_catalogs,
+    wait_ready, workspace_bins,
 };
 use authpulse_tests::fault::{FaultServer, Reply};
-use authpulse_tests::fleet::{metric, rewrite};
+use authpulse_tests::fleet::rewrite;
 use authpulse_tests::postgres::PgDatabase;
 use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, bin, get_status, repo_root, wait_for};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(60);
 const EMPTY_CATALOG: &str = "probes: []\n";
 
 fn repo() -> String {
@@ -49,118 +48,6 @@ fn repo() -> String {
 
 fn deploy(path: &str) -> PathBuf {
     repo_root().join("deploy").join(path)
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect()
-}
-
-/// `authpulse validate` on each catalog file: exit 0.
-fn validate_catalogs(files: &[String]) {
-    assert!(!files.is_empty(), "no catalog to validate");
-    let args: Vec<&str> = std::iter::once("validate")
-        .chain(files.iter().map(String::as_str))
-        .collect();
-    let (ok, out, err) = run(&bin("authpulse"), &args);
-    assert!(ok, "authpulse validate {files:?}:\n{out}{err}");
-}
-
-/// Starts `binary` with the shipped arguments, `--config` pointing at the
-/// laid-out copy, and `env` (the container's environment plus the test's
-/// overrides); returns the process and its HTTP address.
-async fn start_workload(w: &Value, env: &[(String, String)], dir: &Path) -> (Process, String) {
-    let binary = w["binary"].as_str().expect("binary");
-    let mut args = strings(&w["args"]);
-    let at = args.iter().position(|a| a == "--config").expect("--config") + 1;
-    args[at] = w["config"].as_str().expect("config").to_string();
-    let mut envs: Vec<(String, String)> = w["env"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-        .collect();
-    envs.extend(env.iter().cloned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut p = Process::start(binary, &args, &envs, dir).await;
-    let http = p.line_after("listening on http://").await;
-    (p, format!("http://{http}"))
-}
-
-async fn wait_ready(client: &reqwest::Client, http: &str, what: &str) {
-    wait_for(WAIT, &format!("{what} /readyz 200"), || async {
-        let r = client.get(format!("{http}/readyz")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
-}
-
-/// The agents a coordinator lists as connected, by id → region.
-async fn connected_agents(
-    client: &reqwest::Client,
-    http: &str,
-    token: &str,
-) -> Option<BTreeMap<String, String>> {
-    let v: Value = client
-        .get(format!("{http}/api/v1/agents"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    Some(
-        v["agents"]
-            .as_array()?
-            .iter()
-            .filter(|a| a["connected"] == true)
-            .filter_map(|a| {
-                Some((
-                    a["agent_id"].as_str()?.to_string(),
-                    a["region"].as_str()?.to_string(),
-                ))
-            })
-            .collect(),
-    )
-}
-
-/// `authpulse_coordinator_leader` of each coordinator (None while one is
-/// unreachable or doesn't export it yet).
-async fn leaders(client: &reqwest::Client, https: &[String]) -> Option<Vec<f64>> {
-    let mut out = Vec::new();
-    for http in https {
-        let text = client
-            .get(format!("{http}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .any(|l| l.starts_with("authpulse_coordinator_leader "))
-            .then_some(())?;
-        out.push(metric(&text, "authpulse_coordinator_leader"));
-    }
-    Some(out)
-}
-
-/// Waits until exactly one of `https` leads; returns its index.
-async fn one_leader(client: &reqwest::Client, https: &[String]) -> usize {
-    wait_for(
-        WAIT,
-        "exactly one coordinator to hold the leader lock",
-        || async {
-            let l = leaders(client, https).await?;
-            (l.iter().sum::<f64>() == 1.0).then(|| l.iter().position(|v| *v == 1.0))?
-        },
-    )
-    .await
 }
 
 #[test]
@@ -197,6 +84,131 @@ fn dockerfile_builds_every_binary_into_a_non_root_runtime_image() {
     println!(
         "Dockerfile: {image} -> {}, USER {}, EXPOSE {}, binaries {}",
         report["runtime_image"], report["user"], report["exposed"], report["copied"]
+    );
+}
+
+/// The `[default: …]` clap's long help shows for option `--NAME`.
+fn help_default(help: &str, name: &str) -> String {
+    let start = help
+        .find(&format!("--{name} <"))
+        .unwrap_or_else(|| panic!("--{name} in:\n{help}"));
+    let rest = &help[start..];
+    let block = &rest[..rest[2..].find("\n  -").map_or(rest.len(), |i| i + 2)];
+    block
+        .split("[default: ")
+        .nth(1)
+        .and_then(|d| d.split(']').next())
+        .unwrap_or_else(|| panic!("no default for --{name} in:\n{block}"))
+        .to_string()
+}
+
+/// The HEALTHCHECK is a real command of a binary the image ships: run as
+/// written (the built binary standing in for the image's copy) with the
+/// variable the README tells agent containers to set, it passes on a 2xx
+/// answer and fails with the reason on a closed port; by default it asks
+/// the coordinator's HTTP port, and gives up before Docker's own timeout
+/// kills it. The OCI labels carry the workspace's licence and version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dockerfile_healthcheck_runs_and_labels_describe_the_image() {
+    let mut args = vec!["dockerfile".to_string(), repo()];
+    args.extend(workspace_bins());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let report = check(&args);
+    assert_no_problems("deploy/Dockerfile", &report);
+
+    let argv = strings(&report["healthcheck"]["cmd"]);
+    let program = bin(&argv[0]);
+    let help_args: Vec<&str> = argv[1..]
+        .iter()
+        .map(String::as_str)
+        .chain(["--help"])
+        .collect();
+    let (ok, help, err) = run(&program, &help_args);
+    assert!(ok, "{argv:?} --help: not a command of {}:\n{err}", argv[0]);
+    let default_url = help_default(&help, "url");
+    let http_ports: Vec<u64> = report["coordinator_http_ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(http_ports.len(), 1, "{http_ports:?}");
+    assert_eq!(
+        default_url,
+        format!("http://127.0.0.1:{}/healthz", http_ports[0]),
+        "the HEALTHCHECK's default is not the coordinator's /healthz"
+    );
+    let own = humantime::parse_duration(&help_default(&help, "timeout")).expect("timeout");
+    let docker = report["healthcheck"]["flags"]["timeout"]
+        .as_str()
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .expect("HEALTHCHECK --timeout");
+    assert!(
+        own < docker,
+        "the check's own timeout {own:?} must be under Docker's {docker:?} to print its reason"
+    );
+
+    let healthy = FaultServer::start(|request_line: &str| {
+        if request_line.starts_with("GET /healthz ") {
+            Reply::status(200, "ok")
+        } else {
+            Reply::status(404, "not found")
+        }
+    })
+    .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    for (url, pass) in [
+        (healthy.url("/healthz"), true),
+        (format!("http://{closed}/healthz"), false),
+    ] {
+        let out = tokio::process::Command::new(&program)
+            .args(&argv[1..])
+            .env("AUTHPULSE_HEALTH_URL", &url)
+            .output()
+            .await
+            .expect("run the HEALTHCHECK command");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(if pass { 0 } else { 1 }),
+            "HEALTHCHECK {argv:?} against {url}: {stderr}"
+        );
+        if !pass {
+            assert_eq!(stderr.lines().count(), 1, "one line of reason: {stderr}");
+            assert!(
+                stderr.contains(&url) && stderr.to_lowercase().contains("refused"),
+                "the reason names the URL and the refusal: {stderr}"
+            );
+        }
+    }
+
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let package = |key: &str| -> String {
+        manifest
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("workspace {key}"))
+            .to_string()
+    };
+    let label = |k: &str| report["labels"][format!("org.opencontainers.image.{k}")].clone();
+    assert_eq!(label("licenses"), package("license").as_str());
+    assert_eq!(label("version"), package("version").as_str());
+    assert_eq!(label("title"), "authpulse");
+    assert!(label("description").as_str().is_some_and(|d| !d.is_empty()));
+    // Whoever builds knows the version and commit: both are build arguments.
+    for k in ["version", "revision", "source"] {
+        assert!(
+            report["label_args"][format!("org.opencontainers.image.{k}")].is_string(),
+            "org.opencontainers.image.{k} is not set from a build ARG: {}",
+            report["label_args"]
+        );
+    }
+    println!(
+        "Dockerfile: HEALTHCHECK {argv:?} (default {default_url}, {own:?} < {docker:?}) passed and failed as it should; labels {}",
+        report["labels"]
     );
 }
 
@@ -345,189 +357,6 @@ async fn compose_services_start_on_their_configs_and_agents_fail_over() {
         coordinators.len(),
         services[leader],
         agents.len(),
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_manifests_validate_and_run_with_certs_from_authpulse_certs() {
-    let dir = TempDir::new("ap-deploy-k8s");
-    // A first pass reads which Secret keys and agent identities the
-    // manifests need; the material is then made the way secrets.yaml says.
-    let scout = dir.path().join("scout");
-    let material = dir.path().join("material");
-    for d in [&scout, &material] {
-        std::fs::create_dir_all(d).expect("dir");
-    }
-    let first = check(&[
-        "k8s",
-        &repo(),
-        scout.to_str().expect("utf8"),
-        material.to_str().expect("utf8"),
-    ]);
-    let m = material.to_str().expect("utf8");
-    let authpulse = bin("authpulse");
-    let (ok, out, err) = run(
-        &authpulse,
-        &[
-            "certs",
-            "init",
-            "--out",
-            m,
-            "--san",
-            "authpulse-coordinator",
-        ],
-    );
-    assert!(ok, "authpulse certs init:\n{out}{err}");
-    for w in first["workloads"].as_array().expect("workloads") {
-        if w["kind"] == "agent" {
-            let (id, region) = (
-                w["agent_id"].as_str().expect("id"),
-                w["region"].as_str().expect("region"),
-            );
-            let (ok, out, err) = run(
-                &authpulse,
-                &[
-                    "certs",
-                    "agent",
-                    "--out",
-                    m,
-                    "--ca",
-                    &format!("{m}/ca.pem"),
-                    "--ca-key",
-                    &format!("{m}/ca.key"),
-                    "--agent-id",
-                    id,
-                    "--region",
-                    region,
-                ],
-            );
-            assert!(ok, "authpulse certs agent {id}:\n{out}{err}");
-        }
-    }
-    // Every other Secret key (database password, API tokens): a random value.
-    for p in strings(&first["problems"]) {
-        if let Some(key) = p.rsplit_once(" key ").map(|(_, k)| k.to_string()) {
-            let path = material.join(&key);
-            if !path.exists() && !key.ends_with(".pem") && !key.ends_with(".key") {
-                std::fs::write(&path, format!("test-{key}-{}\n", std::process::id()))
-                    .expect("material");
-            }
-        }
-    }
-
-    let rendered = dir.path().join("rendered");
-    std::fs::create_dir_all(&rendered).expect("dir");
-    let report = check(&["k8s", &repo(), rendered.to_str().expect("utf8"), m]);
-    assert_no_problems("deploy/k8s", &report);
-    let validated = strings(&report["validated"]);
-    let crds = strings(&report["crd_validated"]);
-    assert!(
-        validated.len() >= 10,
-        "kubernetes-validate checked only {validated:?}"
-    );
-    assert_eq!(
-        crds.len(),
-        3,
-        "ServiceMonitor x2 + PrometheusRule: {crds:?}"
-    );
-    validate_catalogs(&strings(&report["catalogs"]));
-
-    // Both coordinator replicas on the ConfigMap's config with the mounted
-    // Secrets (real certificates, the password file), sharing one real
-    // PostgreSQL database (the test server's) in place of `database`.
-    let empty = dir.path().join("empty.yaml");
-    std::fs::write(&empty, EMPTY_CATALOG).expect("catalog");
-    let client = reqwest::Client::new();
-    let workloads = report["workloads"].as_array().expect("workloads");
-    let coordinator = workloads
-        .iter()
-        .find(|w| w["kind"] == "coordinator")
-        .expect("coordinator workload");
-    let database = PgDatabase::create().await;
-    let mut replicas = Vec::new();
-    for i in 0..coordinator["replicas"].as_u64().expect("replicas") {
-        let data = dir.path().join(format!("replica-{i}"));
-        let env = vec![
-            ("AUTHPULSE_DATABASE_URL".to_string(), database.url.clone()),
-            (
-                "AUTHPULSE_COORDINATOR__DATA_DIR".into(),
-                data.display().to_string(),
-            ),
-            (
-                "AUTHPULSE_COORDINATOR__GRPC_LISTEN".into(),
-                "127.0.0.1:0".into(),
-            ),
-            (
-                "AUTHPULSE_COORDINATOR__HTTP_LISTEN".into(),
-                "127.0.0.1:0".into(),
-            ),
-            (
-                "AUTHPULSE_COORDINATOR__CATALOG".into(),
-                empty.display().to_string(),
-            ),
-        ];
-        let (mut p, http) = start_workload(coordinator, &env, dir.path()).await;
-        let grpc = p.line_after("grpc on ").await;
-        wait_ready(&client, &http, "coordinator replica").await;
-        replicas.push((p, http, grpc));
-    }
-
-    // The agents, over mTLS with the certificates from `authpulse certs`,
-    // checking the coordinator's certificate for the Service name their
-    // config uses (the replicas stand in for the Service's endpoints).
-    let mut agents = Vec::new();
-    for w in workloads.iter().filter(|w| w["kind"] == "agent") {
-        let url = strings(&w["coordinator_urls"]).remove(0);
-        let host = url
-            .trim_start_matches("https://")
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let urls: Vec<String> = replicas
-            .iter()
-            .map(|(_, _, grpc)| format!("https://{grpc}"))
-            .collect();
-        let env = vec![
-            (
-                "AUTHPULSE_AGENT__LISTEN".to_string(),
-                "127.0.0.1:0".to_string(),
-            ),
-            ("AUTHPULSE_AGENT__COORDINATOR".into(), urls.join(",")),
-            ("AUTHPULSE_AGENT__TLS__SERVER_NAME".into(), host),
-        ];
-        let (p, http) = start_workload(w, &env, dir.path()).await;
-        wait_ready(&client, &http, w["name"].as_str().unwrap_or("agent")).await;
-        agents.push((w.clone(), p));
-    }
-    let https: Vec<String> = replicas.iter().map(|(_, http, _)| http.clone()).collect();
-    one_leader(&client, &https).await;
-    let read = std::fs::read_to_string(material.join("read")).expect("read token");
-    let http = replicas[0].1.clone();
-    let want: BTreeMap<String, String> = agents
-        .iter()
-        .map(|(w, _)| {
-            (
-                w["agent_id"].as_str().unwrap_or_default().to_string(),
-                w["region"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let got = wait_for(
-        WAIT,
-        "both agents on the first replica over mTLS",
-        || async {
-            let got = connected_agents(&client, &http, read.trim()).await?;
-            (got == want).then_some(got)
-        },
-    )
-    .await;
-    println!(
-        "k8s: {} objects valid for Kubernetes {}, {} against the CRD schema; {} coordinator replicas (one leader, one PostgreSQL) and agents {got:?} ran over mTLS",
-        validated.len(),
-        report["kubernetes_version"],
-        crds.len(),
-        replicas.len()
     );
 }
 

@@ -6,6 +6,7 @@ mod audit;
 mod catalog;
 mod certs;
 mod gate;
+mod health;
 mod probe;
 mod standalone;
 
@@ -148,6 +149,9 @@ enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Ask a coordinator's or agent's /healthz once (the container HEALTHCHECK).
+    #[command(after_help = health::EXAMPLE)]
+    Health(health::HealthArgs),
 }
 
 /// Where a catalog comes from, the same for every command: `--catalog PATH`
@@ -379,6 +383,7 @@ fn main() -> ExitCode {
                 key_file,
                 key_env,
             }) => Ok(audit::audit_verify(&file, &key_file, key_env.as_deref())),
+            Command::Health(args) => Ok(health::run(&args).await),
         }
     });
     match result {
