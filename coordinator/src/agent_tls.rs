@@ -147,8 +147,18 @@ impl AsyncWrite for AgentTlsStream {
 /// The coordinator's certificate and the client verifier, loaded once.
 pub struct AgentTlsAcceptor {
     provider: Arc<CryptoProvider>,
+    /// Replaced whole when the files change ([`crate::tls_rotation`]);
+    /// each handshake takes the current one, open connections keep theirs.
+    material: std::sync::RwLock<Arc<Material>>,
+    files: TlsConfig,
+}
+
+/// The server certificate and the client trust anchors, as last loaded.
+struct Material {
     resolver: Arc<dyn ResolvesServerCert>,
     verifier: Arc<dyn ClientCertVerifier>,
+    /// The served leaf certificate's notAfter, seconds since the epoch.
+    not_after: Option<i64>,
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -174,7 +184,48 @@ impl AgentTlsAcceptor {
     pub fn from_config(tls: &TlsConfig) -> anyhow::Result<AgentTlsAcceptor> {
         describe_metrics();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let material = Material::load(tls, &provider)?;
+        crate::tls_rotation::export_not_after(material.not_after);
+        Ok(AgentTlsAcceptor {
+            provider,
+            material: std::sync::RwLock::new(Arc::new(material)),
+            files: tls.clone(),
+        })
+    }
+
+    /// The files this acceptor serves from.
+    pub fn files(&self) -> &TlsConfig {
+        &self.files
+    }
+
+    /// Loads the files again and serves them to new handshakes; on any error
+    /// the current certificate and trust anchors stay.
+    pub fn reload(&self) -> anyhow::Result<Option<i64>> {
+        let material = Material::load(&self.files, &self.provider)?;
+        let not_after = material.not_after;
+        *self
+            .material
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(material);
+        Ok(not_after)
+    }
+
+    fn current(&self) -> Arc<Material> {
+        self.material
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Material {
+    fn load(tls: &TlsConfig, provider: &Arc<CryptoProvider>) -> anyhow::Result<Material> {
         let chain = load_certs(&tls.cert, "tls.cert")?;
+        let not_after = chain.first().and_then(|leaf| {
+            x509_parser::parse_x509_certificate(leaf)
+                .ok()
+                .map(|(_, c)| c.validity().not_after.timestamp())
+        });
         let key_pem = read(&tls.key, "tls.key")?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).with_context(|| {
             format!(
@@ -183,7 +234,7 @@ impl AgentTlsAcceptor {
                 tls.key.display()
             )
         })?;
-        let certified = CertifiedKey::from_der(chain, key, &provider).with_context(|| {
+        let certified = CertifiedKey::from_der(chain, key, provider).with_context(|| {
             format!(
                 "tls.key {} does not fit tls.cert {}",
                 tls.key.display(),
@@ -208,13 +259,15 @@ impl AgentTlsAcceptor {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .with_context(|| format!("tls.client_ca {}", tls.client_ca.display()))?;
-        Ok(AgentTlsAcceptor {
-            provider,
+        Ok(Material {
             resolver: Arc::new(SingleCertAndKey::from(certified)),
             verifier,
+            not_after,
         })
     }
+}
 
+impl AgentTlsAcceptor {
     /// A server config whose verifier logs refusals with `peer`. Cheap: the
     /// key, certificate and trust anchors are shared.
     fn server_config(
@@ -222,15 +275,16 @@ impl AgentTlsAcceptor {
         peer: SocketAddr,
         logged: Arc<AtomicBool>,
     ) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let material = self.current();
         let verifier = Arc::new(AuditingVerifier {
-            inner: self.verifier.clone(),
+            inner: material.verifier.clone(),
             peer,
             logged,
         });
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(self.resolver.clone());
+            .with_cert_resolver(material.resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
@@ -541,7 +595,9 @@ pub fn incoming(
     stop: CancellationToken,
 ) -> impl tokio_stream::Stream<Item = Result<AgentTlsStream, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, Arc::new(acceptor), tx, stop));
+    let acceptor = Arc::new(acceptor);
+    tokio::spawn(crate::tls_rotation::watch(acceptor.clone(), stop.clone()));
+    tokio::spawn(accept_loop(listener, acceptor, tx, stop));
     tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok)
 }
 

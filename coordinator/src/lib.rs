@@ -29,6 +29,7 @@ pub mod slo;
 pub mod slo_cache;
 pub mod statuspage;
 pub mod store;
+pub mod tls_rotation;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -298,6 +299,7 @@ async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result
     let audit_key = audit::configured_key(&config.audit, &[&config.data_dir, audit_dir])?;
     let audit = audit::AuditLog::open_with(&audit_path, audit_key)
         .with_context(|| format!("audit log {}", audit_path.display()))?;
+    access.watch_catalog(catalog_rx.clone());
     let ingest = ingest::IngestService::new(store.clone(), catalog_rx.clone(), shutdown.clone())
         .with_fleet(config.fleet.clone())
         .with_raw_retention(config.raw_retention)

@@ -219,3 +219,66 @@ async fn every_endpoint_class_with_no_wrong_and_right_tokens() {
     let (code, _, _) = api.call("GET", "/healthz", None, None).await;
     assert_eq!(code, 200);
 }
+
+/// A gate marked `public: true` answers without a token (Flagger's webhook
+/// can't send one), GET and POST; every other gate and endpoint still needs
+/// its token, and a catalog reload that drops `public` closes it again.
+#[tokio::test]
+async fn a_public_gate_answers_without_a_token_and_only_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = dir.path().join("catalog.yaml");
+    let with_gates = |public: bool| {
+        format!(
+            "{CATALOG}gates:\n  - {{ id: flagger, slos: [login], block_when: [page_alert], public: {public} }}\n  \
+             - {{ id: deploy, slos: [login], block_when: [page_alert] }}\n"
+        )
+    };
+    std::fs::write(&catalog, with_gates(true)).expect("catalog");
+    let token_file = dir.path().join("ci.token");
+    std::fs::write(&token_file, "gate-token-2\n").expect("token");
+    let config = CoordinatorConfig {
+        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().join("data"),
+        catalog: vec![catalog.clone()],
+        insecure: true,
+        api: ApiConfig {
+            tokens: vec![TokenConfig {
+                name: "ci".into(),
+                token_file,
+                scopes: vec![Scope::Gate],
+            }],
+            metrics_public: true,
+            insecure_open: false,
+            oidc: None,
+        },
+        ..CoordinatorConfig::default()
+    };
+    let running = start(config).await.expect("starts");
+    let api = Api {
+        base: format!("http://{}", running.http_addr()),
+        client: reqwest::Client::new(),
+    };
+    // No data yet: the gate fails closed (503), but it answers a decision.
+    let (s, v, _) = api.call("GET", "/api/v1/gates/flagger", None, None).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["gate"], "flagger", "{v}");
+    let flagger = json!({ "name": "podinfo", "namespace": "test", "phase": "Progressing" });
+    let (s, v, _) = api
+        .call("POST", "/api/v1/gates/flagger", None, Some(flagger))
+        .await;
+    assert_eq!(s, 503, "{v}");
+    for path in ["/api/v1/gates/deploy", "/api/v1/gates", "/api/v1/slos"] {
+        let (s, _, _) = api.call("GET", path, None, None).await;
+        assert_eq!(s, 401, "{path} without a token");
+    }
+    let (s, _, _) = api
+        .call("GET", "/api/v1/gates/deploy", Some("gate-token-2"), None)
+        .await;
+    assert_eq!(s, 503);
+
+    std::fs::write(&catalog, with_gates(false)).expect("catalog");
+    running.reload_catalog().await.expect("reload");
+    let (s, _, _) = api.call("GET", "/api/v1/gates/flagger", None, None).await;
+    assert_eq!(s, 401, "public was dropped");
+}

@@ -124,6 +124,10 @@ pub struct ApiAccess {
     /// Host names an open API accepts in `Host` besides loopback ones
     /// (lower case, without port).
     allowed_hosts: Vec<String>,
+    /// The running catalog, for gates marked `public: true` (set once the
+    /// catalog is loaded; until then no gate is public).
+    catalog:
+        std::sync::OnceLock<tokio::sync::watch::Receiver<std::sync::Arc<crate::CatalogSnapshot>>>,
 }
 
 /// What a request needs.
@@ -159,6 +163,32 @@ pub fn needs(method: &Method, path: &str, metrics_public: bool) -> Needs {
     // Health, the status feed (/api/v2, /history.atom), badges and the
     // dashboard's static page and assets.
     Needs::Public
+}
+
+impl ApiAccess {
+    /// Follows the running catalog for its public gates.
+    pub fn watch_catalog(
+        &self,
+        catalog: tokio::sync::watch::Receiver<std::sync::Arc<crate::CatalogSnapshot>>,
+    ) {
+        let _ = self.catalog.set(catalog);
+    }
+
+    /// `/api/v1/gates/ID` of a gate with `public: true` in the running catalog.
+    fn public_gate(&self, path: &str) -> bool {
+        let Some(id) = path.strip_prefix("/api/v1/gates/") else {
+            return false;
+        };
+        let Some(catalog) = self.catalog.get() else {
+            return false;
+        };
+        let snapshot = catalog.borrow();
+        snapshot
+            .catalog
+            .gates
+            .iter()
+            .any(|g| g.public && g.id == id)
+    }
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -225,6 +255,7 @@ impl ApiAccess {
             open,
             open_on_network: open && !listen.ip().is_loopback(),
             allowed_hosts: Vec::new(),
+            catalog: std::sync::OnceLock::new(),
         })
     }
 
@@ -237,6 +268,7 @@ impl ApiAccess {
             open: true,
             open_on_network: false,
             allowed_hosts: Vec::new(),
+            catalog: std::sync::OnceLock::new(),
         }
     }
 
@@ -250,7 +282,7 @@ impl ApiAccess {
         let Needs::Scope(scope) = needs(method, path, self.metrics_public) else {
             return Ok(None);
         };
-        if self.open {
+        if self.open || (scope == Scope::Gate && self.public_gate(path)) {
             return Ok(None);
         }
         let Some(value) = authorization else {

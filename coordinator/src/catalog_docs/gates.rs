@@ -78,6 +78,13 @@ fn gate_section(doc: &mut Doc, catalog: &Catalog, g: &GateDef) {
         "probes read".into(),
         list_or_none(probes.iter().map(|p| probe_link(p)).collect()),
     ]);
+    if g.public {
+        doc.row(&[
+            "public".into(),
+            "yes: its decision answers without a token (for webhook callers such as Flagger)"
+                .into(),
+        ]);
+    }
     doc.row(&["stale_after".into(), duration(g.stale_after)]);
     doc.row(&[
         "on_stale".into(),

@@ -712,6 +712,13 @@ pub struct GateDef {
     /// What a stale SLO does: `fail` blocks the gate, `pass` ignores it.
     #[serde(default)]
     pub on_stale: OnStale,
+    /// Answer this gate's decision (`GET`/`POST /api/v1/gates/ID`) without
+    /// a token, for webhook callers that can't send headers (Flagger). Only
+    /// this gate: the rest of the API keeps its tokens. The decision shows
+    /// SLO ids, their numbers and the reasons; keep it `false` if those are
+    /// not for everyone who can reach the coordinator.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
     /// The team or person who owns the gate (shown in its decision and the
     /// runbook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
