@@ -426,7 +426,12 @@ async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result
         reloader.clone().watch(loaded_signature, shutdown.clone()),
     ));
 
-    tracing::info!(%grpc_addr, %http_addr, "coordinator started");
+    if grpc_addr.port() == 0 {
+        // In process (standalone): no gRPC port exists.
+        tracing::info!(%http_addr, grpc = "in-process", "coordinator started");
+    } else {
+        tracing::info!(%grpc_addr, %http_addr, "coordinator started");
+    }
     Ok(Running {
         grpc_addr,
         http_addr,

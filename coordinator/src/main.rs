@@ -1,6 +1,6 @@
 //! `authpulse-coordinator`: runs the coordinator from a config file until
-//! SIGTERM or Ctrl-C; SIGHUP reloads the catalog. Logs are JSON on stderr;
-//! stdout carries only the `listening on` / `grpc on` lines that scripts
+//! SIGTERM or Ctrl-C; SIGHUP reloads the catalog. Logs are on stderr (text
+//! on a terminal, JSON otherwise; `--log-format`); stdout carries only the `listening on` / `grpc on` lines that scripts
 //! and the end-to-end tests wait for.
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,7 +35,9 @@ Every key can be overridden from the environment, e.g.
   AUTHPULSE_COORDINATOR__HTTP_LISTEN=127.0.0.1:9000
 Log level: AUTHPULSE_LOG (default info), e.g. AUTHPULSE_LOG=authpulse_coordinator=debug;
 at run time: PUT /api/v1/admin/log-level {\"filter\": \"debug,hyper=info\"} (scope admin)
-Signals: SIGHUP reloads the catalog, SIGTERM/Ctrl-C stop gracefully.";
+Signals: SIGHUP reloads the catalog, SIGTERM/Ctrl-C stop gracefully.
+Exit status: 0 stopped cleanly, 1 failed to start or while running (the catalog is
+invalid, a port is taken, the database is unreachable), 2 usage or config file error.";
 
 /// Receives probe results from authpulse agents, stores them, computes SLOs
 /// and serves the HTTP API, /metrics, /healthz and /readyz.
@@ -54,6 +56,10 @@ struct Args {
     /// flag, such a coordinator refuses to start.
     #[arg(long)]
     insecure_open_api: bool,
+    /// Log lines: text on a terminal and JSON otherwise (auto), or always one of them.
+    #[arg(long, value_name = "FORMAT", env = "AUTHPULSE_LOG_FORMAT",
+          value_parser = authpulse_process::log_format_parser())]
+    log_format: Option<authpulse_process::LogFormat>,
 }
 
 #[tokio::main]
@@ -61,9 +67,9 @@ async fn main() -> ExitCode {
     // Before anything touches TLS: exactly one process-wide crypto provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = Args::parse();
-    // Shared with the agent: JSON on stderr, credential loggers capped, and
-    // a filter that `PUT /api/v1/admin/log-level` changes at run time.
-    authpulse_process::init_logging();
+    // Shared with the agent: JSON (or text) on stderr, credential loggers
+    // capped, and a filter that `PUT /api/v1/admin/log-level` changes at run time.
+    authpulse_process::init_logging_as(args.log_format);
 
     let config = match CoordinatorConfig::load(args.config.as_deref(), args.insecure) {
         Ok(mut c) => {

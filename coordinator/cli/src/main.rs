@@ -8,6 +8,7 @@ mod certs;
 mod gate;
 mod health;
 mod probe;
+mod shell;
 mod standalone;
 
 use std::net::SocketAddr;
@@ -25,6 +26,24 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines of `probe` and `standalone`: text on a terminal and JSON
+    /// otherwise (auto), or always one of them.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        env = "AUTHPULSE_LOG_FORMAT",
+        value_parser = authpulse_process::log_format_parser(),
+    )]
+    log_format: Option<authpulse_process::LogFormat>,
+}
+
+/// `--log-format` as given, for the commands that log.
+static LOG_FORMAT: std::sync::OnceLock<authpulse_process::LogFormat> = std::sync::OnceLock::new();
+
+/// Installs logging with `--log-format` (or `AUTHPULSE_LOG_FORMAT`).
+pub(crate) fn init_logging() {
+    authpulse_process::init_logging_as(LOG_FORMAT.get().copied());
 }
 
 #[derive(Subcommand)]
@@ -152,6 +171,19 @@ enum Command {
     /// Ask a coordinator's or agent's /healthz once (the container HEALTHCHECK).
     #[command(after_help = health::EXAMPLE)]
     Health(health::HealthArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = shell::COMPLETIONS_EXAMPLE)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the authpulse(1) man page, or write one per command into --out.
+    #[command(after_help = shell::MAN_EXAMPLE)]
+    Man {
+        /// Write authpulse.1 and authpulse-<command>.1 here instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Where a catalog comes from, the same for every command: `--catalog PATH`
@@ -298,6 +330,9 @@ enum CertsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(f) = cli.log_format {
+        let _ = LOG_FORMAT.set(f);
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -384,6 +419,8 @@ fn main() -> ExitCode {
                 key_env,
             }) => Ok(audit::audit_verify(&file, &key_file, key_env.as_deref())),
             Command::Health(args) => Ok(health::run(&args).await),
+            Command::Completions { shell } => Ok(shell::completions::<Cli>(shell)),
+            Command::Man { out } => shell::man::<Cli>(out.as_deref()),
         }
     });
     match result {

@@ -15,7 +15,7 @@ pub(crate) async fn probe(
     save_pages: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     // AUTHPULSE_LOG, as for the other binaries (JSON lines on stderr).
-    authpulse_process::init_logging();
+    crate::init_logging();
     let catalog = authpulse_proto::catalog::load_files(catalog)
         .map_err(|e| anyhow::anyhow!("invalid catalog:\n{e}"))?;
     let Some(def) = catalog.probe(id) else {

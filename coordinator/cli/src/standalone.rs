@@ -12,7 +12,7 @@ pub(crate) async fn standalone(
     secrets_dir: Option<PathBuf>,
     insecure_open_api: bool,
 ) -> anyhow::Result<ExitCode> {
-    authpulse_process::init_logging();
+    crate::init_logging();
     let agent_data_dir = data_dir.join("agent");
     let config = authpulse_coordinator::config::CoordinatorConfig {
         http_listen: listen,

@@ -233,7 +233,8 @@ impl ApiAccess {
         let open = tokens.is_empty() && cfg.oidc.is_none();
         if open {
             if listen.ip().is_loopback() {
-                tracing::warn!(%listen, "no API tokens configured: the HTTP API is open to local callers (loopback only)");
+                // Loopback only: local development and standalone; said, not warned.
+                tracing::info!(%listen, "no API tokens configured: the HTTP API is open to local callers (loopback only)");
             } else if insecure_open || cfg.insecure_open {
                 tracing::warn!(%listen, "no API tokens configured and --insecure-open-api: SLO, gate and admin endpoints are open to the network");
             } else {

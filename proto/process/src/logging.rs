@@ -1,8 +1,10 @@
-//! JSON logs on stderr whose filter can be changed while the process runs
-//! ([`LogControl`], served as `/api/v1/admin/log-level` by the coordinator
-//! and `/log-level` by the agent; `AUTHPULSE_LOG` sets the first one), with
-//! third-party loggers that print credentials capped whatever the filter
-//! says.
+//! Logs on stderr — JSON for machines, or human-readable (colored on a
+//! terminal) for people: [`LogFormat`], `--log-format` or
+//! `AUTHPULSE_LOG_FORMAT`, by default text on a terminal and JSON otherwise
+//! — whose filter can be changed while the process runs ([`LogControl`],
+//! served as `/api/v1/admin/log-level` by the coordinator and `/log-level`
+//! by the agent; `AUTHPULSE_LOG` sets the first one), with third-party
+//! loggers that print credentials capped whatever the filter says.
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -118,12 +120,79 @@ fn credential_caps() -> Targets {
         .with_targets(CREDENTIAL_LOGGERS.iter().copied())
 }
 
-/// Installs JSON logging on stderr: filter from `AUTHPULSE_LOG` (default
-/// `info`; an invalid one is reported and `info` used), reloadable through
-/// [`log_control`]. Every line carries the fields of the spans it was logged
-/// in (`span`, `spans`), e.g. `probe`, `region` and `agent_id` of a probe
-/// run. Does nothing if a global subscriber is already installed.
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text when stderr is a terminal, JSON otherwise (a file, a pipe, a
+    /// container runtime collecting logs).
+    Auto,
+    /// One JSON object per line, with the span fields.
+    Json,
+    /// Human-readable lines; colored when stderr is a terminal.
+    Text,
+}
+
+/// The names `--log-format` and `AUTHPULSE_LOG_FORMAT` take.
+pub const LOG_FORMATS: &[&str] = &["auto", "json", "text"];
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(LogFormat::Auto),
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            other => Err(format!(
+                "unknown log format `{other}` (one of: {})",
+                LOG_FORMATS.join(", ")
+            )),
+        }
+    }
+}
+
+impl LogFormat {
+    /// JSON or text, `Auto` decided by whether stderr is a terminal.
+    fn resolve(self) -> (bool, bool) {
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal();
+        let json = match self {
+            LogFormat::Json => true,
+            LogFormat::Text => false,
+            LogFormat::Auto => !tty,
+        };
+        (json, tty)
+    }
+}
+
+/// The parser of every binary's `--log-format` (`auto`, `json`, `text`,
+/// listed in `--help` and shell completions).
+pub fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(LOG_FORMATS).try_map(|s| s.parse::<LogFormat>())
+}
+
+/// [`init_logging_as`] with the format from `AUTHPULSE_LOG_FORMAT`
+/// (default `auto`).
 pub fn init_logging() {
+    init_logging_as(None);
+}
+
+/// Installs logging on stderr: `format` (`None`: `AUTHPULSE_LOG_FORMAT`,
+/// default `auto`), filter from `AUTHPULSE_LOG` (default `info`; an invalid
+/// one is reported and `info` used), reloadable through [`log_control`].
+/// Every JSON line carries the fields of the spans it was logged in (`span`,
+/// `spans`), e.g. `probe`, `region` and `agent_id` of a probe run; text
+/// lines show them inline. Does nothing if a global subscriber is already
+/// installed.
+pub fn init_logging_as(format: Option<LogFormat>) {
+    let env_format = std::env::var("AUTHPULSE_LOG_FORMAT").ok();
+    let (format, format_problem) = match (format, env_format.as_deref().map(str::parse)) {
+        (Some(f), _) => (f, None),
+        (None, Some(Ok(f))) => (f, None),
+        (None, Some(Err(e))) => (LogFormat::Auto, Some(e)),
+        (None, None) => (LogFormat::Auto, None),
+    };
+    let (json, tty) = format.resolve();
     let from_env = std::env::var("AUTHPULSE_LOG").ok();
     let (start, problem) = match from_env.as_deref().map(parse_filter) {
         None | Some(Err(LogFilterError::Empty)) => (None, None),
@@ -135,16 +204,24 @@ pub fn init_logging() {
         None => (DEFAULT_FILTER.to_string(), EnvFilter::new(DEFAULT_FILTER)),
     };
     let (filter, handle) = reload::Layer::new(filter);
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+    });
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(tty)
+            .with_writer(std::io::stderr)
+    });
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(credential_caps())
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(true)
-                .with_span_list(true)
-                .with_writer(std::io::stderr),
-        )
+        .with(json_layer)
+        .with(text_layer)
         .try_init();
     if installed.is_err() {
         return;
@@ -155,6 +232,9 @@ pub fn init_logging() {
     });
     if let Some(e) = problem {
         tracing::warn!(error = %e, "AUTHPULSE_LOG is not a valid filter; logging at `{DEFAULT_FILTER}`");
+    }
+    if let Some(e) = format_problem {
+        tracing::warn!(error = %e, "AUTHPULSE_LOG_FORMAT is not a log format; using `auto`");
     }
 }
 
