@@ -29,6 +29,7 @@ pub mod slo;
 pub mod slo_cache;
 pub mod statuspage;
 pub mod store;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -249,6 +250,7 @@ async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result
         loaded,
     }));
 
+    telemetry::describe_metrics();
     slo::describe_metrics();
     alerting::describe_metrics();
     leadership::describe_metrics();
