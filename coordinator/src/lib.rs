@@ -24,6 +24,7 @@ pub mod latency_sketch;
 pub mod leadership;
 pub mod openslo;
 pub mod private_files;
+pub mod prometheus_rules;
 pub mod rollup;
 pub mod slo;
 pub mod slo_cache;
