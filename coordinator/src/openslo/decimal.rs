@@ -204,7 +204,7 @@ impl Decimal {
             };
         }
         let mut d = *self;
-        while d.mantissa % 10 == 0 {
+        while d.mantissa.is_multiple_of(10) {
             d.mantissa /= 10;
             d.exponent += 1;
         }
@@ -247,7 +247,7 @@ impl Decimal {
             match 10u128.checked_pow(n.exponent.unsigned_abs()) {
                 // 10^k beyond u128: |value| < 1.
                 None => (0, n.mantissa == 0),
-                Some(p) => (n.mantissa / p, n.mantissa % p == 0),
+                Some(p) => (n.mantissa / p, n.mantissa.is_multiple_of(p)),
             }
         };
         let whole = i128::try_from(whole).ok()?;
@@ -283,7 +283,7 @@ impl Decimal {
     }
 
     /// The nearest binary float (for catalog fields that are floats).
-    pub fn to_f64(&self) -> f64 {
+    pub fn to_f64(self) -> f64 {
         self.plain().parse().unwrap_or(f64::NAN)
     }
 }

@@ -331,7 +331,7 @@ fn source_of(
     let latency = match spec.str("latency_threshold", p) {
         None => None,
         Some(t) => match humantime::parse_duration(t) {
-            Ok(d) if !d.is_zero() && d.subsec_nanos() % 1000 == 0 => Some(d),
+            Ok(d) if !d.is_zero() && d.subsec_nanos().is_multiple_of(1000) => Some(d),
             Ok(_) => {
                 p.refuse(
                     &spec.at("latency_threshold"),

@@ -559,7 +559,7 @@ fn objective_sli(
 /// A threshold as catalog text: `800ms`, or `499999us` when not whole ms.
 fn duration_text(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1000 == 0 {
+    if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")

@@ -324,7 +324,7 @@ fn slice_window(objective: &Map<'_>, p: &mut Problems) -> Option<Duration> {
         Yaml::String(s) => {
             match Shorthand::parse(s) {
                 Some(d) => match d.fixed() {
-                    Some(len) if len.as_secs() % 60 == 0 => Some(len.as_secs() / 60),
+                    Some(len) if len.as_secs().is_multiple_of(60) => Some(len.as_secs() / 60),
                     _ => {
                         p.refuse(
                         &path,
