@@ -280,6 +280,8 @@ pub struct Session<'n> {
     deadline: Instant,
     conns: HashMap<ConnKey, Sender>,
     cookies: reqwest::cookie::Jar,
+    /// The earliest certificate expiry any handshake of this run saw.
+    pub certificates: crate::cert_expiry::EarliestExpiry,
 }
 
 fn fail(class: FailureClass, message: impl Into<String>, timings: Timings) -> HttpError {
@@ -297,6 +299,7 @@ impl<'n> Session<'n> {
             deadline,
             conns: HashMap::new(),
             cookies: reqwest::cookie::Jar::default(),
+            certificates: crate::cert_expiry::EarliestExpiry::default(),
         }
     }
 
@@ -669,7 +672,11 @@ impl<'n> Session<'n> {
                     *timings,
                 )
             })?;
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let session = tls_stream.get_ref().1;
+            if let Some(chain) = session.peer_certificates() {
+                self.certificates.saw(chain);
+            }
+            let h2 = session.alpn_protocol() == Some(b"h2");
             (Box::new(tls_stream), h2)
         } else {
             (Box::new(tcp), false)

@@ -2,6 +2,7 @@
 //! `probes`), measures them phase by phase (`http`), keeps secrets local
 //! (`secrets`) and streams results to the coordinator (`uplink`).
 pub mod aws;
+pub mod cert_expiry;
 pub mod config;
 pub mod coordinator_tls;
 pub mod http;

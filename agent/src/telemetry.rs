@@ -42,6 +42,11 @@ pub const SCIM_ORPHANS_DELETED: &str = "authpulse_agent_scim_orphans_deleted_tot
 /// Days until the earliest SAML IdP certificate of each use expires (from
 /// `saml_metadata`), by probe and use (`signing`, `encryption`).
 pub const SAML_CERT_DAYS_LEFT: &str = crate::probes::saml_metadata::DAYS_LEFT;
+/// Unix time of the earliest `notAfter` among the certificates the servers
+/// presented during the probe's last run that completed a TLS handshake
+/// (`tls`, and every HTTPS kind), by probe: what blackbox_exporter calls
+/// `probe_ssl_earliest_cert_expiry`.
+pub const CERT_EXPIRY: &str = "authpulse_agent_certificate_expiry_seconds";
 
 /// Latency buckets for probe runs: identity calls span ~1 ms to the timeout.
 pub const BUCKETS: &[f64] = &[
@@ -129,6 +134,23 @@ pub fn describe() {
         SAML_CERT_DAYS_LEFT,
         "Days until the earliest SAML IdP certificate of each use expires (negative: expired), by probe and use, from saml_metadata."
     );
+    metrics::describe_gauge!(
+        CERT_EXPIRY,
+        metrics::Unit::Seconds,
+        "Unix time of the earliest notAfter among the certificates the servers presented in the probe's last run that completed a TLS handshake, by probe."
+    );
+    // The same series the coordinator exports; set here too so an agent
+    // scraped on its own says what it is.
+    metrics::describe_gauge!(
+        authpulse_proto::build_info::METRIC,
+        authpulse_proto::build_info::HELP
+    );
+    metrics::gauge!(
+        authpulse_proto::build_info::METRIC,
+        "version" => authpulse_proto::build_info::VERSION,
+        "revision" => authpulse_proto::build_info::revision()
+    )
+    .set(1.0);
 }
 
 #[derive(Clone)]

@@ -110,9 +110,11 @@ pub fn describe_metrics() {
         "authpulse_coordinator_agent_spool_depth",
         "Unacknowledged results in the agent's spool"
     );
+    // A gauge, not a counter: it mirrors the agent's own count, which
+    // restarts when the agent loses its spool, so it is not monotonic here.
     metrics::describe_gauge!(
-        "authpulse_coordinator_agent_dropped_total",
-        "Results the agent dropped because its spool was full (as reported by the agent)"
+        "authpulse_coordinator_agent_dropped",
+        "Results the agent dropped because its spool was full, as the agent last reported its cumulative count"
     );
     metrics::describe_gauge!(
         "authpulse_coordinator_agent_up",
@@ -174,7 +176,7 @@ pub async fn watch(store: Store, cfg: FleetConfig, stop: CancellationToken) {
                 .set(a.health.clock_skew_ms as f64 / 1000.0);
             metrics::gauge!("authpulse_coordinator_agent_spool_depth", "agent_id" => id.clone())
                 .set(a.health.spool_depth as f64);
-            metrics::gauge!("authpulse_coordinator_agent_dropped_total", "agent_id" => id)
+            metrics::gauge!("authpulse_coordinator_agent_dropped", "agent_id" => id)
                 .set(a.health.dropped_total as f64);
         }
         metrics::gauge!("authpulse_coordinator_agents", "state" => "up").set(up_n as f64);

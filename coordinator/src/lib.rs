@@ -24,11 +24,13 @@ pub mod latency_sketch;
 pub mod leadership;
 pub mod openslo;
 pub mod private_files;
+pub mod prometheus_rules;
 pub mod rollup;
 pub mod slo;
 pub mod slo_cache;
 pub mod statuspage;
 pub mod store;
+pub mod telemetry;
 pub mod tls_rotation;
 
 use std::net::SocketAddr;
@@ -259,6 +261,7 @@ async fn start_with(config: CoordinatorConfig, door: GrpcDoor) -> anyhow::Result
         loaded,
     }));
 
+    telemetry::describe_metrics();
     slo::describe_metrics();
     alerting::describe_metrics();
     leadership::describe_metrics();

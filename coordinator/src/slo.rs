@@ -703,6 +703,10 @@ pub fn describe_metrics() {
         "Share of the error budget left over the SLO window: 1 untouched, 0 used up, negative overspent"
     );
     metrics::describe_gauge!(
+        "authpulse_slo_window_seconds",
+        "Length of the SLO window in seconds (a calendar window: its current whole period), which scales the burn-rate alert factors"
+    );
+    metrics::describe_gauge!(
         "authpulse_slo_objective",
         "The SLO's objective as a ratio (0.999 for 99.9 %)"
     );
@@ -734,6 +738,8 @@ pub fn export_gauges(statuses: &[SloStatus]) {
         metrics::gauge!("authpulse_slo_error_budget_remaining", "slo" => slo.clone())
             .set(s.error_budget_remaining);
         metrics::gauge!("authpulse_slo_objective", "slo" => slo.clone()).set(s.objective / 100.0);
+        metrics::gauge!("authpulse_slo_window_seconds", "slo" => slo.clone())
+            .set(s.window.as_secs_f64());
         metrics::gauge!("authpulse_slo_coverage", "slo" => slo.clone())
             .set(s.coverage.unwrap_or(f64::NAN));
         for state in [

@@ -1,6 +1,7 @@
 //! The contract both sides share: the generated `authpulse.v1` gRPC types and
 //! the catalog (probes, SLOs, gates) with its loader and validation, and the
 //! agent identity carried in client certificates.
+pub mod build_info;
 pub mod catalog;
 pub mod identity;
 

@@ -328,10 +328,14 @@ pub struct RulesPrometheus {
 impl RulesPrometheus {
     /// `agents`: (`host:port`, region) — the region becomes a target label,
     /// as deploy/prometheus/prometheus.yml and the agents' ServiceMonitor add it.
+    /// `slo_rules`: rule files `authpulse rules` wrote for the test's own
+    /// catalog, loaded next to rules.yml (whose per-SLO groups are the
+    /// quickstart catalog's).
     pub async fn start(
         dir: &Path,
         coordinators: &[String],
         agents: &[(String, String)],
+        slo_rules: &[PathBuf],
     ) -> RulesPrometheus {
         let bin = tool(
             "AUTHPULSE_TEST_PROMETHEUS",
@@ -339,11 +343,15 @@ impl RulesPrometheus {
             "prometheus",
         );
         let rules = crate::repo_root().join("deploy/prometheus/rules.yml");
+        let rule_files: Vec<String> = std::iter::once(&rules)
+            .chain(slo_rules)
+            .map(|p| format!("'{}'", p.display()))
+            .collect();
         let mut config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\n\
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [{}]\n\
              scrape_configs:\n  - job_name: authpulse-coordinator\n    static_configs:\n      - targets: [{}]\n\
              \x20 - job_name: authpulse-agent\n    static_configs:\n",
-            rules.display(),
+            rule_files.join(", "),
             coordinators
                 .iter()
                 .map(|t| format!("'{t}'"))

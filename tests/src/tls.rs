@@ -10,6 +10,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub struct TlsFixture {
     pub ca_pem: String,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The server certificate's `notAfter`, unix seconds.
+    pub leaf_not_after: i64,
 }
 
 impl TlsFixture {
@@ -42,6 +44,7 @@ impl TlsFixture {
         TlsFixture {
             ca_pem: ca_cert.pem(),
             server_config: Arc::new(config),
+            leaf_not_after: params.not_after.unix_timestamp(),
         }
     }
 
@@ -103,6 +106,7 @@ impl TlsFixture {
         TlsFixture {
             ca_pem: ca_cert.pem(),
             server_config: Arc::new(config),
+            leaf_not_after: params.not_after.unix_timestamp(),
         }
     }
 }

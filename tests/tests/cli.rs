@@ -319,6 +319,48 @@ fn import_openslo_prints_slos_that_validate_against_the_catalog() {
     assert_eq!(code, 1);
     assert!(out.is_empty());
     assert!(err.contains("unknown probe `corp-logout`"), "{err}");
+    // Issue 16's document: a latency objective on a value without a unit,
+    // with a bare-number slice. Once converted to an availability SLI with
+    // 1-minute slices and exit 0; now refused with the field and the reason.
+    let threshold = write(
+        &dir,
+        "threshold.openslo.yaml",
+        "apiVersion: openslo/v1
+kind: SLO
+metadata: { name: login-fast }
+spec:
+  indicator:
+    spec:
+      thresholdMetric: { metricSource: { type: authpulse, spec: { probes: [corp-login] } } }
+  timeWindow: [{ duration: 28d, isRolling: true }]
+  budgetingMethod: Timeslices
+  objectives: [{ op: lte, value: 800, target: 0.99, timeSliceTarget: 0.95, timeSliceWindow: 5 }]
+",
+    );
+    let (code, out, err) = authpulse(&["import-openslo", &threshold, "--catalog", &catalog]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains(
+            "(`login-fast`): spec.indicator.spec.thresholdMetric.metricSource.spec.unit: is missing"
+        ),
+        "{err}"
+    );
+    // With the unit it converts to exactly that: 800 ms, 5-minute slices.
+    let fixed = write(
+        &dir,
+        "threshold-ms.openslo.yaml",
+        &std::fs::read_to_string(&threshold)
+            .expect("read")
+            .replace("probes: [corp-login] }", "probes: [corp-login], unit: ms }"),
+    );
+    let (code, out, err) = authpulse(&["import-openslo", &fixed, "--catalog", &catalog]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("sli: { latency: { threshold: 800ms } }")
+            && out.contains("budgeting: { timeslices: { slice: 5m, target: 0.95 } }"),
+        "{out}"
+    );
 }
 
 /// Every probe example in the READMEs (a block that is a `probes:` list or

@@ -803,8 +803,21 @@ async fn rules_and_dashboard_use_what_the_binaries_export() {
     .await;
     let agent_http = format!("http://{}", agent.line_after("listening on http://").await);
     wait_ready(&client, &agent_http, "agent live-1").await;
-    // A real Prometheus with rules.yml, scraping from here on, so it sees
-    // the counters below move (increase() needs two samples).
+    // A real Prometheus with rules.yml and the SLO rules `authpulse rules`
+    // writes for this catalog, scraping from here on, so it sees the
+    // counters below move (increase() needs two samples).
+    let slo_rules = dir.path().join("slo-rules.yml");
+    let (ok, out, err) = run(
+        &authpulse,
+        &[
+            "rules",
+            "--catalog",
+            catalog_path.to_str().expect("utf8"),
+            "--output",
+            slo_rules.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "authpulse rules:\n{out}{err}");
     let prom = RulesPrometheus::start(
         dir.path(),
         &[api.trim_start_matches("http://").to_string()],
@@ -812,6 +825,7 @@ async fn rules_and_dashboard_use_what_the_binaries_export() {
             agent_http.trim_start_matches("http://").to_string(),
             "eu-west".to_string(),
         )],
+        &[slo_rules],
     )
     .await;
     let scraped = |metric: &'static str| {

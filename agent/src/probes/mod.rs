@@ -294,6 +294,7 @@ pub async fn run_saving_pages(
             started.elapsed(),
         ),
     };
+    ctx.session.certificates.publish(&probe.id);
     redact(outcome, &ctx.redactor)
 }
 

@@ -107,6 +107,9 @@ impl Probe for TlsCheckSpec {
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.clone().into_owned());
+        if let Some(chain) = session.peer_certificates() {
+            ctx.session.certificates.saw(chain);
+        }
         steps.push(step(
             "handshake",
             None,
