@@ -179,6 +179,32 @@ impl Rollup {
             .add(minute, good, total);
     }
 
+    /// Adds the sums of one whole or partial hour of a series (minutes older
+    /// than the ring, summed by the database at open): hours and days only.
+    pub fn add_hour(
+        &mut self,
+        probe: &str,
+        region: &str,
+        hour: i64,
+        threshold_us: u64,
+        good: u64,
+        total: u64,
+    ) {
+        let series = self
+            .series
+            .entry((probe.to_string(), threshold_us, region.to_string()))
+            .or_default();
+        let h = series.hours.entry(hour).or_default();
+        h.0 += good;
+        h.1 += total;
+        let d = series
+            .days
+            .entry((hour * HOUR).div_euclid(DAY))
+            .or_default();
+        d.0 += good;
+        d.1 += total;
+    }
+
     /// Makes one minute of a series hold the stored (good, total), e.g. a
     /// row another coordinator wrote. False when the minute is older than
     /// the ring: its previous value is not known here, so the caller must

@@ -48,25 +48,46 @@ pub struct MinuteRow {
 }
 
 impl Store {
-    /// Builds the roll-ups from `minute_counts`.
+    /// Builds the roll-ups from `minute_counts`. The database does the
+    /// summing in one scan: minutes the ring keeps come back one by one,
+    /// older ones already summed by hour, so millions of stored minutes
+    /// cost tens of thousands of rows here instead of a row each.
     pub(super) async fn load_rollup(&self) -> Result<crate::rollup::Rollup> {
         let started = std::time::Instant::now();
         let mut r = crate::rollup::Rollup::default();
+        let ring_from = now_ms().div_euclid(60_000) - crate::rollup::MINUTE_SLOTS + 1;
         let mut rows = sqlx::query(
-            "SELECT probe_id, region, minute, threshold_us, good, total FROM minute_counts",
+            "SELECT probe_id, region, threshold_us,
+                    CASE WHEN minute >= $1 THEN minute ELSE NULL END AS ring_minute,
+                    minute / 60 AS hour,
+                    CAST(SUM(good) AS BIGINT) AS good, CAST(SUM(total) AS BIGINT) AS total,
+                    COUNT(*) AS n
+             FROM minute_counts
+             GROUP BY probe_id, threshold_us, region, hour, ring_minute",
         )
+        .bind(ring_from)
         .fetch(&self.read);
         let mut n = 0u64;
         while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-            r.add(
-                &row.try_get::<String, _>("probe_id")?,
-                &row.try_get::<String, _>("region")?,
-                row.try_get("minute")?,
-                unsigned(row.try_get("threshold_us")?),
+            let probe = row.try_get::<String, _>("probe_id")?;
+            let region = row.try_get::<String, _>("region")?;
+            let threshold = unsigned(row.try_get("threshold_us")?);
+            let (good, total) = (
                 unsigned(row.try_get("good")?),
                 unsigned(row.try_get("total")?),
             );
-            n += 1;
+            match row.try_get::<Option<i64>, _>("ring_minute")? {
+                Some(minute) => r.add(&probe, &region, minute, threshold, good, total),
+                None => r.add_hour(
+                    &probe,
+                    &region,
+                    row.try_get("hour")?,
+                    threshold,
+                    good,
+                    total,
+                ),
+            }
+            n += unsigned(row.try_get("n")?);
         }
         tracing::info!(
             rows = n,
