@@ -105,7 +105,18 @@ pub struct Feed {
     pub(super) page: PageState,
     pub(super) open: Vec<Incident>,
     pub(super) recent: Vec<Incident>,
+    /// `summary.json` bodies rendered from this feed, by (base URL, the
+    /// maintenances' statuses): what a status widget polls, served as
+    /// bytes until the next evaluation.
+    summaries: std::sync::Mutex<Vec<(SummaryKey, axum::body::Bytes)>>,
 }
+
+/// What a rendered summary depends on besides the feed.
+type SummaryKey = (String, Vec<&'static str>);
+
+/// Distinct base URLs whose summary is kept per feed (callers reach the
+/// page under a handful of names; more are rendered per request).
+const SUMMARY_BASES: usize = 8;
 
 /// The feed of the latest evaluation, built by the first request after it.
 #[derive(Default)]
@@ -130,7 +141,12 @@ impl FeedCache {
         let mut open = st.store.open_incidents().await?;
         open.reverse();
         let recent = st.store.recent_incidents(INCIDENT_LIMIT).await?;
-        let feed = Arc::new(Feed { page, open, recent });
+        let feed = Arc::new(Feed {
+            page,
+            open,
+            recent,
+            summaries: Default::default(),
+        });
         *last = Some((evaluation, feed.clone()));
         Ok(feed)
     }
@@ -285,20 +301,67 @@ pub(super) async fn summary(
     let (page, open) = (&f.page, &f.open);
     let site = Site::of(&st.status_page, &headers);
     let base = site.base.as_str();
-    let under = maintenance_now(&st);
     let catalog = st.catalog.borrow().catalog.clone();
-    Ok(public_json(json!({
+    let now = now_ms();
+    let key: SummaryKey = (
+        site.base.clone(),
+        catalog
+            .maintenances
+            .iter()
+            .map(|m| m.status_at(now))
+            .collect(),
+    );
+    let lock = |f: &Feed| {
+        f.summaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, b)| b.clone())
+    };
+    if let Some(body) = lock(&f) {
+        return Ok(public_bytes(body));
+    }
+    let under = super::maintenance::under_maintenance(&catalog, now);
+    let body = json!({
         "page": page_json(page, &site),
         "components": components_json(page, &under),
         "incidents": incidents_json(open, page, base),
         "scheduled_maintenances": super::maintenance::list(
             &catalog,
             page,
-            now_ms(),
+            now,
             &["scheduled", "in_progress"],
         ),
         "status": status_json(page, &under),
-    })))
+    });
+    let body = axum::body::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let mut cached = f
+        .summaries
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cached.len() < SUMMARY_BASES {
+        cached.push((key, body.clone()));
+    }
+    Ok(public_bytes(body))
+}
+
+/// Pre-rendered JSON, with the same headers as [`public_json`].
+fn public_bytes(body: axum::body::Bytes) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) async fn status(
