@@ -8,6 +8,7 @@
 //!
 //! A little over 800 lines: the alert state machine (rules, firing,
 //! silences, escalations) is one concept; delivery is in `notify`.
+mod maintenance_hold;
 pub mod notify;
 pub mod routing;
 mod stored;
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use authpulse_proto::catalog::{Catalog, MaintenanceAlerts};
+use authpulse_proto::catalog::Catalog;
 use serde::{Deserialize, Serialize};
 
 use crate::slo::SloStatus;
@@ -414,10 +415,8 @@ pub struct Alerter {
     escalations: AlertBook,
     /// When an escalation result was last stored, per SLO.
     escalation_seen: BTreeMap<String, i64>,
-    /// (SLO, severity) of alerts that fired during a maintenance with
-    /// `alerts: suppress`: notified when it ends if they still fire, and
-    /// their resolve is not sent if they never were.
-    held_for_maintenance: BTreeSet<(String, &'static str)>,
+    /// Notifications held back by scheduled maintenances.
+    maintenance_hold: maintenance_hold::MaintenanceHold,
     store: Store,
     notifiers: notify::Dispatch,
 }
@@ -435,7 +434,7 @@ impl Alerter {
             book: AlertBook::new(Vec::new()),
             escalations: AlertBook::new(Vec::new()),
             escalation_seen: BTreeMap::new(),
-            held_for_maintenance: BTreeSet::new(),
+            maintenance_hold: Default::default(),
             store,
             notifiers,
         };
@@ -596,19 +595,11 @@ impl Alerter {
                     set_gauge(&f.alert, 0.0);
                 }
             }
-            let key = (f.alert.slo.clone(), f.alert.severity.as_str());
-            let in_maintenance = maintenance
-                .get(f.alert.slo.as_str())
-                .filter(|m| m.alerts == MaintenanceAlerts::Suppress);
-            if let Event::Resolve { .. } = &event
-                && self.held_for_maintenance.remove(&key)
-            {
+            let verdict = self.maintenance_hold.verdict(&event, &maintenance);
+            if verdict == maintenance_hold::Verdict::NeverNotified {
                 tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
                     "alert resolved during a scheduled maintenance; it was never notified");
-            } else if let Some(m) = in_maintenance
-                && !matches!(event, Event::Resolve { .. })
-            {
-                self.held_for_maintenance.insert(key);
+            } else if let maintenance_hold::Verdict::Held(m) = verdict {
                 tracing::info!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
                     maintenance = %m.id, "notification held back: scheduled maintenance in progress");
             } else if !held.contains(&(f.alert.slo.clone(), f.alert.severity.as_str().to_string()))
@@ -622,21 +613,10 @@ impl Alerter {
             }
         }
         // Maintenances that ended: what still fires is notified now.
-        let ended: Vec<Firing> = self
-            .book
-            .firing()
-            .filter(|f| {
-                let key = (f.alert.slo.clone(), f.alert.severity.as_str());
-                self.held_for_maintenance.contains(&key)
-                    && !maintenance
-                        .get(f.alert.slo.as_str())
-                        .is_some_and(|m| m.alerts == MaintenanceAlerts::Suppress)
-            })
-            .cloned()
-            .collect();
+        let ended = self
+            .maintenance_hold
+            .released(self.book.firing(), &maintenance);
         for f in ended {
-            self.held_for_maintenance
-                .remove(&(f.alert.slo.clone(), f.alert.severity.as_str()));
             tracing::warn!(slo = %f.alert.slo, severity = f.alert.severity.as_str(),
                 "scheduled maintenance over and the alert still fires: notifying");
             let routing = routing::Routing::of(catalog, &f.alert.slo);
