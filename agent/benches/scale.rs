@@ -317,8 +317,9 @@ async fn run_case(case: &Case, target_port: u16, smoke: bool) {
     // Scrapes stay outside the CPU window: with 10,000 probes /metrics is
     // megabytes of per-probe series to render.
     // Peak RSS of the probing alone, before the first /metrics scrape: a
-    // scrape renders every per-probe series into one string (megabytes at
-    // 1,000 probes) and the allocator keeps that memory.
+    // scrape snapshots every series and renders the page (streamed in
+    // chunks, but the snapshot is a copy of every histogram), and the
+    // allocator keeps that memory.
     let unscraped_rss_mb = common::peak_rss_kib(pid) * 1024.0 / 1e6;
     let metrics_before = lateness_counts(&http_get(&agent_http, "/metrics").await);
     let window_start_ms = now_ms();

@@ -246,8 +246,10 @@ fn record(probe: &str, kind: &'static str, o: &ProbeOutcome) {
         ("ttfb", o.timings.ttfb),
     ] {
         if let Some(d) = d {
-            metrics::histogram!(t::PHASE, "probe" => probe.to_string(), "phase" => phase)
-                .record(d.as_secs_f64());
+            // By kind, not by probe: per probe these were most of the
+            // agent's series (up to four histograms of 18 lines per probe),
+            // its RSS and its /metrics page. `DURATION` stays per probe.
+            metrics::histogram!(t::PHASE, "kind" => kind, "phase" => phase).record(d.as_secs_f64());
         }
     }
 }
@@ -300,6 +302,79 @@ mod tests {
         assert_eq!(s.apply(3, Vec::new()), (0, 3));
         assert!(s.probe_ids().is_empty());
         assert_eq!(s.version(), 3);
+    }
+
+    /// Phase histograms are per kind and phase, durations per probe; the
+    /// page grows by about one duration histogram per probe. 1,000 `http`
+    /// and `tls` probes rendered 1,694,542 bytes (1,694 per probe) when this
+    /// was written; with per-probe phase histograms it was about 4.6 MB
+    /// (issue 17). The bound leaves room for longer probe ids and still
+    /// fails if per-probe phase series come back (about 5 KB more a probe).
+    #[test]
+    fn phase_series_are_per_kind_and_the_page_per_probe_is_bounded() {
+        use crate::http::Timings;
+        let recorder = t::builder().expect("builder").build_recorder();
+        let handle = recorder.handle();
+        let ms = Duration::from_millis;
+        let probes = 1_000;
+        metrics::with_local_recorder(&recorder, || {
+            t::describe();
+            for i in 0..probes {
+                let (kind, tls) = if i % 2 == 0 {
+                    ("http", None)
+                } else {
+                    ("tls", Some(ms(3)))
+                };
+                let outcome = ProbeOutcome {
+                    failure: None,
+                    timings: Timings {
+                        dns: Some(ms(1)),
+                        connect: Some(ms(2)),
+                        tls,
+                        ttfb: Some(ms(4)),
+                        total: ms(10),
+                    },
+                    steps: Vec::new(),
+                    detail: String::new(),
+                };
+                for _ in 0..3 {
+                    record(&format!("probe-{i:05}"), kind, &outcome);
+                }
+            }
+        });
+        let page = handle.render();
+        let label_names = |line: &str| -> Vec<String> {
+            let Some((_, rest)) = line.split_once('{') else {
+                return Vec::new();
+            };
+            let labels = rest.split_once('}').map_or(rest, |(l, _)| l);
+            labels
+                .split("\",")
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+                .collect()
+        };
+        let phase_counts: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with(&format!("{}_count", t::PHASE)))
+            .collect();
+        // http: dns, connect, ttfb; tls: those and tls.
+        assert_eq!(phase_counts.len(), 7, "{phase_counts:#?}");
+        for line in &phase_counts {
+            assert_eq!(label_names(line), ["kind", "phase"], "{line}");
+            assert!(line.ends_with(" 1500"), "{line}");
+        }
+        let duration_counts = page
+            .lines()
+            .filter(|l| l.starts_with(&format!("{}_count", t::DURATION)))
+            .inspect(|l| assert_eq!(label_names(l), ["probe", "kind"], "{l}"))
+            .count();
+        assert_eq!(duration_counts, probes);
+        let per_probe = page.len() / probes;
+        assert!(
+            per_probe <= 2_000,
+            "/metrics grew to {} bytes at {probes} probes ({per_probe} per probe)",
+            page.len()
+        );
     }
 
     /// A run that takes 400 ms must not push the next run 400 ms off its

@@ -56,16 +56,7 @@ pub const BUCKETS: &[f64] = &[
 /// Installs the process-wide recorder. Call once per process; the standalone
 /// mode passes the coordinator's handle instead.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        // An fsync on a good disk takes tens of microseconds.
-        .set_buckets_for_metric(
-            Matcher::Full(crate::spool::FSYNC_SECONDS.into()),
-            &[
-                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
-            ],
-        )?
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
-        .install_recorder()?;
+    let handle = builder()?.install_recorder()?;
     // Histograms buffer samples until upkeep drains them; without scrapes
     // they would grow without bound.
     let upkeep = handle.clone();
@@ -80,6 +71,20 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// The exporter as the agent configures it (buckets per metric); tests
+/// build their local recorders from it too.
+pub fn builder() -> anyhow::Result<PrometheusBuilder> {
+    Ok(PrometheusBuilder::new()
+        // An fsync on a good disk takes tens of microseconds.
+        .set_buckets_for_metric(
+            Matcher::Full(crate::spool::FSYNC_SECONDS.into()),
+            &[
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ],
+        )?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?)
+}
+
 pub fn describe() {
     metrics::describe_counter!(RUNS, "Probe runs by probe, kind and outcome.");
     metrics::describe_counter!(
@@ -90,7 +95,7 @@ pub fn describe() {
     metrics::describe_histogram!(
         PHASE,
         metrics::Unit::Seconds,
-        "Probe phase duration (dns, connect, tls, ttfb)."
+        "Probe phase duration (dns, connect, tls, ttfb) by kind and phase."
     );
     metrics::describe_counter!(
         SKIPPED,
@@ -168,7 +173,7 @@ pub async fn serve(
     let app = Router::new()
         .route(
             "/metrics",
-            get(|State(h): State<Health>| async move { h.metrics.render() }),
+            get(|State(h): State<Health>| async move { render_streamed(h.metrics) }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/log-level", get(get_log_level).put(put_log_level))
@@ -197,6 +202,73 @@ pub async fn serve(
         }
     });
     Ok(addr)
+}
+
+/// Bytes per chunk of a streamed `/metrics` page, and chunks in flight.
+const RENDER_CHUNK: usize = 64 * 1024;
+const RENDER_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// `/metrics` as a stream of 64 KiB chunks: `PrometheusHandle::render`
+/// builds the whole page in one `String` (megabytes at 10,000 probes, grown
+/// by doubling, so up to twice that while it grows), and that peak stays in
+/// the agent's RSS after the scrape. Streamed, the page costs at most
+/// [`RENDER_CHUNKS_IN_FLIGHT`] chunks at once. The render is synchronous and
+/// waits when the client reads slowly, so it runs on a blocking thread; a
+/// client that goes away ends it.
+fn render_streamed(handle: PrometheusHandle) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(RENDER_CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            buf: Vec::with_capacity(RENDER_CHUNK),
+            tx,
+        };
+        let rendered = handle.render_to_write(&mut out).and_then(|()| out.send());
+        if let Err(e) = rendered {
+            // Nobody left to tell when the client hung up; otherwise the
+            // client sees a truncated body (the status was already sent).
+            tracing::debug!(error = %e, "/metrics render stopped");
+        }
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+/// An `io::Write` that hands full chunks to the response body.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(RENDER_CHUNK));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= RENDER_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -250,6 +322,45 @@ async fn put_log_level(ConnectInfo(peer): ConnectInfo<SocketAddr>, body: Bytes) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page of many 64 KiB chunks arrives whole: the streamed body has
+    /// the lines `render` gives (in its own order: the exporter iterates
+    /// hash maps).
+    #[tokio::test]
+    async fn metrics_page_streams_whole() {
+        let recorder = builder().expect("builder").build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for i in 0..5_000 {
+                metrics::counter!(RUNS, "probe" => format!("probe-{i:05}"), "kind" => "http", "outcome" => "success")
+                    .increment(i);
+            }
+        });
+        let sorted = |page: &str| {
+            let mut lines: Vec<String> = page.lines().map(str::to_string).collect();
+            lines.sort();
+            lines
+        };
+        let expected = sorted(&handle.render());
+        assert!(expected.iter().map(String::len).sum::<usize>() > 4 * RENDER_CHUNK);
+        let addr = serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            handle,
+            Arc::new(AtomicBool::new(true)),
+        )
+        .await
+        .expect("serve");
+        let r = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let body = r.text().await.expect("body");
+        assert_eq!(sorted(&body), expected);
+    }
 
     #[tokio::test]
     async fn log_level_refuses_non_loopback_peers() {
