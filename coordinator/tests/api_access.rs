@@ -49,32 +49,31 @@ impl Api {
     }
 }
 
-#[tokio::test]
-async fn every_endpoint_class_with_no_wrong_and_right_tokens() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = dir.path().join("catalog.yaml");
-    std::fs::write(&catalog, CATALOG).expect("catalog");
-    let token = |name: &str, value: &str, scopes: Vec<Scope>| {
-        let path = dir.path().join(format!("{name}.token"));
-        std::fs::write(&path, format!("{value}\n")).expect("token");
-        TokenConfig {
-            name: name.into(),
-            token_file: path,
-            scopes,
-        }
-    };
+/// A token file `dir/<name>.token` holding `value`, with `scopes`.
+fn token(dir: &std::path::Path, name: &str, value: &str, scopes: Vec<Scope>) -> TokenConfig {
+    let path = dir.join(format!("{name}.token"));
+    std::fs::write(&path, format!("{value}\n")).expect("token");
+    TokenConfig {
+        name: name.into(),
+        token_file: path,
+        scopes,
+    }
+}
+
+/// A coordinator on `catalog` with `tokens` (public /metrics) and a client.
+async fn start_with_tokens(
+    dir: &std::path::Path,
+    catalog: &std::path::Path,
+    tokens: Vec<TokenConfig>,
+) -> (authpulse_coordinator::Running, Api) {
     let config = CoordinatorConfig {
         grpc_listen: "127.0.0.1:0".parse().expect("addr"),
         http_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().join("data"),
-        catalog: vec![catalog.clone()],
+        data_dir: dir.join("data"),
+        catalog: vec![catalog.to_path_buf()],
         insecure: true,
         api: ApiConfig {
-            tokens: vec![
-                token("grafana", "read-token-1", vec![Scope::Read]),
-                token("ci", "gate-token-2", vec![Scope::Gate]),
-                token("oncall", "admin-token-3", vec![Scope::Admin]),
-            ],
+            tokens,
             metrics_public: true,
             insecure_open: false,
             oidc: None,
@@ -86,6 +85,21 @@ async fn every_endpoint_class_with_no_wrong_and_right_tokens() {
         base: format!("http://{}", running.http_addr()),
         client: reqwest::Client::new(),
     };
+    (running, api)
+}
+
+#[tokio::test]
+async fn every_endpoint_class_with_no_wrong_and_right_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = dir.path().join("catalog.yaml");
+    std::fs::write(&catalog, CATALOG).expect("catalog");
+    let d = dir.path();
+    let tokens = vec![
+        token(d, "grafana", "read-token-1", vec![Scope::Read]),
+        token(d, "ci", "gate-token-2", vec![Scope::Gate]),
+        token(d, "oncall", "admin-token-3", vec![Scope::Admin]),
+    ];
+    let (running, api) = start_with_tokens(d, &catalog, tokens).await;
 
     // Public: no token needed.
     for path in ["/healthz", "/metrics"] {
@@ -234,31 +248,8 @@ async fn a_public_gate_answers_without_a_token_and_only_it() {
         )
     };
     std::fs::write(&catalog, with_gates(true)).expect("catalog");
-    let token_file = dir.path().join("ci.token");
-    std::fs::write(&token_file, "gate-token-2\n").expect("token");
-    let config = CoordinatorConfig {
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().join("data"),
-        catalog: vec![catalog.clone()],
-        insecure: true,
-        api: ApiConfig {
-            tokens: vec![TokenConfig {
-                name: "ci".into(),
-                token_file,
-                scopes: vec![Scope::Gate],
-            }],
-            metrics_public: true,
-            insecure_open: false,
-            oidc: None,
-        },
-        ..CoordinatorConfig::default()
-    };
-    let running = start(config).await.expect("starts");
-    let api = Api {
-        base: format!("http://{}", running.http_addr()),
-        client: reqwest::Client::new(),
-    };
+    let tokens = vec![token(dir.path(), "ci", "gate-token-2", vec![Scope::Gate])];
+    let (running, api) = start_with_tokens(dir.path(), &catalog, tokens).await;
     // No data yet: the gate fails closed (503), but it answers a decision.
     let (s, v, _) = api.call("GET", "/api/v1/gates/flagger", None, None).await;
     assert_eq!(s, 503, "{v}");

@@ -182,3 +182,31 @@ pub fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
         .filter(|f| f["message"] == message)
         .collect()
 }
+
+/// An agent stream over mTLS to `grpc`, trusting `ca`, presenting
+/// `identity` (none = no client certificate). Errors as text: with TLS 1.3
+/// a refused certificate may show only at the first request or read.
+pub async fn open_stream(
+    grpc: std::net::SocketAddr,
+    ca: &Path,
+    identity: Option<&CertFiles>,
+) -> Result<crate::fake_agent::FakeAgent, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let pem = |p: &Path| std::fs::read(p).expect("read pem");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem(ca)))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(pem(&id.cert), pem(&id.key)));
+    }
+    let endpoint = Endpoint::from_shared(format!("https://{grpc}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .tls_config(tls)
+        .expect("tls config");
+    let channel = tokio::time::timeout(Duration::from_secs(20), endpoint.connect())
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e:?}"))?;
+    crate::fake_agent::FakeAgent::open(channel).await
+}

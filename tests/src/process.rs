@@ -17,6 +17,29 @@ pub struct Process {
 }
 
 impl Process {
+    /// `authpulse standalone` on `catalog` with its data under `dir/data`,
+    /// HTTP on any loopback port: the process and its API base URL.
+    pub async fn standalone(catalog: &str, dir: &Path) -> (Process, String) {
+        let data = dir.join("data");
+        let mut p = Process::start(
+            "authpulse",
+            &[
+                "standalone",
+                "--catalog",
+                catalog,
+                "--data-dir",
+                data.to_str().expect("utf8 path"),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+            dir,
+        )
+        .await;
+        let api = format!("http://{}", p.line_after("listening on http://").await);
+        (p, api)
+    }
+
     /// Starts `bin` (a workspace binary name) with `args`; stderr goes to `log_dir/<name>.log`.
     pub async fn start(bin: &str, args: &[&str], envs: &[(&str, &str)], log_dir: &Path) -> Process {
         let log = log_dir.join(format!(

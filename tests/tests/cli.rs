@@ -135,23 +135,8 @@ async fn standalone_serves_slos_and_metrics() {
             peer.issuer
         ),
     );
+    let (mut p, api) = Process::standalone(&cat, dir.path()).await;
     let data = dir.path().join("data");
-    let mut p = Process::start(
-        "authpulse",
-        &[
-            "standalone",
-            "--catalog",
-            &cat,
-            "--data-dir",
-            data.to_str().expect("utf8"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-        dir.path(),
-    )
-    .await;
-    let api = format!("http://{}", p.line_after("listening on http://").await);
     let client = reqwest::Client::new();
     let slo = wait_for(
         Duration::from_secs(60),
@@ -544,23 +529,7 @@ async fn health(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 async fn health_passes_on_a_serving_coordinator_and_fails_with_one_reason_otherwise() {
     let dir = TempDir::new("ap-cli-health");
     let cat = write(&dir, "c.yaml", "probes: []\n");
-    let data = dir.path().join("data");
-    let mut p = Process::start(
-        "authpulse",
-        &[
-            "standalone",
-            "--catalog",
-            &cat,
-            "--data-dir",
-            data.to_str().expect("utf8"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-        dir.path(),
-    )
-    .await;
-    let api = format!("http://{}", p.line_after("listening on http://").await);
+    let (_coordinator, api) = Process::standalone(&cat, dir.path()).await;
     let healthz = format!("{api}/healthz");
     let (code, out, err) = health(&["--url", &healthz], &[]).await;
     assert_eq!(code, 0, "{out}{err}");

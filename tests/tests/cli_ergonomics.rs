@@ -216,23 +216,7 @@ async fn standalone_is_quiet_about_its_own_agent() {
         "probes:\n  - id: closed\n    kind: tcp\n    address: 127.0.0.1:1\n    interval: 1s\n    timeout: 500ms\n",
     )
     .expect("catalog");
-    let data = dir.path().join("data");
-    let mut p = Process::start(
-        "authpulse",
-        &[
-            "standalone",
-            "--catalog",
-            cat.to_str().expect("utf8"),
-            "--data-dir",
-            data.to_str().expect("utf8"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-        dir.path(),
-    )
-    .await;
-    p.line_after("listening on http://").await;
+    let (mut p, _api) = Process::standalone(cat.to_str().expect("utf8"), dir.path()).await;
     // The agent connected (so everything that would warn about it ran).
     authpulse_tests::wait_for(
         std::time::Duration::from_secs(30),

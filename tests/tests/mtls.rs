@@ -5,21 +5,20 @@
 //! binary streams results over mTLS with certificates from `authpulse certs`,
 //! past a dead coordinator URL to a live one.
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_proto::v1::{Hello, ProbeResult, ResultBatch, Timings};
-use authpulse_tests::fake_agent::FakeAgent;
 use authpulse_tests::fleet::{CoordinatorFixture, CoordinatorOptions};
-use authpulse_tests::mtls::{AgentCert, CertFiles, Pki, free_port, log_events, spiffe};
+use authpulse_tests::mtls::{
+    AgentCert, CertFiles, Pki, free_port, log_events, open_stream as open, spiffe,
+};
 use authpulse_tests::process::Process;
 use authpulse_tests::{TempDir, bin, wait_for};
 use rcgen::ExtendedKeyUsagePurpose;
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const WAIT: Duration = Duration::from_secs(20);
 const REFUSED: &str = "agent TLS handshake refused";
@@ -48,35 +47,6 @@ async fn start_coordinator(dir: &TempDir, pki: &Pki) -> Coordinator {
         http: fixture.api.trim_start_matches("http://").to_string(),
         process: fixture.process.take().expect("running"),
     }
-}
-
-fn pem(path: &Path) -> Vec<u8> {
-    std::fs::read(path).expect("read pem")
-}
-
-/// One agent stream over mTLS: the shared test agent on a TLS channel.
-type Stream = FakeAgent;
-
-/// TLS to `grpc` trusting `ca`, presenting `identity` (none = no client
-/// certificate), then the stream. Errors as text: with TLS 1.3 a refused
-/// certificate may show only at the first request or read.
-async fn open(grpc: SocketAddr, ca: &Path, identity: Option<&CertFiles>) -> Result<Stream, String> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(pem(ca)))
-        .domain_name("localhost");
-    if let Some(id) = identity {
-        tls = tls.identity(Identity::from_pem(pem(&id.cert), pem(&id.key)));
-    }
-    let endpoint = Endpoint::from_shared(format!("https://{grpc}"))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .tls_config(tls)
-        .expect("tls config");
-    let channel = tokio::time::timeout(WAIT, endpoint.connect())
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e:?}"))?;
-    FakeAgent::open(channel).await
 }
 
 fn result(agent_id: &str, region: &str, seq: u64) -> ProbeResult {

@@ -14,9 +14,8 @@ use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_tests::fake_agent::FakeAgent;
 use authpulse_tests::fleet::{CoordinatorFixture, CoordinatorOptions, metric};
-use authpulse_tests::mtls::{CertFiles, Pki};
+use authpulse_tests::mtls::{CertFiles, Pki, open_stream};
 use authpulse_tests::{TempDir, wait_for};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const WAIT: Duration = Duration::from_secs(30);
 const CATALOG: &str = "probes:\n  - id: eu-health\n    kind: http\n    regions: [eu-west]\n    url: http://127.0.0.1:9/health\n    interval: 30s\n";
@@ -43,26 +42,6 @@ impl Live {
     }
 }
 
-async fn open(grpc: SocketAddr, ca: &Path, id: &CertFiles) -> Result<FakeAgent, String> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("ca")))
-        .domain_name("localhost")
-        .identity(Identity::from_pem(
-            std::fs::read(&id.cert).expect("cert"),
-            std::fs::read(&id.key).expect("key"),
-        ));
-    let endpoint = Endpoint::from_shared(format!("https://{grpc}"))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .tls_config(tls)
-        .expect("tls config");
-    let channel = tokio::time::timeout(WAIT, endpoint.connect())
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e:?}"))?;
-    FakeAgent::open(channel).await
-}
-
 /// Connects and says hello as `agent_id` in eu-west.
 async fn hello(
     grpc: SocketAddr,
@@ -70,7 +49,7 @@ async fn hello(
     id: &CertFiles,
     agent_id: &str,
 ) -> Result<FakeAgent, String> {
-    let mut s = open(grpc, ca, id).await?;
+    let mut s = open_stream(grpc, ca, Some(id)).await?;
     s.hello(agent_id, "eu-west").await?;
     Ok(s)
 }

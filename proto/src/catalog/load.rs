@@ -508,21 +508,7 @@ fn parse_probe(entry: Json) -> Result<ProbeDef, (Vec<Seg>, String)> {
         return Err((vec![], "missing `id`".into()));
     }
     let common: ProbeCommon = typed(Json::Object(common))?;
-    let kind = match body.remove("kind") {
-        Some(Json::String(k)) => k,
-        Some(_) => {
-            return Err((
-                vec![Seg::Key("kind".into())],
-                "`kind` must be a string".into(),
-            ));
-        }
-        None => {
-            return Err((
-                vec![],
-                format!("missing `kind` (one of: {})", KINDS.join(", ")),
-            ));
-        }
-    };
+    let kind = take_kind(&mut body)?;
     // A misspelt common key (`intervl`) lands in the kind's body.
     let spec = parse_kind(&kind, body).map_err(|(p, m)| (p, hint_unknown(m, COMMON_KEYS)))?;
     Ok(ProbeDef {
@@ -530,6 +516,21 @@ fn parse_probe(entry: Json) -> Result<ProbeDef, (Vec<Seg>, String)> {
         spec,
         source: None,
     })
+}
+
+/// Removes the `kind` tag of a probe or step entry: a string naming a kind.
+pub(super) fn take_kind(body: &mut Map<String, Json>) -> Result<String, (Vec<Seg>, String)> {
+    match body.remove("kind") {
+        Some(Json::String(k)) => Ok(k),
+        Some(_) => Err((
+            vec![Seg::Key("kind".into())],
+            "`kind` must be a string".into(),
+        )),
+        None => Err((
+            vec![],
+            format!("missing `kind` (one of: {})", KINDS.join(", ")),
+        )),
+    }
 }
 
 /// A kind body with its `kind` tag (a journey step after its templates were

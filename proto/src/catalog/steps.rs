@@ -3,9 +3,9 @@
 //! takes the name, then its kind's body, parsed like a probe's.
 use serde_json::{Map, Value as Json};
 
-use super::load::parse_kind;
+use super::load::{parse_kind, take_kind};
 use super::source_map::Seg;
-use super::{COMMON_KEYS, JourneySpec, KINDS, STEP_KEYS, STEP_RENAMED_KEYS, StepDef};
+use super::{COMMON_KEYS, JourneySpec, STEP_KEYS, STEP_RENAMED_KEYS, StepDef};
 
 pub(super) fn parse_journey(
     mut body: Map<String, Json>,
@@ -98,21 +98,7 @@ fn parse_step(step: Json) -> Result<StepDef, (Vec<Seg>, String)> {
             body.remove("expect");
         }
     }
-    let kind = match body.remove("kind") {
-        Some(Json::String(k)) => k,
-        Some(_) => {
-            return Err((
-                vec![Seg::Key("kind".into())],
-                "`kind` must be a string".into(),
-            ));
-        }
-        None => {
-            return Err((
-                vec![],
-                format!("missing `kind` (one of: {})", KINDS.join(", ")),
-            ));
-        }
-    };
+    let kind = take_kind(&mut body)?;
     if kind == "journey" {
         return Err((
             vec![Seg::Key("kind".into())],
