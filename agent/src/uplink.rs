@@ -78,6 +78,10 @@ pub struct Uplink {
     sent_upto: u64,
     /// The coordinator has acked on this stream (numbering is settled).
     acked_on_stream: bool,
+    /// Results this stream may have sent and not yet seen acked: the
+    /// coordinator's `max_unacked_results` if it stated one, capped by
+    /// [`IN_FLIGHT_MAX`].
+    in_flight_limit: u64,
     /// The first ack of the current stream: what the coordinator had stored
     /// before this stream sent anything.
     stream_base_ack: u64,
@@ -105,6 +109,7 @@ impl Uplink {
             spool,
             sent_upto: 0,
             acked_on_stream: false,
+            in_flight_limit: IN_FLIGHT_MAX,
             stream_base_ack: 0,
             sent_ever: false,
             was_connected: false,
@@ -196,6 +201,7 @@ impl Uplink {
         // an outage must not forget what the last stream had sent.)
         self.sent_upto = self.spool.acked();
         self.acked_on_stream = false;
+        self.in_flight_limit = IN_FLIGHT_MAX;
         tracing::info!("connected to coordinator");
         metrics::gauge!(t::CONNECTED).set(1.0);
         let mut flush = tokio::time::interval(FLUSH_EVERY);
@@ -279,6 +285,9 @@ impl Uplink {
         // Settled by this ack: nothing to resend, only to tell.
         for r in &ack.refused {
             self.refusals.record(r);
+        }
+        if ack.max_unacked_results > 0 {
+            self.in_flight_limit = ack.max_unacked_results.min(IN_FLIGHT_MAX);
         }
         if acked.max(highest_stored) > SEQ_MAX {
             return Err(Refused(format!(
@@ -399,12 +408,16 @@ impl Uplink {
         if !self.acked_on_stream {
             return Ok(()); // numbering not settled with the coordinator yet
         }
-        while self.sent_upto < self.spool.next_seq().saturating_sub(1)
-            && self.sent_upto.saturating_sub(self.spool.acked()) < IN_FLIGHT_MAX
-        {
+        while self.sent_upto < self.spool.next_seq().saturating_sub(1) {
+            let unacked = self.sent_upto.saturating_sub(self.spool.acked());
+            if unacked >= self.in_flight_limit {
+                break;
+            }
+            // No more than the limit allows (at least one result here).
+            let room = usize::try_from(self.in_flight_limit - unacked).unwrap_or(BATCH_MAX);
             let from = self.sent_upto + 1;
             let spool = &mut self.spool;
-            let batch = blocking(|| spool.read_from(from, BATCH_MAX))?;
+            let batch = blocking(|| spool.read_from(from, room.clamp(1, BATCH_MAX)))?;
             let Some(last) = batch.last().map(|r| r.seq) else {
                 break;
             };

@@ -56,6 +56,8 @@ enum Script {
     Reject(RejectKind),
     /// Claim to hold results of this agent up to this seq.
     Holds(u64),
+    /// Tell the agent `max_unacked_results` = this; ack every batch.
+    Limit(u64),
 }
 
 #[derive(Clone)]
@@ -63,6 +65,8 @@ struct Fake {
     script: Script,
     connects: Arc<AtomicUsize>,
     batches: Arc<Mutex<Vec<ResultBatch>>>,
+    /// Per batch received: its last seq minus what had been acked before.
+    in_flight: Arc<Mutex<Vec<u64>>>,
 }
 
 fn msg(m: CoordMsg) -> Result<CoordinatorMessage, Status> {
@@ -82,6 +86,7 @@ impl AgentService for Fake {
         let (tx, rx) = mpsc::channel(16);
         let fake = self.clone();
         tokio::spawn(async move {
+            let mut acked = 0u64;
             while let Ok(Some(m)) = inbound.message().await {
                 let reply = match (m.msg, fake.script) {
                     (Some(AgentMsg::Hello(_)), Script::Reject(kind)) => {
@@ -98,7 +103,27 @@ impl AgentService for Fake {
                         highest_stored_seq: h,
                         ..Default::default()
                     },
+                    (Some(AgentMsg::Hello(_)), Script::Limit(n)) => Ack {
+                        max_unacked_results: n,
+                        ..Default::default()
+                    },
                     (Some(AgentMsg::Hello(_)), _) => Ack::default(),
+                    (Some(AgentMsg::Results(batch)), Script::Limit(n)) => {
+                        let last = batch.results.iter().map(|r| r.seq).max().unwrap_or(0);
+                        if let Ok(mut f) = fake.in_flight.lock() {
+                            f.push(last.saturating_sub(acked));
+                        }
+                        if let Ok(mut b) = fake.batches.lock() {
+                            b.push(batch);
+                        }
+                        acked = acked.max(last);
+                        Ack {
+                            acked_seq: last,
+                            highest_stored_seq: last,
+                            max_unacked_results: n,
+                            ..Default::default()
+                        }
+                    }
                     (Some(AgentMsg::Results(batch)), Script::RefuseEven { code }) => {
                         let last = batch.results.iter().map(|r| r.seq).max().unwrap_or(0);
                         let refused = batch
@@ -119,6 +144,7 @@ impl AgentService for Fake {
                             acked_seq: last,
                             highest_stored_seq: last,
                             refused,
+                            ..Default::default()
                         }
                     }
                     (Some(AgentMsg::Results(batch)), _) => {
@@ -143,6 +169,7 @@ async fn serve(script: Script) -> (SocketAddr, Fake) {
         script,
         connects: Arc::default(),
         batches: Arc::default(),
+        in_flight: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -250,6 +277,35 @@ async fn refused_results_are_counted_settled_and_not_resent() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700, "data_dir is owner-only");
+}
+
+/// The coordinator's `max_unacked_results` bounds what the agent has in
+/// flight (the coordinator shares a budget among its streams to keep ack
+/// latency bounded): 50 spooled results go out at most 7 unacked at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinators_in_flight_limit_is_honoured() {
+    let _turn = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    spool_with(&data, 50);
+    let (addr, fake) = serve(Script::Limit(7)).await;
+    let agent = start_agent(addr, &data).await;
+    let batches = fake.batches.clone();
+    wait_for(Duration::from_secs(20), "all 50 results sent", || {
+        let n: usize = batches
+            .lock()
+            .map(|b| b.iter().map(|b| b.results.len()).sum())
+            .unwrap_or(0);
+        async move { (n == 50).then_some(()) }
+    })
+    .await;
+    agent.shutdown().await;
+    let in_flight = fake.in_flight.lock().expect("in flight").clone();
+    assert!(
+        in_flight.iter().all(|n| *n <= 7),
+        "unacked results per batch sent: {in_flight:?}"
+    );
+    assert!(in_flight.len() >= 50 / 7, "{in_flight:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
