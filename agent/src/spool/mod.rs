@@ -100,6 +100,11 @@ pub const DEPTH: &str = "authpulse_agent_spool_depth";
 pub const TORN_BYTES_TOTAL: &str = "authpulse_agent_spool_torn_bytes_total";
 /// Duration of the per-batch fdatasync.
 pub const FSYNC_SECONDS: &str = "authpulse_agent_spool_fsync_seconds";
+/// Results per appended batch, i.e. per fdatasync (group commit).
+pub const RESULTS_PER_FSYNC: &str = "authpulse_agent_spool_results_per_fsync";
+/// Buckets of [`RESULTS_PER_FSYNC`]: one result alone up to a full batch.
+pub const RESULTS_PER_FSYNC_BUCKETS: &[f64] =
+    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 512.0];
 
 /// The largest seq a result may carry: the coordinator stores seqs as
 /// signed 64-bit integers.
@@ -139,6 +144,10 @@ pub fn describe() {
         FSYNC_SECONDS,
         metrics::Unit::Seconds,
         "Duration of the spool's fdatasync per appended batch."
+    );
+    metrics::describe_histogram!(
+        RESULTS_PER_FSYNC,
+        "Results per batch appended to the spool, i.e. per fdatasync (group commit)."
     );
 }
 
@@ -345,6 +354,7 @@ impl Spool {
             return Err(e);
         }
         self.next_seq = first + n;
+        metrics::histogram!(RESULTS_PER_FSYNC).record(n as f64);
         if let Err(e) = self.gc() {
             // The batch is durable; failing the append now would make the
             // caller store it twice.
