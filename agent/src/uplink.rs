@@ -153,6 +153,8 @@ impl Uplink {
                 Err(e) => e,
             };
             metrics::gauge!(t::CONNECTED).set(0.0);
+            // No acks until the next stream: keep the last one.
+            self.persist_ack(true);
             if std::mem::take(&mut self.was_connected) {
                 backoff = Duration::from_millis(250);
             }
@@ -269,6 +271,7 @@ impl Uplink {
                 _ = flush.tick() => {
                     self.commit(results);
                     self.flush(&tx).await?;
+                    self.persist_ack(false);
                 }
                 _ = heartbeat.tick() => {
                     tx.send(AgentMessage { msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
@@ -348,6 +351,19 @@ impl Uplink {
                 metrics::counter!(t::LOST).increment(n);
                 tracing::error!(error = %e, results = n, "cannot write results to the spool; they are lost");
             }
+        }
+    }
+
+    /// Writes the latest ack if the spool holds it in memory only (it
+    /// persists one at most every `ACK_PERSIST_EVERY`): once that old, or
+    /// with `now`. A failure costs resends after a crash, not results.
+    fn persist_ack(&mut self, now: bool) {
+        if !self.spool.ack_persist_due(now) {
+            return;
+        }
+        let spool = &mut self.spool;
+        if let Err(e) = blocking(|| spool.persist_ack(now)) {
+            tracing::warn!(error = %e, "cannot persist the latest ack; after a crash the results it covers would be sent again");
         }
     }
 
