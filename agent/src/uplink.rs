@@ -17,9 +17,12 @@
 //! one after a commit opens a window of [`COMMIT_WINDOW`], and everything
 //! that finishes within it is appended in one batch with one fdatasync, at
 //! the window's end or at the next flush to the coordinator, whichever comes
-//! first (or as soon as [`APPEND_MAX`] results wait). While a window is open
-//! this task doesn't even take results off the channel, so a run's end
-//! doesn't wake it: the commit drains the channel. Sending reads only from
+//! first ([`APPEND_MAX`] results per fsync). While a window is open this
+//! task doesn't even take results off the channel, so a run's end doesn't
+//! wake it: the commit drains the channel. A window thus holds at most the
+//! channel's capacity (1,024 runs); past it, finishing runs wait in their
+//! probe tasks until the window ends (backpressure, at most one window
+//! long; the run's permit is already released). Sending reads only from
 //! the spool, so nothing is sent before it is durable; what a crash can lose
 //! is the results of the open window (never sent, never numbered), see the
 //! spool module doc. At 100 runs/s this is ~10 fdatasyncs a second instead
@@ -50,8 +53,7 @@ use crate::spool::{SEQ_MAX, Spool};
 use crate::telemetry as t;
 
 const BATCH_MAX: usize = 500;
-/// Results appended to the spool in one fsync at most; a window with this
-/// many waiting is committed at once.
+/// Results appended to the spool in one fsync at most.
 pub const APPEND_MAX: usize = 512;
 /// Results sent but not yet acknowledged, at most: bounds what sits in
 /// buffers when the coordinator is slow (backpressure reaches the spool,
@@ -182,7 +184,7 @@ impl Uplink {
                 tokio::select! {
                     _ = &mut wait => break,
                     r = results.recv(), if due.is_none() => match r {
-                        Some(run) => self.receive(run, &mut results),
+                        Some(run) => self.receive(run),
                         None => {
                             self.commit(&mut results);
                             return;
@@ -260,7 +262,7 @@ impl Uplink {
                 // While a window is open the channel is left alone: the
                 // commit drains it, and a run's end wakes nobody.
                 r = results.recv(), if due.is_none() => match r {
-                    Some(run) => self.receive(run, results),
+                    Some(run) => self.receive(run),
                     None => {
                         self.commit(results);
                         self.flush(&tx).await.ok();
@@ -291,13 +293,11 @@ impl Uplink {
         }
     }
 
-    /// A finished run arrived: it waits for the commit of the window it
-    /// opens (or joins), unless [`APPEND_MAX`] are waiting already.
-    fn receive(&mut self, run: CompletedRun, more: &mut mpsc::Receiver<CompletedRun>) {
+    /// A finished run arrived (only when no window is open): it opens one
+    /// and waits for its commit.
+    fn receive(&mut self, run: CompletedRun) {
         self.pending.push(run);
-        if self.pending.len() >= APPEND_MAX {
-            self.commit(more);
-        } else if self.commit_due.is_none() {
+        if self.commit_due.is_none() {
             self.commit_due = Some(Instant::now() + COMMIT_WINDOW);
         }
     }

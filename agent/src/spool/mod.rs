@@ -44,7 +44,7 @@
 //! **Group commit (the caller's side).** Each `append` is one fdatasync
 //! however many results it carries, so callers batch: the uplink appends
 //! the runs that finish within one window of up to
-//! `uplink::COMMIT_WINDOW` (100 ms) or 512 results in one call
+//! `uplink::COMMIT_WINDOW` (100 ms) together, up to 512 per call
 //! (`authpulse_agent_spool_results_per_fsync`). The guarantee stays what
 //! it was: a result that was numbered, and so any result that was sent, is
 //! on disk, and a crash (`kill -9`, power loss) loses none of them. What a
