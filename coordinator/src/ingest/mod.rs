@@ -65,10 +65,10 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
 
 /// Results all streams together may have sent and not yet seen acked: each
 /// stream is told its share in every ack (`max_unacked_results`). At the
-/// SQLite writer's ~100k results/s this is ~0.2 s of work queued, so an
+/// SQLite writer's ~100k results/s this is ~0.15 s of work queued, so an
 /// ack's latency stays a few commits however many agents stream; one agent
 /// alone may still keep [`IN_FLIGHT_PER_STREAM_MAX`] in flight.
-pub const IN_FLIGHT_RESULTS: u64 = 20_000;
+pub const IN_FLIGHT_RESULTS: u64 = 16_000;
 /// Bounds of one stream's share of [`IN_FLIGHT_RESULTS`]: the larger is the
 /// agent's own limit (there is no point offering more); the smaller keeps
 /// a full batch of a busy agent possible with thousands connected.
@@ -716,7 +716,7 @@ mod tests {
     fn the_in_flight_budget_is_shared_and_bounded() {
         assert_eq!(in_flight_share(0), IN_FLIGHT_PER_STREAM_MAX);
         assert_eq!(in_flight_share(1), IN_FLIGHT_PER_STREAM_MAX);
-        assert_eq!(in_flight_share(100), 200);
+        assert_eq!(in_flight_share(100), 160);
         assert_eq!(in_flight_share(10_000), IN_FLIGHT_PER_STREAM_MIN);
         // Whatever the count, the streams together stay near the budget
         // until the per-stream floor takes over.
