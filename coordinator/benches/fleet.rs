@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use authpulse_coordinator::store::now_ms;
+use authpulse_coordinator::store::{Store, now_ms};
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
 use authpulse_proto::v1::{AgentMessage, Heartbeat, ResultBatch};
@@ -396,6 +396,23 @@ async fn fleet(n: usize, duration: Duration) -> Measured {
     }
 }
 
+/// Reference: one-result batches/s that `Store::insert_batch` of a fresh
+/// SQLite store takes from a single writer, each its own transaction, as
+/// ingest commits them now. Offered load above it can only queue.
+async fn raw_single_result_rate(duration: Duration) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open store");
+    let agent = "raw-agent";
+    let mut seq = 1u64;
+    let t0 = Instant::now();
+    while t0.elapsed() < duration {
+        let batch = [result(agent, seq, now_ms() - 1_000)];
+        store.insert_batch(agent, &batch).await.expect("insert");
+        seq += 1;
+    }
+    (seq - 1) as f64 / t0.elapsed().as_secs_f64()
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -467,6 +484,18 @@ async fn bench() {
     println!(
         "{name} results acked: {rate:.0} results/s ({:.2}x offered {offered:.0}/s; acked within the window)",
         rate / offered
+    );
+    // After the fleet, so its store is not in the coordinator's peak RSS.
+    let raw = raw_single_result_rate(if smoke {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    })
+    .await;
+    println!(
+        "fleet raw store insert, 1 result per batch: {raw:.0} batches/s (reference; single writer, \
+         {:.2}x the {offered:.0} batches/s the fleet offers)",
+        raw / offered
     );
     println!(
         "fleet check: sent {}, acked {}, refused {}, stored {}",
