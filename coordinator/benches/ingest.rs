@@ -24,47 +24,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authpulse_coordinator::store::{Store, now_ms};
-use authpulse_coordinator::{CoordinatorConfig, start};
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
-use authpulse_proto::v1::agent_service_client::AgentServiceClient;
 use authpulse_proto::v1::coordinator_message::Msg as CoordMsg;
-use authpulse_proto::v1::{AgentMessage, Hello, ProbeResult, ResultBatch};
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::{Barrier, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use authpulse_proto::v1::{AgentMessage, ProbeResult, ResultBatch};
+use common::{WAIT, ms, percentile, result};
+use tokio::sync::Barrier;
+
+mod common;
 
 const BATCH: usize = 100;
 const WINDOW: usize = 8;
-const REGION: &str = "eu-west";
-const PROBES: [&str; 3] = ["login", "token", "health"];
-/// Longest wait for any single coordinator answer.
-const WAIT: Duration = Duration::from_secs(30);
 const LOAD_ENV: &str = "AUTHPULSE_BENCH_INGEST_LOAD";
-
-const CATALOG: &str = r#"
-probes:
-  - id: login
-    kind: http
-    regions: [eu-west]
-    url: https://idp.example.com/login
-  - id: token
-    kind: http
-    regions: [eu-west]
-    url: https://idp.example.com/token
-  - id: health
-    kind: http
-    regions: [eu-west]
-    url: https://idp.example.com/health
-"#;
-
-fn result(agent: &str, seq: u64, started_ms: i64) -> ProbeResult {
-    let probe = PROBES[(seq % PROBES.len() as u64) as usize];
-    authpulse_tests::results::probe_result(agent, REGION, seq, probe)
-        .started(started_ms)
-        .total_us(50_000 + (seq % 997) * 300)
-        .ok(!seq.is_multiple_of(50))
-        .build()
-}
 
 /// Results `first..first + BATCH` of `agent`.
 fn batch_results(agent: &str, first: u64) -> Vec<ProbeResult> {
@@ -72,18 +42,6 @@ fn batch_results(agent: &str, first: u64) -> Vec<ProbeResult> {
     (first..first + BATCH as u64)
         .map(|s| result(agent, s, started))
         .collect()
-}
-
-fn hello(agent: &str) -> AgentMessage {
-    AgentMessage {
-        msg: Some(AgentMsg::Hello(Hello {
-            agent_id: agent.into(),
-            region: REGION.into(),
-            version: "bench".into(),
-            assignment_version: 0,
-            ..Default::default()
-        })),
-    }
 }
 
 /// The bare SQLite reference: the same result rows inserted straight into
@@ -194,36 +152,12 @@ async fn agent(
     duration: Duration,
     ready: Arc<Barrier>,
 ) -> AgentRun {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = AgentServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel(WINDOW * 2);
-    tx.send(hello(&agent_id)).await.expect("send hello");
-    let mut stream = client
-        .connect(ReceiverStream::new(rx))
-        .await
-        .expect("stream opens")
-        .into_inner();
     // Results in flight at most, as the coordinator's acks say (an agent
     // honours `max_unacked_results`; one batch may always be in flight).
+    let (tx, mut stream, stated) = common::open_stream(addr, &agent_id, WINDOW * 2).await;
     let mut limit = (WINDOW * BATCH) as u64;
-    // The handshake: the stored ack (0 for a new agent), then the assignment.
-    loop {
-        let msg = tokio::time::timeout(WAIT, stream.message())
-            .await
-            .expect("hello answered in time")
-            .expect("stream ok")
-            .expect("stream open");
-        match msg.msg {
-            Some(CoordMsg::Assignment(_)) => break,
-            Some(CoordMsg::Ack(ack)) if ack.max_unacked_results > 0 => {
-                limit = limit.min(ack.max_unacked_results);
-            }
-            _ => {}
-        }
+    if stated > 0 {
+        limit = limit.min(stated);
     }
     ready.wait().await;
     let t0 = Instant::now();
@@ -315,12 +249,7 @@ async fn load(addr: SocketAddr, k: usize, duration: Duration) {
         latencies.extend(run.latencies);
     }
     latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     println!(
         "load rate={} p50_us={} p99_us={} batches={}",
         acked as f64 / (last - t0).as_secs_f64().max(1e-9),
@@ -344,42 +273,13 @@ fn parse_load(line: &str) -> Option<Row> {
     })
 }
 
-/// The soft open-files limit of this process, from /proc/self/limits.
-fn open_files_limit() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("Max open files"))?
-        .split_whitespace()
-        .nth(3)?
-        .parse()
-        .ok()
-}
-
 async fn ingest(k: usize, duration: Duration, postgres: Option<String>) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog_path = dir.path().join("catalog.yaml");
-    std::fs::write(&catalog_path, CATALOG).expect("write catalog");
-    let config = CoordinatorConfig {
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().join("data"),
-        catalog: vec![catalog_path],
-        insecure: true,
-        database: postgres,
-        ..CoordinatorConfig::default()
-    };
-    let running = start(config).await.expect("coordinator starts");
-    let mut child = tokio::process::Command::new(std::env::current_exe().expect("current exe"))
-        .env(
-            LOAD_ENV,
-            format!("{} {k} {}", running.grpc_addr(), duration.as_secs_f64()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the load generator");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let running = common::start_coordinator(dir.path(), postgres).await;
+    let (mut child, mut lines) = common::spawn_load(
+        LOAD_ENV,
+        format!("{} {k} {}", running.grpc_addr(), duration.as_secs_f64()),
+    );
     let mut row = None;
     while let Some(line) = lines.next_line().await.expect("read load generator") {
         row = row.or_else(|| parse_load(&line));
@@ -391,10 +291,6 @@ async fn ingest(k: usize, duration: Duration, postgres: Option<String>) -> Row {
     );
     running.shutdown().await;
     row.unwrap_or_else(|| panic!("load generator for K={k} printed no `load` line"))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1_000.0
 }
 
 fn main() {
@@ -426,12 +322,7 @@ async fn bench() {
     };
     let max_k = ks.iter().copied().max().unwrap_or(1) as u64;
     // Each side holds one socket per agent, plus the database and spare.
-    let needed = max_k + 256;
-    let limit = open_files_limit().unwrap_or(u64::MAX);
-    assert!(
-        limit >= needed,
-        "K={max_k} needs {needed} open files, the limit is {limit}: raise it (ulimit -n {needed}; tests/bench/run does)"
-    );
+    common::check_open_files(max_k);
     println!(
         "ingest bench: batches of {BATCH} results, window {WINDOW} batches/stream, {duration:?} per K{}",
         if smoke { " (smoke)" } else { "" }
