@@ -6,9 +6,10 @@
 //! older than the minute ring (a 28-day window's first, partial hour), the
 //! caller passes those few minutes in from the database as "edges".
 //!
-//! The store owns the one instance, loads it at open, and applies each
-//! committed batch's minute deltas to it under the same lock the write
-//! path holds, so the roll-ups always equal `minute_counts`.
+//! The store owns the one instance, loads it at open (hours and days from
+//! the persisted hourly sums, the ring from the recent minute rows), and
+//! applies each committed batch's minute deltas to it under the same lock
+//! the write path holds, so the roll-ups always equal `minute_counts`.
 use std::collections::{BTreeMap, HashMap};
 
 use crate::store::MinuteSums;
@@ -72,6 +73,17 @@ struct Series {
 
 impl Series {
     fn add(&mut self, minute: i64, good: u64, total: u64) {
+        self.add_to_ring(minute, good, total);
+        let h = self.hours.entry(minute.div_euclid(HOUR)).or_default();
+        h.0 += good;
+        h.1 += total;
+        let d = self.days.entry(minute.div_euclid(DAY)).or_default();
+        d.0 += good;
+        d.1 += total;
+    }
+
+    /// Adds to the ring slot of `minute` only (not its hour or day).
+    fn add_to_ring(&mut self, minute: i64, good: u64, total: u64) {
         let slot = self.minutes.get_mut(minute);
         if slot.0 == minute {
             slot.1 += good;
@@ -81,12 +93,6 @@ impl Series {
             *slot = (minute, good, total);
         }
         // else: older than the ring; only hours and days keep it.
-        let h = self.hours.entry(minute.div_euclid(HOUR)).or_default();
-        h.0 += good;
-        h.1 += total;
-        let d = self.days.entry(minute.div_euclid(DAY)).or_default();
-        d.0 += good;
-        d.1 += total;
     }
 
     /// Makes `minute` hold (good, total), moving its hour and day by the
@@ -179,8 +185,8 @@ impl Rollup {
             .add(minute, good, total);
     }
 
-    /// Adds the sums of one whole or partial hour of a series (minutes older
-    /// than the ring, summed by the database at open): hours and days only.
+    /// Adds the sums of one hour of a series (a `hour_counts` row, read at
+    /// open): hours and days only.
     pub fn add_hour(
         &mut self,
         probe: &str,
@@ -203,6 +209,24 @@ impl Rollup {
             .or_default();
         d.0 += good;
         d.1 += total;
+    }
+
+    /// Puts one stored minute of a series into the minute ring only: its
+    /// hour and day already count it (loaded from `hour_counts` at open).
+    pub fn add_ring_minute(
+        &mut self,
+        probe: &str,
+        region: &str,
+        minute: i64,
+        threshold_us: u64,
+        good: u64,
+        total: u64,
+    ) {
+        self.newest = self.newest.max(minute);
+        self.series
+            .entry((probe.to_string(), threshold_us, region.to_string()))
+            .or_default()
+            .add_to_ring(minute, good, total);
     }
 
     /// Makes one minute of a series hold the stored (good, total), e.g. a

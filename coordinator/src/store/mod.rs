@@ -11,7 +11,7 @@
 //! ([`now_ms`], [`minute_of`], clamping, placeholder and id-list SQL). Each
 //! table group has a file of its own: `schema.rs` (the migrations in
 //! `coordinator/migrations/`, run on open) with `legacy.rs` (the bridge from
-//! databases before them), `results.rs`, `agents.rs`, `minutes.rs`, `alerts.rs`,
+//! databases before them), `results.rs`, `agents.rs`, `minutes.rs` with `hours.rs`, `alerts.rs`,
 //! `incidents.rs` and `leader.rs`. The store defines its own row types and
 //! imports no feature module; features convert.
 //!
@@ -22,6 +22,7 @@
 //! roll-ups follow other replicas' writes through [`Store::refresh_rollup`].
 mod agents;
 mod alerts;
+mod hours;
 mod incidents;
 mod leader;
 mod legacy;

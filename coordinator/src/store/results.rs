@@ -322,6 +322,15 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        super::hours::upsert_hour_counts(
+            &mut tx,
+            self.backend,
+            minutes
+                .iter()
+                .map(|((s, r, m, th), (g, t))| (s.as_ref(), *r, *m, *th, *g, *t)),
+            received,
+        )
+        .await?;
 
         // Sketches merge in Rust: insert ours if the minute has none yet,
         // else lock the stored one (PostgreSQL: other replicas merge into
