@@ -316,6 +316,7 @@ impl Store {
         tx.commit().await?;
         if backfilled > 0 {
             *rollup = self.load_rollup().await?;
+            self.spawn_ring_fill();
         }
         self.bump();
         Ok(backfilled)

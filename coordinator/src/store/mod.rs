@@ -360,6 +360,7 @@ impl Store {
                 .store(now_ms() - REFRESH_OVERLAP_MS, Ordering::Relaxed);
             *r = store.load_rollup().await?;
         }
+        store.spawn_ring_fill();
         Ok(store)
     }
 
