@@ -85,6 +85,77 @@ fn hello(agent: &str) -> AgentMessage {
     }
 }
 
+/// The bare SQLite reference: the same result rows inserted straight into
+/// the store's `results` table (same schema and indexes, same pragmas as
+/// the store: WAL, synchronous NORMAL, temp_store MEMORY) as multi-row INSERTs, 1,000 rows per
+/// transaction, with no roll-ups, pointers or acks. What the store adds on
+/// top of this is its own cost.
+async fn bare_sqlite_rate(duration: Duration) -> f64 {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    const ROWS_PER_TX: usize = 1_000;
+    const CHUNK: usize = 500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(Store::open(dir.path()).await.expect("create the schema"));
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join(authpulse_coordinator::store::DB_FILE))
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .pragma("temp_store", "MEMORY");
+    let mut conn = sqlx::ConnectOptions::connect(&options)
+        .await
+        .expect("open the database");
+    let mut sql = String::from(
+        "INSERT INTO results (agent_id, seq, probe_id, region, started_ms, duration_us, outcome,
+            failure_class, dns_us, connect_us, tls_us, ttfb_us, total_us, steps_json, detail,
+            assignment_version, received_ms) VALUES ",
+    );
+    for i in 0..CHUNK {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        sql.push_str(&["?"; 17].join(", "));
+        sql.push(')');
+    }
+    let agent = "bare-agent";
+    let mut seq = 1u64;
+    let t0 = Instant::now();
+    while t0.elapsed() < duration {
+        let mut tx = sqlx::Connection::begin(&mut conn).await.expect("begin");
+        for _ in 0..ROWS_PER_TX / CHUNK {
+            let mut results = Vec::with_capacity(CHUNK);
+            for _ in 0..CHUNK / BATCH {
+                results.extend(batch_results(agent, seq));
+                seq += BATCH as u64;
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for r in &results {
+                let t = r.timings.unwrap_or_default();
+                // The bench's results have no steps: the store writes `[]`.
+                let steps = if r.steps.is_empty() { "[]" } else { "?" };
+                q = q
+                    .bind(agent)
+                    .bind(r.seq as i64)
+                    .bind(r.probe_id.clone())
+                    .bind(r.region.clone())
+                    .bind(r.started_unix_ms)
+                    .bind(r.duration_us as i64)
+                    .bind(r.outcome)
+                    .bind(r.failure_class)
+                    .bind(t.dns_us.map(|v| v as i64))
+                    .bind(t.connect_us.map(|v| v as i64))
+                    .bind(t.tls_us.map(|v| v as i64))
+                    .bind(t.ttfb_us.map(|v| v as i64))
+                    .bind(t.total_us as i64)
+                    .bind(steps)
+                    .bind(r.detail.clone())
+                    .bind(r.assignment_version as i64)
+                    .bind(now_ms());
+            }
+            q.execute(&mut *tx).await.expect("insert");
+        }
+        tx.commit().await.expect("commit");
+    }
+    (seq - 1) as f64 / t0.elapsed().as_secs_f64()
+}
+
 /// Raw `Store::insert_batch` rate of a fresh store (SQLite in a temp dir,
 /// or the PostgreSQL database `postgres`), single writer.
 async fn raw_rate(duration: Duration, postgres: Option<&str>) -> f64 {
@@ -351,15 +422,21 @@ async fn bench() {
         "ingest bench: batches of {BATCH} results, window {WINDOW} batches/stream, {duration:?} per K{}",
         if smoke { " (smoke)" } else { "" }
     );
+    let bare = bare_sqlite_rate(duration).await;
+    println!(
+        "ingest bare SQLite insert: {bare:.0} results/s (reference; the same rows into `results` only, 1000 per transaction)"
+    );
     let raw = raw_rate(duration, None).await;
     println!(
-        "ingest raw store insert: {raw:.0} results/s (reference; single writer, batch {BATCH})"
+        "ingest raw store insert: {raw:.0} results/s ({:.2}x bare SQLite insert; single writer, batch {BATCH})",
+        raw / bare
     );
     for &k in ks {
         let row = ingest(k, duration, None).await;
         println!(
-            "ingest K={k}: {:.0} results/s ({:.2}x raw store insert)",
+            "ingest K={k}: {:.0} results/s ({:.2}x bare SQLite insert, {:.2}x raw store insert)",
             row.rate,
+            row.rate / bare,
             row.rate / raw
         );
         println!(

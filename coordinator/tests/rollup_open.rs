@@ -8,12 +8,13 @@
 //!   `rollup_sums` equals `minute_sums` for windows starting on and off
 //!   hour and day boundaries;
 //! - a database from before the migrator (schema 5) gets it too;
-//! - random batches through the store (resends, duplicate seqs, journey
-//!   steps, late and future results), a threshold backfill and pruning on
+//! - random batches through the store, two agents' per transaction as
+//!   group commit writes them (resends, duplicate seqs, journey steps, late
+//!   and future results), a threshold backfill and pruning on
 //!   and off hour boundaries keep `hour_counts` equal to the minute rows
 //!   summed by hour, and a reopen equal to the table, on SQLite and on
 //!   PostgreSQL.
-use authpulse_coordinator::store::{self, Database, LatencyThresholds, Store};
+use authpulse_coordinator::store::{self, BatchWrite, Database, LatencyThresholds, Store};
 use authpulse_proto::v1::{Outcome, ProbeResult, StepResult, Timings};
 use authpulse_tests::postgres::PgDatabase;
 use authpulse_tests::results::probe_result;
@@ -261,26 +262,45 @@ async fn hour_counts_follow_every_write(database: Database, url: &str) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut sent: Vec<ProbeResult> = Vec::new();
     let mut seqs = [0u64; 2];
-    for batch in 0..40 {
-        let a = batch % 2;
-        let agent = ["a1", "a2"][a];
-        let mut results = Vec::new();
-        for _ in 0..30 {
-            seqs[a] += 1;
-            results.push(random_result(&mut rng, agent, seqs[a], now_ms));
+    for group in 0..20 {
+        // Both agents' batches in one transaction (as ingest's group
+        // commit writes them): their minute deltas merge before the hours.
+        let mut batches: Vec<Vec<ProbeResult>> = Vec::new();
+        for (a, agent) in ["a1", "a2"].iter().enumerate() {
+            let mut results = Vec::new();
+            for _ in 0..30 {
+                seqs[a] += 1;
+                results.push(random_result(&mut rng, agent, seqs[a], now_ms));
+            }
+            // Resends of this agent's earlier results, and one seq twice in
+            // the batch: stored once, counted once.
+            let earlier: Vec<&ProbeResult> = sent.iter().filter(|r| r.agent_id == *agent).collect();
+            for _ in 0..earlier.len().min(8) {
+                results.push(earlier[rng.below(earlier.len() as u64) as usize].clone());
+            }
+            results.push(results[0].clone());
+            batches.push(results);
         }
-        // Resends of this agent's earlier results, and one seq twice in
-        // the batch: stored once, counted once.
-        let earlier: Vec<&ProbeResult> = sent.iter().filter(|r| r.agent_id == agent).collect();
-        for _ in 0..earlier.len().min(8) {
-            results.push(earlier[rng.below(earlier.len() as u64) as usize].clone());
+        let writes: Vec<BatchWrite<'_>> = ["a1", "a2"]
+            .iter()
+            .zip(&batches)
+            .map(|(agent, results)| BatchWrite {
+                agent_id: agent,
+                results,
+                acked_seq: None,
+                received_ms: now_ms,
+            })
+            .collect();
+        let stats = s.insert_batches(&writes).await.expect("insert");
+        assert!(
+            stats.iter().all(|st| st.inserted == 30),
+            "group {group}: {stats:?}"
+        );
+        for results in batches {
+            sent.extend(results.into_iter().take(30));
         }
-        results.push(results[0].clone());
-        let stats = s.insert_batch(agent, &results).await.expect("insert");
-        assert_eq!(stats.inserted, 30, "batch {batch}");
-        sent.extend(results.into_iter().take(30));
-        if batch % 10 == 9 {
-            assert_hours_match(url, &format!("after batch {batch}")).await;
+        if group % 5 == 4 {
+            assert_hours_match(url, &format!("after group {group}")).await;
         }
     }
     // New thresholds: their minute rows are backfilled from the results.

@@ -3,8 +3,9 @@
 //! A stream starts with the agent's `Hello`; the coordinator answers with an
 //! `Ack` carrying the stored acknowledged seq first (a restarted agent learns
 //! from it where its numbering continues), then the `Assignment` for the
-//! agent's region. Result batches are stored idempotently in one transaction
-//! each, and only after the commit does the ack advance, to the highest
+//! agent's region. Result batches are stored idempotently, the batches of
+//! all streams that arrive together in one transaction (`group_commit`),
+//! and only after the commit does the ack advance, to the highest
 //! *contiguous* stored seq, so an ack never covers a result that is not on
 //! disk. Anything a stream must not do (no hello, a hello for another agent or
 //! region than its mTLS client certificate names, results for another agent
@@ -19,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use authpulse_proto::identity::AgentIdentity;
 use authpulse_proto::v1::agent_message::Msg as AgentMsg;
@@ -42,11 +43,13 @@ use crate::fleet::{AgentHealth, FleetConfig, skew_at};
 use crate::store::{AgentInfo, Store, now_ms};
 
 mod acks;
+mod group_commit;
 mod hello;
 mod session;
 
 pub use acks::AckTracker;
 use acks::MAX_ACK;
+pub use group_commit::{GroupCommit, MAX_GROUP_RESULTS};
 use hello::first_hello;
 use session::{RefusalAudit, Session};
 
@@ -111,8 +114,9 @@ pub fn describe_metrics() {
     metrics::describe_histogram!(
         "authpulse_coordinator_ingest_commit_seconds",
         metrics::Unit::Seconds,
-        "Time to store one result batch (one transaction)"
+        "Time to store one group of result batches (one transaction)"
     );
+    group_commit::describe_metrics();
 }
 
 /// The assignment an agent of `region` gets from `snapshot`.
@@ -179,6 +183,8 @@ struct Slot {
 
 struct Inner {
     store: Store,
+    /// Stores the batches of all streams, several per transaction.
+    commit: GroupCommit,
     fleet: FleetConfig,
     catalog: watch::Receiver<Arc<CatalogSnapshot>>,
     sessions: Mutex<HashMap<String, Slot>>,
@@ -358,6 +364,7 @@ impl IngestService {
         let initial = catalog.borrow().clone();
         IngestService {
             inner: Arc::new(Inner {
+                commit: GroupCommit::start(store.clone()),
                 store,
                 fleet: FleetConfig::default(),
                 catalog,

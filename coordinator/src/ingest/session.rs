@@ -260,17 +260,16 @@ impl Session {
             )
             .await;
         }
-        // The ack this batch earns is recorded in the batch's own
-        // transaction (one commit per batch) and sent only after that
-        // commit. If the commit fails the stream ends, and this session's
-        // tracker with it.
-        let started = Instant::now();
-        let stats = store
-            .insert_batch_acked(&self.agent_id, &results, Some(acked))
-            .await
-            .map_err(|e| storage_failed("storing results", e))?;
-        metrics::histogram!("authpulse_coordinator_ingest_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
+        // The ack this batch earns is recorded in the transaction that
+        // stores the batch (shared with other streams' batches) and sent
+        // only after that commit. If the commit fails the stream ends, and
+        // this session's tracker with it.
+        let (stats, results) = self
+            .inner
+            .commit
+            .store(&self.agent_id, results, Some(acked), now_ms())
+            .await;
+        let stats = stats.map_err(|e| storage_failed("storing results", e))?;
         metrics::counter!("authpulse_coordinator_results_ingested_total", "region" => self.region.clone())
             .increment(stats.inserted);
         metrics::counter!("authpulse_coordinator_results_duplicate_total")
