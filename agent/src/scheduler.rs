@@ -173,6 +173,7 @@ async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
     // than for a delay measured before the previous run) keeps a run's own
     // duration out of the next one's start.
     let mut due = Instant::now() + first_delay(offset, def.interval);
+    let mut run_metrics = RunMetrics::new(&def.id, kind);
     loop {
         tokio::time::sleep_until(due).await;
         let scheduled = now_ms();
@@ -188,7 +189,7 @@ async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
         }
         // Timer lateness plus the wait for a permit: how far behind its
         // schedule the agent is.
-        metrics::histogram!(START_LATENESS).record(this_due.elapsed().as_secs_f64());
+        run_metrics.lateness(this_due.elapsed().as_secs_f64());
         let started_unix_ms = now_ms() as i64;
         // Every line logged during the run (the agent's own and its
         // libraries') carries these fields. ERROR level so that the span is
@@ -211,7 +212,7 @@ async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
         )
         .await;
         drop(permit);
-        record(&def.id, kind, &outcome);
+        run_metrics.record(&outcome);
         span.in_scope(|| match &outcome.failure {
             None => tracing::debug!(total_ms = outcome.timings.total.as_millis() as u64, "probe ok"),
             Some(f) => tracing::info!(class = crate::class_name(f.class), detail = %outcome.detail, "probe failed"),
@@ -229,27 +230,76 @@ async fn probe_loop(def: Arc<ProbeDef>, shared: Arc<Shared>) {
     }
 }
 
-fn record(probe: &str, kind: &'static str, o: &ProbeOutcome) {
-    let outcome = if o.success() { "success" } else { "failure" };
-    metrics::counter!(t::RUNS, "probe" => probe.to_string(), "kind" => kind, "outcome" => outcome)
-        .increment(1);
-    if let Some(f) = &o.failure {
-        metrics::counter!(t::FAILURES, "probe" => probe.to_string(), "kind" => kind, "class" => crate::class_name(f.class))
-            .increment(1);
+/// One probe's series, each looked up once per probe task and then kept:
+/// a lookup builds the labels (the probe id copied into a `String`), hashes
+/// the key and searches the registry, which at 100 runs/s was a visible
+/// part of the agent's CPU. A series is still created on its first use
+/// only, so a probe that never failed has no failure series, as before.
+struct RunMetrics {
+    probe: String,
+    kind: &'static str,
+    lateness: Option<metrics::Histogram>,
+    /// Runs by outcome: success, failure.
+    runs: [Option<metrics::Counter>; 2],
+    duration: Option<metrics::Histogram>,
+    /// dns, connect, tls, ttfb (per kind, shared with the kind's other probes).
+    phases: [Option<metrics::Histogram>; 4],
+}
+
+const PHASES: [&str; 4] = ["dns", "connect", "tls", "ttfb"];
+
+impl RunMetrics {
+    fn new(probe: &str, kind: &'static str) -> RunMetrics {
+        RunMetrics {
+            probe: probe.to_string(),
+            kind,
+            lateness: None,
+            runs: [None, None],
+            duration: None,
+            phases: [None, None, None, None],
+        }
     }
-    metrics::histogram!(t::DURATION, "probe" => probe.to_string(), "kind" => kind)
-        .record(o.timings.total.as_secs_f64());
-    for (phase, d) in [
-        ("dns", o.timings.dns),
-        ("connect", o.timings.connect),
-        ("tls", o.timings.tls),
-        ("ttfb", o.timings.ttfb),
-    ] {
-        if let Some(d) = d {
-            // By kind, not by probe: per probe these were most of the
-            // agent's series (up to four histograms of 18 lines per probe),
-            // its RSS and its /metrics page. `DURATION` stays per probe.
-            metrics::histogram!(t::PHASE, "kind" => kind, "phase" => phase).record(d.as_secs_f64());
+
+    fn lateness(&mut self, seconds: f64) {
+        self.lateness
+            .get_or_insert_with(|| metrics::histogram!(START_LATENESS))
+            .record(seconds);
+    }
+
+    fn record(&mut self, o: &ProbeOutcome) {
+        let (probe, kind) = (&self.probe, self.kind);
+        let outcome = if o.success() { "success" } else { "failure" };
+        self.runs[usize::from(!o.success())]
+            .get_or_insert_with(|| {
+                metrics::counter!(t::RUNS, "probe" => probe.clone(), "kind" => kind, "outcome" => outcome)
+            })
+            .increment(1);
+        if let Some(f) = &o.failure {
+            metrics::counter!(t::FAILURES, "probe" => probe.clone(), "kind" => kind, "class" => crate::class_name(f.class))
+                .increment(1);
+        }
+        self.duration
+            .get_or_insert_with(
+                || metrics::histogram!(t::DURATION, "probe" => probe.clone(), "kind" => kind),
+            )
+            .record(o.timings.total.as_secs_f64());
+        let phases = [
+            o.timings.dns,
+            o.timings.connect,
+            o.timings.tls,
+            o.timings.ttfb,
+        ];
+        for ((slot, phase), d) in self.phases.iter_mut().zip(PHASES).zip(phases) {
+            if let Some(d) = d {
+                // By kind, not by probe: per probe these were most of the
+                // agent's series (up to four histograms of 18 lines per
+                // probe), its RSS and its /metrics page. `DURATION` stays
+                // per probe.
+                slot.get_or_insert_with(
+                    || metrics::histogram!(t::PHASE, "kind" => kind, "phase" => phase),
+                )
+                .record(d.as_secs_f64());
+            }
         }
     }
 }
@@ -338,7 +388,7 @@ mod tests {
                     detail: String::new(),
                 };
                 for _ in 0..3 {
-                    record(&format!("probe-{i:05}"), kind, &outcome);
+                    RunMetrics::new(&format!("probe-{i:05}"), kind).record(&outcome);
                 }
             }
         });

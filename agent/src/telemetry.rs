@@ -82,6 +82,10 @@ pub fn builder() -> anyhow::Result<PrometheusBuilder> {
                 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
             ],
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::spool::RESULTS_PER_FSYNC.into()),
+            crate::spool::RESULTS_PER_FSYNC_BUCKETS,
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?)
 }
 

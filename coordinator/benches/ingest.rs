@@ -3,7 +3,8 @@
 //! 1,000, each its own agent id and connection) over the generated tonic
 //! client. Each agent says Hello, then sends `BATCH`-result batches with
 //! increasing seqs as fast as acks allow, with at most `WINDOW` batches in
-//! flight, for a fixed time. Reports durable results/s (acked results over
+//! flight and no more results than the coordinator's `max_unacked_results`
+//! (as a real agent does), for a fixed time. Reports durable results/s (acked results over
 //! the time to the last ack) and the p99 ack latency (batch sent -> first ack
 //! covering its last seq). Reference: the raw rate of `Store::insert_batch`
 //! of a fresh store with the same batch size and a single writer.
@@ -206,6 +207,9 @@ async fn agent(
         .await
         .expect("stream opens")
         .into_inner();
+    // Results in flight at most, as the coordinator's acks say (an agent
+    // honours `max_unacked_results`; one batch may always be in flight).
+    let mut limit = (WINDOW * BATCH) as u64;
     // The handshake: the stored ack (0 for a new agent), then the assignment.
     loop {
         let msg = tokio::time::timeout(WAIT, stream.message())
@@ -213,8 +217,12 @@ async fn agent(
             .expect("hello answered in time")
             .expect("stream ok")
             .expect("stream open");
-        if let Some(CoordMsg::Assignment(_)) = msg.msg {
-            break;
+        match msg.msg {
+            Some(CoordMsg::Assignment(_)) => break,
+            Some(CoordMsg::Ack(ack)) if ack.max_unacked_results > 0 => {
+                limit = limit.min(ack.max_unacked_results);
+            }
+            _ => {}
         }
     }
     ready.wait().await;
@@ -229,7 +237,10 @@ async fn agent(
         last_ack: t0,
     };
     loop {
-        while in_flight.len() < WINDOW && Instant::now() < deadline {
+        while in_flight.len() < WINDOW
+            && (in_flight.is_empty() || (in_flight.len() + 1) as u64 * BATCH as u64 <= limit)
+            && Instant::now() < deadline
+        {
             let results = batch_results(&agent_id, next_seq);
             next_seq += BATCH as u64;
             let msg = AgentMessage {
@@ -250,6 +261,9 @@ async fn agent(
             .expect("stream ok")
             .expect("stream open");
         if let Some(CoordMsg::Ack(ack)) = msg.msg {
+            if ack.max_unacked_results > 0 {
+                limit = ack.max_unacked_results.min((WINDOW * BATCH) as u64);
+            }
             let now = Instant::now();
             while let Some(&(last, sent)) = in_flight.front() {
                 if last > ack.acked_seq {

@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::Spool;
 use super::error::{Ctx, SpoolError};
@@ -38,7 +39,7 @@ pub(super) struct State {
 }
 
 impl Spool {
-    pub(super) fn write_state(&self, sync_dir: bool) -> Result<(), SpoolError> {
+    pub(super) fn write_state(&mut self, sync_dir: bool) -> Result<(), SpoolError> {
         let mut b = [0u8; STATE_LEN];
         b[0..4].copy_from_slice(&STATE_MAGIC);
         b[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -58,6 +59,8 @@ impl Spool {
         if sync_dir {
             self.sync_dir()?;
         }
+        self.state_dirty = false;
+        self.state_written = Some(Instant::now());
         Ok(())
     }
 }

@@ -35,7 +35,22 @@
 //! segments are deleted (so the next-seq floor is durable before the records
 //! that carried the highest seq can disappear) and on the first ack ever, but
 //! not on every ack: losing the latest ack only means re-sending results the
-//! coordinator already has, which it stores idempotently.
+//! coordinator already has, which it stores idempotently. For the same
+//! reason an ack is persisted at most every [`ACK_PERSIST_EVERY`] (the
+//! others only in memory, [`Spool::persist_ack`] writes the latest), except
+//! that the state is always written before a segment is deleted, on the
+//! first ack, when an ack moves `next_seq`, and when the spool is dropped.
+//!
+//! **Group commit (the caller's side).** Each `append` is one fdatasync
+//! however many results it carries, so callers batch: the uplink appends
+//! the runs that finish within one window of up to
+//! `uplink::COMMIT_WINDOW` (100 ms) together, up to 512 per call
+//! (`authpulse_agent_spool_results_per_fsync`). The guarantee stays what
+//! it was: a result that was numbered, and so any result that was sent, is
+//! on disk, and a crash (`kill -9`, power loss) loses none of them. What a
+//! crash can lose is the runs of the window still open: finished but not
+//! yet appended, never numbered, never sent (at most 100 ms of results;
+//! before group commit the same held for the runs waiting in the channel).
 //!
 //! **Recovery.** Open validates every record's crc while building the index.
 //! A torn or corrupt record in the last segment is where a crash interrupted
@@ -78,6 +93,7 @@ use std::fs::{self, File, TryLockError};
 use std::io::{self, BufReader};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use authpulse_proto::v1::ProbeResult;
 
@@ -100,6 +116,11 @@ pub const DEPTH: &str = "authpulse_agent_spool_depth";
 pub const TORN_BYTES_TOTAL: &str = "authpulse_agent_spool_torn_bytes_total";
 /// Duration of the per-batch fdatasync.
 pub const FSYNC_SECONDS: &str = "authpulse_agent_spool_fsync_seconds";
+/// Results per appended batch, i.e. per fdatasync (group commit).
+pub const RESULTS_PER_FSYNC: &str = "authpulse_agent_spool_results_per_fsync";
+/// Buckets of [`RESULTS_PER_FSYNC`]: one result alone up to a full batch.
+pub const RESULTS_PER_FSYNC_BUCKETS: &[f64] =
+    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 512.0];
 
 /// The largest seq a result may carry: the coordinator stores seqs as
 /// signed 64-bit integers.
@@ -108,6 +129,11 @@ pub const SEQ_MAX: u64 = i64::MAX as u64;
 /// claims to hold seqs this close to [`SEQ_MAX`] for an agent is wrong or
 /// hostile (2^32 is decades of results), and numbering must not run out.
 pub const RENUMBER_HEADROOM: u64 = 1 << 32;
+
+/// An ack is written to the state file at most this often (see the module
+/// doc); at 10 acks a second, each an fdatasync and a rename, that was a
+/// good part of the spool's I/O.
+pub const ACK_PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
@@ -139,6 +165,10 @@ pub fn describe() {
         FSYNC_SECONDS,
         metrics::Unit::Seconds,
         "Duration of the spool's fdatasync per appended batch."
+    );
+    metrics::describe_histogram!(
+        RESULTS_PER_FSYNC,
+        "Results per batch appended to the spool, i.e. per fdatasync (group commit)."
     );
 }
 
@@ -234,6 +264,10 @@ pub struct Spool {
     pending_drops: Vec<(u64, u64)>,
     fresh: bool,
     reconciled: bool,
+    /// `acked` is newer than the state file (see [`ACK_PERSIST_EVERY`]).
+    state_dirty: bool,
+    /// When the state file was last written by this process.
+    state_written: Option<Instant>,
     /// Encoding buffer reused across appends.
     buf: Vec<u8>,
     /// Offsets of the records inside `buf`.
@@ -294,6 +328,8 @@ impl Spool {
             pending_drops: Vec::new(),
             fresh: false,
             reconciled: false,
+            state_dirty: false,
+            state_written: None,
             buf: Vec::new(),
             batch_offsets: Vec::new(),
             rbuf: Vec::new(),
@@ -345,6 +381,7 @@ impl Spool {
             return Err(e);
         }
         self.next_seq = first + n;
+        metrics::histogram!(RESULTS_PER_FSYNC).record(n as f64);
         if let Err(e) = self.gc() {
             // The batch is durable; failing the append now would make the
             // caller store it twice.
@@ -375,7 +412,8 @@ impl Spool {
         }
         let first_ack = !self.reconciled;
         self.reconciled = true;
-        if acked >= self.next_seq {
+        let moved_next_seq = acked >= self.next_seq;
+        if moved_next_seq {
             tracing::warn!(
                 acked,
                 next_seq = self.next_seq,
@@ -385,16 +423,45 @@ impl Spool {
         }
         self.acked = acked;
         let deletes = self.front_acked_away();
+        let due = self
+            .state_written
+            .is_none_or(|t| t.elapsed() >= ACK_PERSIST_EVERY);
         // The rename must be durable before a deletion can be (the deleted
         // segment may be the one carrying the highest seq), and the first
-        // ack's must be durable anyway (see `reconciled`).
-        let persisted = self.write_state(deletes || first_ack);
+        // ack's must be durable anyway (see `reconciled`); a moved `next_seq`
+        // is the floor that keeps seqs from being reused.
+        let persisted = if deletes || first_ack || moved_next_seq || due {
+            self.write_state(deletes || first_ack)
+        } else {
+            self.state_dirty = true;
+            Ok(())
+        };
         let cleaned = match persisted {
             Ok(()) => self.gc(),
             Err(e) => Err(e),
         };
         self.publish();
         cleaned
+    }
+
+    /// Writes the latest ack to the state file if only memory has it (see
+    /// [`ACK_PERSIST_EVERY`]), and only once that long after the last write
+    /// unless `now` is set. Returns whether it wrote.
+    pub fn persist_ack(&mut self, now: bool) -> Result<bool, SpoolError> {
+        if !self.ack_persist_due(now) {
+            return Ok(false);
+        }
+        self.write_state(false)?;
+        Ok(true)
+    }
+
+    /// Whether [`Spool::persist_ack`] would write: cheap, no I/O.
+    pub fn ack_persist_due(&self, now: bool) -> bool {
+        self.state_dirty
+            && (now
+                || self
+                    .state_written
+                    .is_none_or(|t| t.elapsed() >= ACK_PERSIST_EVERY))
     }
 
     /// Up to `max` results with seq >= `from` (acknowledged ones skipped), in
@@ -622,6 +689,16 @@ impl Spool {
     fn publish(&self) {
         metrics::gauge!(BYTES).set(self.bytes as f64);
         metrics::gauge!(DEPTH).set(self.depth() as f64);
+    }
+}
+
+impl Drop for Spool {
+    /// A clean stop keeps the latest ack: the next start resends nothing
+    /// the coordinator acknowledged.
+    fn drop(&mut self) {
+        if let Err(e) = self.persist_ack(true) {
+            tracing::warn!(error = %e, "cannot persist the latest ack; results it covers will be sent again");
+        }
     }
 }
 

@@ -15,6 +15,14 @@ impl Spool {
             if !(self.front_acked_away() || over) {
                 break;
             }
+            // A deferred ack must be on disk before the records it covers
+            // can go (see `ack`).
+            if self.state_dirty
+                && let Err(e) = self.write_state(true)
+            {
+                result = Err(e);
+                break;
+            }
             let Some(front) = self.segments.front() else {
                 break;
             };

@@ -10,14 +10,19 @@
 //! and nothing waits for company: the committer never delays a commit to
 //! make a group larger.
 //!
-//! If a group's transaction fails, its batches are retried one by one, so a
-//! batch the database refuses ends only its own stream.
+//! SQLite has one writer, so one committer; PostgreSQL gets a few, each
+//! taking the next group while the others' statements run in the server
+//! (the groups take their row locks in key order, so they queue rather
+//! than deadlock). If a group's transaction fails, its batches are retried
+//! one by one, so a batch the database refuses ends only its own stream.
 use std::time::Instant;
 
 use authpulse_proto::v1::ProbeResult;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
 
-use crate::store::{BatchWrite, InsertStats, Store};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::store::{Backend, BatchWrite, InsertStats, Store};
 
 /// Results per transaction at most: large enough to amortise the commit,
 /// small enough that one group's latency stays in the tens of milliseconds.
@@ -47,13 +52,21 @@ pub fn describe_metrics() {
 }
 
 impl GroupCommit {
-    /// Starts the committer on `store`; it ends when every handle is dropped.
+    /// Starts the committers on `store`; they end when every handle is
+    /// dropped.
     pub fn start(store: Store) -> GroupCommit {
         // One job per stream at most is waiting (a stream awaits its answer
         // before reading its next batch), so this bound is never the limit
         // in practice; it only keeps a bug from growing memory.
         let (jobs, rx) = mpsc::channel(16_384);
-        tokio::spawn(run(store, rx));
+        let rx = Arc::new(Mutex::new(rx));
+        let committers = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        for _ in 0..committers {
+            tokio::spawn(run(store.clone(), rx.clone()));
+        }
         GroupCommit { jobs }
     }
 
@@ -83,19 +96,28 @@ impl GroupCommit {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        let mut size = first.results.len();
-        let mut group = vec![first];
-        while size < MAX_GROUP_RESULTS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    size += job.results.len();
-                    group.push(job);
+async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        // The receiver is held only while a group is taken, not while it
+        // commits: another committer takes the next one meanwhile.
+        let group = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut size = first.results.len();
+            let mut group = vec![first];
+            while size < MAX_GROUP_RESULTS {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        size += job.results.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            group
+        };
         commit(&store, group).await;
     }
 }

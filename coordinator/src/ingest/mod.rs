@@ -63,6 +63,18 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 streams one agent connection may have open at once.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
 
+/// Results all streams together may have sent and not yet seen acked: each
+/// stream is told its share in every ack (`max_unacked_results`). At the
+/// SQLite writer's ~100k results/s this is ~0.2 s of work queued, so an
+/// ack's latency stays a few commits however many agents stream; one agent
+/// alone may still keep [`IN_FLIGHT_PER_STREAM_MAX`] in flight.
+pub const IN_FLIGHT_RESULTS: u64 = 20_000;
+/// Bounds of one stream's share of [`IN_FLIGHT_RESULTS`]: the larger is the
+/// agent's own limit (there is no point offering more); the smaller keeps
+/// a full batch of a busy agent possible with thousands connected.
+pub const IN_FLIGHT_PER_STREAM_MAX: u64 = 5_000;
+pub const IN_FLIGHT_PER_STREAM_MIN: u64 = 100;
+
 /// Streams that have not yet said Hello, across all connections; more are
 /// refused at once (each costs a task and a Hello timeout).
 const MAX_PENDING_HELLOS: usize = 1024;
@@ -185,6 +197,8 @@ struct Inner {
     store: Store,
     /// Stores the batches of all streams, several per transaction.
     commit: GroupCommit,
+    /// Agents with a live stream (what the connected gauge shows).
+    live_streams: AtomicU64,
     fleet: FleetConfig,
     catalog: watch::Receiver<Arc<CatalogSnapshot>>,
     sessions: Mutex<HashMap<String, Slot>>,
@@ -302,7 +316,7 @@ impl Inner {
             old_token.cancel();
         }
         let lock = slot.lock.clone();
-        Self::update_gauge(&sessions);
+        self.update_gauge(&sessions);
         (lock, token)
     }
 
@@ -324,12 +338,18 @@ impl Inner {
         if mine {
             sessions.remove(agent_id);
         }
-        Self::update_gauge(&sessions);
+        self.update_gauge(&sessions);
     }
 
-    fn update_gauge(sessions: &HashMap<String, Slot>) {
+    fn update_gauge(&self, sessions: &HashMap<String, Slot>) {
         let n = sessions.values().filter(|s| s.current.is_some()).count();
+        self.live_streams.store(n as u64, Ordering::Relaxed);
         metrics::gauge!("authpulse_coordinator_agents_connected").set(n as f64);
+    }
+
+    /// This stream's share of [`IN_FLIGHT_RESULTS`], told in every ack.
+    fn in_flight_share(&self) -> u64 {
+        in_flight_share(self.live_streams.load(Ordering::Relaxed))
     }
 }
 
@@ -365,6 +385,7 @@ impl IngestService {
         IngestService {
             inner: Arc::new(Inner {
                 commit: GroupCommit::start(store.clone()),
+                live_streams: AtomicU64::new(0),
                 store,
                 fleet: FleetConfig::default(),
                 catalog,
@@ -554,6 +575,11 @@ async fn run_session(
 
 /// Whether reconnecting can help: limits and timeouts pass, while a refused
 /// identity, numbering or protocol use will be refused again the same way.
+/// One stream's share of [`IN_FLIGHT_RESULTS`] with `streams` connected.
+pub fn in_flight_share(streams: u64) -> u64 {
+    (IN_FLIGHT_RESULTS / streams.max(1)).clamp(IN_FLIGHT_PER_STREAM_MIN, IN_FLIGHT_PER_STREAM_MAX)
+}
+
 fn reject_kind(label: &str) -> RejectKind {
     match label {
         "too_many_agents" | "no_hello" | "too_many_streams" => RejectKind::Transient,
@@ -679,5 +705,23 @@ fn ended_by_token(inner: &Inner, agent_id: &str) -> End {
         End::Status(Status::aborted(
             "superseded by a newer stream of the same agent",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_flight_budget_is_shared_and_bounded() {
+        assert_eq!(in_flight_share(0), IN_FLIGHT_PER_STREAM_MAX);
+        assert_eq!(in_flight_share(1), IN_FLIGHT_PER_STREAM_MAX);
+        assert_eq!(in_flight_share(100), 200);
+        assert_eq!(in_flight_share(10_000), IN_FLIGHT_PER_STREAM_MIN);
+        // Whatever the count, the streams together stay near the budget
+        // until the per-stream floor takes over.
+        for n in [4u64, 10, 37, 100, 199] {
+            assert!(n * in_flight_share(n) <= IN_FLIGHT_RESULTS, "{n}");
+        }
     }
 }

@@ -127,6 +127,7 @@ impl Session {
             CoordMsg::Ack(Ack {
                 acked_seq: self.acks.acked(),
                 highest_stored_seq: highest.max(acked),
+                max_unacked_results: self.inner.in_flight_share(),
                 ..Default::default()
             }),
         )
@@ -255,6 +256,7 @@ impl Session {
                 CoordMsg::Ack(Ack {
                     acked_seq: acked,
                     refused,
+                    max_unacked_results: self.inner.in_flight_share(),
                     ..Default::default()
                 }),
             )
@@ -288,6 +290,7 @@ impl Session {
             CoordMsg::Ack(Ack {
                 acked_seq: acked,
                 refused,
+                max_unacked_results: self.inner.in_flight_share(),
                 ..Default::default()
             }),
         )

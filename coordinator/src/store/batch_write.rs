@@ -468,7 +468,8 @@ impl Store {
                  WHERE (probe_id, region, minute) IN (VALUES ",
             );
             push_placeholders(&mut sql, self.backend, chunk.len(), 3);
-            sql.push(')');
+            // Sorted: concurrent groups lock the rows in the same order.
+            sql.push_str(") ORDER BY probe_id, minute, region");
             sql.push_str(lock);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for ((probe, region, minute), _) in chunk {
