@@ -6,9 +6,10 @@
 //! older than the minute ring (a 28-day window's first, partial hour), the
 //! caller passes those few minutes in from the database as "edges".
 //!
-//! The store owns the one instance, loads it at open, and applies each
-//! committed batch's minute deltas to it under the same lock the write
-//! path holds, so the roll-ups always equal `minute_counts`.
+//! The store owns the one instance, loads it at open (hours and days from
+//! the persisted hourly sums, the ring from the recent minute rows), and
+//! applies each committed batch's minute deltas to it under the same lock
+//! the write path holds, so the roll-ups always equal `minute_counts`.
 use std::collections::{BTreeMap, HashMap};
 
 use crate::store::MinuteSums;
@@ -21,6 +22,46 @@ const DAY: i64 = 24 * 60;
 
 /// (probe, threshold µs, region): the key of [`MinuteSums`].
 pub type SeriesKey = (String, u64, String);
+
+/// A series key borrowed as `(&str, u64, &str)`, so finding an existing
+/// series allocates nothing: the load at open looks one up per stored row
+/// (half a million), ingest one per minute delta. Hashes exactly as
+/// [`SeriesKey`] does (a `String` hashes as its `str`).
+trait SeriesRef {
+    fn parts(&self) -> (&str, u64, &str);
+}
+
+impl SeriesRef for SeriesKey {
+    fn parts(&self) -> (&str, u64, &str) {
+        (&self.0, self.1, &self.2)
+    }
+}
+
+impl SeriesRef for (&str, u64, &str) {
+    fn parts(&self) -> (&str, u64, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn SeriesRef + 'a> for SeriesKey {
+    fn borrow(&self) -> &(dyn SeriesRef + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn SeriesRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn SeriesRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn SeriesRef + '_ {}
 
 /// Slots per chunk of the minute ring. Chunks are allocated on first use,
 /// so a series that saw a few minutes costs a chunk or two (~1.4 KB each),
@@ -72,6 +113,17 @@ struct Series {
 
 impl Series {
     fn add(&mut self, minute: i64, good: u64, total: u64) {
+        self.add_to_ring(minute, good, total);
+        let h = self.hours.entry(minute.div_euclid(HOUR)).or_default();
+        h.0 += good;
+        h.1 += total;
+        let d = self.days.entry(minute.div_euclid(DAY)).or_default();
+        d.0 += good;
+        d.1 += total;
+    }
+
+    /// Adds to the ring slot of `minute` only (not its hour or day).
+    fn add_to_ring(&mut self, minute: i64, good: u64, total: u64) {
         let slot = self.minutes.get_mut(minute);
         if slot.0 == minute {
             slot.1 += good;
@@ -81,12 +133,6 @@ impl Series {
             *slot = (minute, good, total);
         }
         // else: older than the ring; only hours and days keep it.
-        let h = self.hours.entry(minute.div_euclid(HOUR)).or_default();
-        h.0 += good;
-        h.1 += total;
-        let d = self.days.entry(minute.div_euclid(DAY)).or_default();
-        d.0 += good;
-        d.1 += total;
     }
 
     /// Makes `minute` hold (good, total), moving its hour and day by the
@@ -155,14 +201,47 @@ impl Series {
 }
 
 /// The roll-ups of every series.
-#[derive(Default)]
 pub struct Rollup {
     series: HashMap<SeriesKey, Series>,
     /// Newest minute seen, which positions the ring.
     newest: i64,
+    /// The oldest minute whose ring slots are complete: a store loads the
+    /// recent hours of the ring at open and the rest in the background
+    /// (SQLite), lowering this as it goes. Older minutes count as outside
+    /// the ring until then (their first partial hour comes from the
+    /// database, as for windows older than the ring).
+    floor: i64,
+}
+
+impl Default for Rollup {
+    fn default() -> Self {
+        Rollup {
+            series: HashMap::new(),
+            newest: 0,
+            floor: i64::MIN,
+        }
+    }
 }
 
 impl Rollup {
+    /// Runs `f` on the series, created if new.
+    fn with_series(
+        &mut self,
+        probe: &str,
+        threshold_us: u64,
+        region: &str,
+        f: impl FnOnce(&mut Series),
+    ) {
+        let key: &dyn SeriesRef = &(probe, threshold_us, region);
+        match self.series.get_mut(key) {
+            Some(series) => f(series),
+            None => f(self
+                .series
+                .entry((probe.to_string(), threshold_us, region.to_string()))
+                .or_default()),
+        }
+    }
+
     pub fn add(
         &mut self,
         probe: &str,
@@ -173,14 +252,11 @@ impl Rollup {
         total: u64,
     ) {
         self.newest = self.newest.max(minute);
-        self.series
-            .entry((probe.to_string(), threshold_us, region.to_string()))
-            .or_default()
-            .add(minute, good, total);
+        self.with_series(probe, threshold_us, region, |s| s.add(minute, good, total));
     }
 
-    /// Adds the sums of one whole or partial hour of a series (minutes older
-    /// than the ring, summed by the database at open): hours and days only.
+    /// Adds the sums of one hour of a series (a `hour_counts` row, read at
+    /// open): hours and days only.
     pub fn add_hour(
         &mut self,
         probe: &str,
@@ -190,19 +266,34 @@ impl Rollup {
         good: u64,
         total: u64,
     ) {
-        let series = self
-            .series
-            .entry((probe.to_string(), threshold_us, region.to_string()))
-            .or_default();
-        let h = series.hours.entry(hour).or_default();
-        h.0 += good;
-        h.1 += total;
-        let d = series
-            .days
-            .entry((hour * HOUR).div_euclid(DAY))
-            .or_default();
-        d.0 += good;
-        d.1 += total;
+        self.with_series(probe, threshold_us, region, |series| {
+            let h = series.hours.entry(hour).or_default();
+            h.0 += good;
+            h.1 += total;
+            let d = series
+                .days
+                .entry((hour * HOUR).div_euclid(DAY))
+                .or_default();
+            d.0 += good;
+            d.1 += total;
+        });
+    }
+
+    /// Puts one stored minute of a series into the minute ring only: its
+    /// hour and day already count it (loaded from `hour_counts` at open).
+    pub fn add_ring_minute(
+        &mut self,
+        probe: &str,
+        region: &str,
+        minute: i64,
+        threshold_us: u64,
+        good: u64,
+        total: u64,
+    ) {
+        self.newest = self.newest.max(minute);
+        self.with_series(probe, threshold_us, region, |s| {
+            s.add_to_ring(minute, good, total)
+        });
     }
 
     /// Makes one minute of a series hold the stored (good, total), e.g. a
@@ -224,17 +315,45 @@ impl Rollup {
             return false;
         }
         self.newest = self.newest.max(minute);
-        let series = self
-            .series
-            .entry((probe.to_string(), threshold_us, region.to_string()))
-            .or_default();
-        series.set(minute, good, total);
+        self.with_series(probe, threshold_us, region, |s| s.set(minute, good, total));
         true
     }
 
     /// The first minute the ring still holds for a clock at `now_minute`.
     pub fn ring_start(&self, now_minute: i64) -> i64 {
-        now_minute.max(self.newest) - MINUTE_SLOTS + 1
+        (now_minute.max(self.newest) - MINUTE_SLOTS + 1).max(self.floor)
+    }
+
+    /// See [`Rollup::set_ring_floor`].
+    pub fn ring_floor(&self) -> i64 {
+        self.floor
+    }
+
+    /// Marks the ring complete from `minute` on (see the field's doc).
+    pub fn set_ring_floor(&mut self, minute: i64) {
+        self.floor = minute;
+    }
+
+    /// Makes the ring slot of one minute hold the stored (good, total),
+    /// not touching its hour or day (the background ring fill below the
+    /// floor: the value read replaces whatever a batch added meanwhile,
+    /// since the database already counts that batch).
+    pub fn fill_ring_minute(
+        &mut self,
+        probe: &str,
+        region: &str,
+        minute: i64,
+        threshold_us: u64,
+        good: u64,
+        total: u64,
+    ) {
+        self.with_series(probe, threshold_us, region, |s| {
+            let slot = s.minutes.get_mut(minute);
+            // A newer minute in the slot (one from the future) stays.
+            if slot.0 <= minute {
+                *slot = (minute, good, total);
+            }
+        });
     }
 
     /// Start minutes that need edges from the database: older than the ring
@@ -298,6 +417,7 @@ impl std::fmt::Debug for Rollup {
         f.debug_struct("Rollup")
             .field("series", &self.series.len())
             .field("newest", &self.newest)
+            .field("floor", &self.floor)
             .finish()
     }
 }
@@ -320,6 +440,35 @@ mod tests {
         s.add(100 + MINUTE_SLOTS, 1, 1);
         assert_eq!(s.minute(100), None);
         assert_eq!(s.minute(100 + MINUTE_SLOTS), Some((1, 1)));
+    }
+
+    /// A ring loaded at open only from `floor` on: starts further back need
+    /// edges until the fill lowers the floor; a batch for a minute below
+    /// the floor counts in hours and days at once, and the fill's stored
+    /// value (which already includes it) then replaces the slot.
+    #[test]
+    fn the_ring_below_its_floor_is_filled_later() {
+        let now = 29_000_000i64;
+        let mut r = Rollup::default();
+        r.add_hour("p", "eu", now.div_euclid(HOUR) - 5, 0, 50, 60);
+        r.add_hour("p", "eu", now.div_euclid(HOUR), 0, 1, 1);
+        r.add_ring_minute("p", "eu", now, 0, 1, 1);
+        let floor = now.div_euclid(HOUR) * HOUR - 60;
+        r.set_ring_floor(floor);
+        let start = floor - 5 * HOUR + 20;
+        assert_eq!(r.edges_needed(&[start, floor + 7], now), vec![start]);
+        // A late batch below the floor: hours and days count it.
+        r.add("p", "eu", start + 1, 0, 2, 2);
+        // The fill reads the stored minutes of that hour (with the batch).
+        r.fill_ring_minute("p", "eu", start + 1, 0, 3, 4);
+        r.fill_ring_minute("p", "eu", start + 30, 0, 4, 5);
+        r.set_ring_floor(i64::MIN);
+        assert!(r.edges_needed(&[start], now).is_empty());
+        let key = ("p".to_string(), 0, "eu".to_string());
+        let sums = r.sums(&["p".to_string()], &[start], now, &HashMap::new());
+        // The first, partial hour from the ring (both filled minutes, the
+        // batch's counted once), then the two later hours.
+        assert_eq!(sums[&key][0], (3 + 4 + 50 + 1, 4 + 5 + 60 + 1));
     }
 
     /// Brute force over a dense random history: every start minute, old or

@@ -2,12 +2,12 @@
 //! transaction stores any number of batches, from one agent or many (ingest
 //! group-commits the batches of all streams that arrive while the previous
 //! transaction runs). Per transaction it writes the results, the `latest`
-//! pointers, escalations, the per-minute counts and latency sketches of the
-//! newly stored results, and each agent's stored total, ack and last-seen
-//! time, as a handful of multi-row statements whose size does not grow with
-//! the number of batches: the rows of all batches are merged per key first
-//! (each key once per statement, as PostgreSQL's `ON CONFLICT DO UPDATE`
-//! requires) and written in key order, so concurrent replicas lock rows in
+//! pointers, escalations, the per-minute counts (and their hourly sums,
+//! `hours.rs`) and latency sketches of the newly stored results, and each
+//! agent's stored total, ack and last-seen time, as a handful of multi-row
+//! statements whose size does not grow with the number of batches: the
+//! rows of all batches are merged per key first (each key once per
+//! statement, as PostgreSQL's `ON CONFLICT DO UPDATE` requires) and written in key order, so concurrent replicas lock rows in
 //! the same order. Nothing of a group is written if one of its batches is
 //! invalid or a statement fails; the caller decides whether to retry the
 //! batches one by one.
@@ -327,6 +327,15 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        super::hours::upsert_hour_counts(
+            &mut tx,
+            self.backend,
+            minutes
+                .iter()
+                .map(|((s, r, m, th), (g, t))| (s.as_ref(), *r, *m, *th, *g, *t)),
+            received,
+        )
+        .await?;
 
         self.merge_sketches(&mut tx, &sketches).await?;
 

@@ -3,9 +3,11 @@
 //! (mergeable latency sketches) and `minute_thresholds` (which latency
 //! thresholds are maintained, so a new one is backfilled from the raw
 //! results once). Also the in-memory roll-ups built from `minute_counts`
-//! ([`crate::rollup`]): loaded at open, kept current by every insert, and
-//! refreshed from other replicas' writes on PostgreSQL. The rows themselves
-//! are written by the batch insert in `results.rs`.
+//! ([`crate::rollup`]): loaded at open (from the hourly sums, `hours.rs`),
+//! kept current by every insert, and refreshed from other replicas' writes
+//! on PostgreSQL. The rows themselves are written by the batch insert in
+//! `results.rs`; whatever rewrites or deletes them here also fixes
+//! `hour_counts` in the same transaction.
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::{Backend, LOCK_THRESHOLDS, Result, Store, clamp, minute_of, now_ms, unsigned};
+use super::{Backend, LOCK_THRESHOLDS, Result, Store, clamp, hours, minute_of, now_ms, unsigned};
 
 pub use crate::clock::MINUTE_MS;
 
@@ -48,56 +50,6 @@ pub struct MinuteRow {
 }
 
 impl Store {
-    /// Builds the roll-ups from `minute_counts`. The database does the
-    /// summing in one scan: minutes the ring keeps come back one by one,
-    /// older ones already summed by hour, so millions of stored minutes
-    /// cost tens of thousands of rows here instead of a row each.
-    pub(super) async fn load_rollup(&self) -> Result<crate::rollup::Rollup> {
-        let started = std::time::Instant::now();
-        let mut r = crate::rollup::Rollup::default();
-        let ring_from = now_ms().div_euclid(60_000) - crate::rollup::MINUTE_SLOTS + 1;
-        let mut rows = sqlx::query(
-            "SELECT probe_id, region, threshold_us,
-                    CASE WHEN minute >= $1 THEN minute ELSE NULL END AS ring_minute,
-                    minute / 60 AS hour,
-                    CAST(SUM(good) AS BIGINT) AS good, CAST(SUM(total) AS BIGINT) AS total,
-                    COUNT(*) AS n
-             FROM minute_counts
-             GROUP BY probe_id, threshold_us, region, hour, ring_minute",
-        )
-        .bind(ring_from)
-        .fetch(&self.read);
-        let mut n = 0u64;
-        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-            let probe = row.try_get::<String, _>("probe_id")?;
-            let region = row.try_get::<String, _>("region")?;
-            let threshold = unsigned(row.try_get("threshold_us")?);
-            let (good, total) = (
-                unsigned(row.try_get("good")?),
-                unsigned(row.try_get("total")?),
-            );
-            match row.try_get::<Option<i64>, _>("ring_minute")? {
-                Some(minute) => r.add(&probe, &region, minute, threshold, good, total),
-                None => r.add_hour(
-                    &probe,
-                    &region,
-                    row.try_get("hour")?,
-                    threshold,
-                    good,
-                    total,
-                ),
-            }
-            n += unsigned(row.try_get("n")?);
-        }
-        tracing::info!(
-            rows = n,
-            series = r.series_count(),
-            ms = started.elapsed().as_millis() as u64,
-            "minute aggregates rolled up"
-        );
-        Ok(r)
-    }
-
     /// Brings the in-memory roll-ups up to date with `minute_counts` rows
     /// other coordinators wrote (PostgreSQL; a no-op on SQLite, where this
     /// process is the only writer). Rows changed since the last refresh
@@ -204,11 +156,15 @@ impl Store {
     pub async fn prune_minutes(&self, now_ms: i64) -> Result<u64> {
         let keep = self.minute_retention_ms.load(Ordering::Relaxed);
         let cutoff = minute_of(now_ms.saturating_sub(keep));
+        // One transaction: `hour_counts` never disagrees with the minutes.
+        let mut tx = self.write.begin().await?;
         let n = sqlx::query("DELETE FROM minute_counts WHERE minute < $1")
             .bind(cutoff)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        hours::prune_hour_counts(&mut tx, cutoff).await?;
+        tx.commit().await?;
         sqlx::query("DELETE FROM minute_sketches WHERE minute < $1")
             .bind(cutoff)
             .execute(&self.write)
@@ -342,6 +298,7 @@ impl Store {
                         .await?;
                 }
             }
+            hours::rebuild_hour_counts(&mut tx, probe, *th).await?;
             sqlx::query("INSERT INTO minute_thresholds (probe_id, threshold_us) VALUES ($1, $2)")
                 .bind(probe)
                 .bind(clamp(*th))
@@ -359,6 +316,7 @@ impl Store {
         tx.commit().await?;
         if backfilled > 0 {
             *rollup = self.load_rollup().await?;
+            self.spawn_ring_fill();
         }
         self.bump();
         Ok(backfilled)

@@ -12,7 +12,7 @@
 //! table group has a file of its own: `schema.rs` (the migrations in
 //! `coordinator/migrations/`, run on open) with `legacy.rs` (the bridge from
 //! databases before them), `batch_write.rs` (ingest's insert), `results.rs`,
-//! `agents.rs`, `minutes.rs`, `alerts.rs`,
+//! `agents.rs`, `minutes.rs` with `hours.rs`, `alerts.rs`,
 //! `incidents.rs` and `leader.rs`. The store defines its own row types and
 //! imports no feature module; features convert.
 //!
@@ -24,6 +24,7 @@
 mod agents;
 mod alerts;
 mod batch_write;
+mod hours;
 mod incidents;
 mod leader;
 mod legacy;
@@ -366,6 +367,7 @@ impl Store {
                 .store(now_ms() - REFRESH_OVERLAP_MS, Ordering::Relaxed);
             *r = store.load_rollup().await?;
         }
+        store.spawn_ring_fill();
         Ok(store)
     }
 

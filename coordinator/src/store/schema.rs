@@ -14,7 +14,7 @@ use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use super::{Backend, LOCK_MIGRATE, Result, Store, StoreError, legacy};
 
 /// The newest schema version: the last migration's.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Where sqlx's migrator records what it applied.
 pub(super) const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
@@ -24,19 +24,33 @@ type MigrationFile = (i64, &'static str, &'static str);
 
 /// The SQLite migrations, oldest first: `coordinator/migrations/sqlite/`
 /// (a test checks this list against the folder).
-const SQLITE: &[MigrationFile] = &[(
-    7,
-    "baseline",
-    include_str!("../../migrations/sqlite/0007_baseline.sql"),
-)];
+const SQLITE: &[MigrationFile] = &[
+    (
+        7,
+        "baseline",
+        include_str!("../../migrations/sqlite/0007_baseline.sql"),
+    ),
+    (
+        8,
+        "hour_counts",
+        include_str!("../../migrations/sqlite/0008_hour_counts.sql"),
+    ),
+];
 
 /// The PostgreSQL migrations, the same versions as SQLite's:
 /// `coordinator/migrations/postgres/`.
-const POSTGRES: &[MigrationFile] = &[(
-    7,
-    "baseline",
-    include_str!("../../migrations/postgres/0007_baseline.sql"),
-)];
+const POSTGRES: &[MigrationFile] = &[
+    (
+        7,
+        "baseline",
+        include_str!("../../migrations/postgres/0007_baseline.sql"),
+    ),
+    (
+        8,
+        "hour_counts",
+        include_str!("../../migrations/postgres/0008_hour_counts.sql"),
+    ),
+];
 
 /// The migration files of `backend`.
 pub(super) fn files(backend: Backend) -> &'static [MigrationFile] {
