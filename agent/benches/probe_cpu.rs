@@ -22,30 +22,11 @@ use authpulse_tests::peers::OidcPeer;
 
 /// (self user+system, waited-for children user+system), from /proc/self/stat.
 fn cpu() -> (Duration, Duration) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces).
-    let rest: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let ticks = clock_ticks();
-    let t = |i: usize| Duration::from_secs_f64(rest.get(i).copied().unwrap_or(0) as f64 / ticks);
-    // utime, stime, cutime, cstime are fields 14-17 (index 11-14 here).
-    (t(10) + t(11), t(12) + t(13))
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    use authpulse_tests::proc_stats::{children_cpu_secs, cpu_secs};
+    (
+        Duration::from_secs_f64(cpu_secs("self")),
+        Duration::from_secs_f64(children_cpu_secs("self")),
+    )
 }
 
 async fn per_run(

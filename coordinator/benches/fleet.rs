@@ -425,16 +425,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if let Ok(spec) = std::env::var(LOAD_ENV) {
-        let mut parts = spec.split_whitespace();
-        let (Some(addr), Some(n), Some(secs)) = (
-            parts.next().and_then(|a| a.parse().ok()),
-            parts.next().and_then(|n| n.parse().ok()),
-            parts.next().and_then(|s| s.parse().ok()),
-        ) else {
-            panic!("{LOAD_ENV} must be \"<grpc addr> <agents> <seconds>\", got {spec:?}");
-        };
-        rt.block_on(load(addr, n, Duration::from_secs_f64(secs)));
+    if let Some((addr, n, duration)) = common::load_spec(LOAD_ENV) {
+        rt.block_on(load(addr, n, duration));
         return;
     }
     rt.block_on(bench());

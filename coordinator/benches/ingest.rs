@@ -87,8 +87,9 @@ async fn bare_sqlite_rate(duration: Duration) -> f64 {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
             for r in &results {
                 let t = r.timings.unwrap_or_default();
-                // The bench's results have no steps: the store writes `[]`.
-                let steps = if r.steps.is_empty() { "[]" } else { "?" };
+                // The bench's results have no steps, which the store writes as `[]`.
+                debug_assert!(r.steps.is_empty());
+                let steps = "[]";
                 q = q
                     .bind(agent)
                     .bind(r.seq as i64)
@@ -298,16 +299,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if let Ok(spec) = std::env::var(LOAD_ENV) {
-        let mut parts = spec.split_whitespace();
-        let (Some(addr), Some(k), Some(secs)) = (
-            parts.next().and_then(|a| a.parse().ok()),
-            parts.next().and_then(|k| k.parse().ok()),
-            parts.next().and_then(|s| s.parse().ok()),
-        ) else {
-            panic!("{LOAD_ENV} must be \"<grpc addr> <agents> <seconds>\", got {spec:?}");
-        };
-        rt.block_on(load(addr, k, Duration::from_secs_f64(secs)));
+    if let Some((addr, k, duration)) = common::load_spec(LOAD_ENV) {
+        rt.block_on(load(addr, k, duration));
         return;
     }
     rt.block_on(bench());

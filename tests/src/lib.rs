@@ -16,6 +16,7 @@ pub mod moto;
 pub mod mtls;
 pub mod peers;
 pub mod postgres;
+pub mod proc_stats;
 pub mod process;
 pub mod proxy;
 pub mod results;

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::fmt::Display;
-use std::process::Command;
 
 /// `AUTHPULSE_BENCH_SMOKE=1`: the same code path, seconds long, so the test
 /// suite can prove every bench still builds and runs.
@@ -22,39 +21,12 @@ pub fn row(name: &str, value: impl Display, unit: &str, comparison: impl Display
 
 /// user + system seconds of a process, from /proc/<pid>/stat.
 pub fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces).
-    let rest: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime, stime are fields 14-15 (index 11-12 here).
-    let ticks = rest.get(10).copied().unwrap_or(0) + rest.get(11).copied().unwrap_or(0);
-    ticks as f64 / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    authpulse_tests::proc_stats::cpu_secs(pid)
 }
 
 /// Peak resident set size (VmHWM) in KiB, from /proc/<pid>/status.
 pub fn peak_rss_kib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
+    authpulse_tests::proc_stats::status_kib(pid, "VmHWM")
 }
 
 /// Nearest-rank percentile of sorted samples (`q` in 0..=1).

@@ -179,43 +179,27 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1_000.0
 }
 
-/// User + system CPU seconds of this whole process (all threads), from
-/// /proc/self/stat. Resolution is one clock tick (10 ms), fine over a
-/// window of seconds.
-pub fn own_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces).
-    let rest: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime, stime are fields 14-15 (index 11-12 here).
-    let ticks = rest.get(10).copied().unwrap_or(0) + rest.get(11).copied().unwrap_or(0);
-    ticks as f64 / clock_ticks()
+/// The load generator's spec from `env`, `"<grpc addr> <agents> <seconds>"`
+/// (set by [`spawn_load`]); `None` when this process is the bench itself.
+pub fn load_spec(env: &str) -> Option<(SocketAddr, usize, Duration)> {
+    let spec = std::env::var(env).ok()?;
+    let mut parts = spec.split_whitespace();
+    let (Some(addr), Some(n), Some(secs)) = (
+        parts.next().and_then(|a| a.parse().ok()),
+        parts.next().and_then(|n| n.parse().ok()),
+        parts.next().and_then(|s| s.parse().ok()),
+    ) else {
+        panic!("{env} must be \"<grpc addr> <agents> <seconds>\", got {spec:?}");
+    };
+    Some((addr, n, Duration::from_secs_f64(secs)))
 }
 
-/// Clock ticks per second (`getconf CLK_TCK`; calling sysconf would need
-/// unsafe code, which the workspace forbids).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+/// User + system CPU seconds of this whole process (all threads).
+pub fn own_cpu_secs() -> f64 {
+    authpulse_tests::proc_stats::cpu_secs("self")
 }
 
 /// A `kB` field of /proc/self/status (`VmHWM`, `VmRSS`) in KiB; NaN if absent.
 pub fn own_status_kib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
+    authpulse_tests::proc_stats::status_kib("self", field)
 }

@@ -124,14 +124,14 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 
 async fn commit(store: &Store, group: Vec<Job>) {
     // An invalid batch is answered alone and never joins the transaction.
-    let (valid, invalid): (Vec<Job>, Vec<Job>) = group
-        .into_iter()
-        .partition(|j| Store::check_batch(&j.results).is_ok());
-    for job in invalid {
-        let err = Store::check_batch(&job.results)
-            .err()
-            .map_or_else(String::new, |e| e.to_string());
-        let _ = job.done.send((Err(err), job.results));
+    let mut valid = Vec::with_capacity(group.len());
+    for job in group {
+        match Store::check_batch(&job.results) {
+            Ok(()) => valid.push(job),
+            Err(e) => {
+                let _ = job.done.send((Err(e.to_string()), job.results));
+            }
+        }
     }
     if valid.is_empty() {
         return;
