@@ -51,6 +51,13 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// How long a real peer (node, slapd, PostgreSQL, Prometheus, ...) may take to
+/// start serving. Generous because CI machines are slower than a laptop and a
+/// cold start loads a whole runtime from disk (oidc-provider once took over
+/// 30 s there while the suite's other tests were busy); a peer that never
+/// starts still fails with its own log.
+pub const PEER_START: Duration = Duration::from_secs(120);
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

@@ -10,6 +10,8 @@ use tokio::process::{Child, Command};
 
 pub struct OidcPeer {
     child: Option<Child>,
+    /// Holds the peer's stderr log, quoted when it fails to start.
+    _log_dir: Option<crate::TempDir>,
     pub port: u16,
     /// The issuer, `http://127.0.0.1:<port>`.
     pub issuer: String,
@@ -33,6 +35,7 @@ impl OidcPeer {
                     .expect("port in issuer");
                 OidcPeer {
                     child: None,
+                    _log_dir: None,
                     port,
                     issuer,
                 }
@@ -62,6 +65,9 @@ impl OidcPeer {
             dir.display()
         );
         let node = std::env::var("AUTHPULSE_TEST_NODE").unwrap_or_else(|_| "node".into());
+        let log_dir = crate::TempDir::new("authpulse-oidc-peer");
+        let log_path = log_dir.path().join("stderr.log");
+        let log = std::fs::File::create(&log_path).expect("peer log");
         let mut child = Command::new(node)
             .arg(dir.join("server.mjs"))
             .arg("--port")
@@ -69,17 +75,29 @@ impl OidcPeer {
             .current_dir(&dir)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("oidc-provider did not start within 30s")
-            .expect("read stdout")
-            .expect("oidc-provider exited before listening");
+        let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let line = match tokio::time::timeout(crate::PEER_START, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => panic!(
+                "oidc-provider exited before listening; stderr:\n{}",
+                log_text()
+            ),
+            Ok(Err(e)) => panic!(
+                "reading oidc-provider's stdout: {e}; stderr:\n{}",
+                log_text()
+            ),
+            Err(_) => panic!(
+                "oidc-provider did not start within {:?}; stderr:\n{}",
+                crate::PEER_START,
+                log_text()
+            ),
+        };
         let issuer = line
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from peer: {line}"))
@@ -94,6 +112,7 @@ impl OidcPeer {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         OidcPeer {
             child: Some(child),
+            _log_dir: Some(log_dir),
             port,
             issuer,
         }
@@ -174,7 +193,7 @@ impl Alertmanager {
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let ready = format!("{url}/-/ready");
-        crate::wait_for(Duration::from_secs(30), "alertmanager to be ready", || {
+        crate::wait_for(crate::PEER_START, "alertmanager to be ready", || {
             let (client, ready) = (client.clone(), ready.clone());
             async move {
                 let r = client.get(ready).send().await.ok()?;
@@ -258,7 +277,7 @@ impl Prometheus {
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let ready = format!("{url}/-/ready");
-        crate::wait_for(Duration::from_secs(30), "prometheus to be ready", || {
+        crate::wait_for(crate::PEER_START, "prometheus to be ready", || {
             let (client, ready) = (client.clone(), ready.clone());
             async move {
                 let r = client.get(ready).send().await.ok()?;

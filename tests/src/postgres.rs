@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use sqlx::Connection;
 
@@ -137,7 +136,7 @@ impl PgServer {
         };
         let url = server.admin_url();
         crate::wait_for(
-            Duration::from_secs(30),
+            crate::PEER_START,
             "PostgreSQL to accept connections",
             || {
                 let url = url.clone();

@@ -48,7 +48,7 @@ impl ScimPeer {
             .expect("client");
         let base_url = format!("http://127.0.0.1:{port}/v2");
         let ready = format!("{base_url}/ServiceProviderConfig");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + crate::PEER_START;
         loop {
             if let Ok(r) = client.get(&ready).bearer_auth(token).send().await
                 && r.status().is_success()
@@ -63,7 +63,8 @@ impl ScimPeer {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "scim2-server did not serve {ready} within 30s; log:\n{}",
+                "scim2-server did not serve {ready} within {:?}; log:\n{}",
+                crate::PEER_START,
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -119,7 +119,7 @@ impl Slapd {
                 .unwrap_or_else(|e| panic!("spawn {slapd}: {e}"));
             let addr = format!("127.0.0.1:{port}");
             let tls_addr = format!("127.0.0.1:{tls_port}");
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let deadline = tokio::time::Instant::now() + crate::PEER_START;
             let exited = loop {
                 // Both listeners: slapd binds them one after the other and
                 // exits when the second port was taken meanwhile, so the
@@ -138,7 +138,8 @@ impl Slapd {
                 }
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "slapd did not listen on {addr} within 30s; log:\n{}",
+                    "slapd did not listen on {addr} within {:?}; log:\n{}",
+                    crate::PEER_START,
                     std::fs::read_to_string(&log_path).unwrap_or_default()
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
