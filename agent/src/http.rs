@@ -181,6 +181,12 @@ impl NetContext {
             let roots = self.trust_roots(spec.ca_file.as_deref(), "tls.ca_file")?;
             builder.with_root_certificates(roots).with_no_client_auth()
         };
+        // Every run is a new client, as blackbox_exporter's are: a full
+        // handshake that presents and verifies the certificate each time.
+        // With resumption (rustls keeps tickets in a shared config) a run
+        // would skip both, so a replaced or broken certificate could pass
+        // and the `tls` phase would time the cheap path.
+        config.resumption = rustls::client::Resumption::disabled();
         if alpn == Alpn::Http {
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         }

@@ -368,6 +368,83 @@ async fn http_over_https_with_expired_or_wrong_name_certificate_is_tls() {
     }
 }
 
+/// Each `http` run over HTTPS is a full handshake even when the server hands
+/// out session tickets (rustls does by default): a resumed run would not see
+/// the certificate at all and would time the cheap handshake.
+#[tokio::test]
+async fn https_runs_never_resume_a_tls_session() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    authpulse_tests::crypto();
+    let fixture = TlsFixture::new();
+    assert!(
+        fixture.server_config.send_tls13_tickets > 0,
+        "the server must offer tickets for this test to mean anything"
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(fixture.server_config.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let kinds: Arc<Mutex<Vec<Option<rustls::HandshakeKind>>>> = Arc::default();
+    let seen = kinds.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            seen.lock().expect("lock").push(tls.get_ref().1.handshake_kind());
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    let dir = TempDir::new("ap-https-resume");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &fixture.ca_pem).expect("ca");
+    let cat = catalog::load_str(
+        "t.yaml",
+        &format!(
+            "probes:\n  - id: h\n    kind: http\n    url: https://127.0.0.1:{port}/\n    tls: {{ ca_file: {} }}\n",
+            ca.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // One context for all runs, as in the agent (it caches the TLS config).
+    let net = NetContext::new().expect("net");
+    for run in 0..3 {
+        let o = probes::run(
+            &cat.probes[0],
+            &net,
+            &SecretStore::new(None),
+            &Default::default(),
+        )
+        .await;
+        assert!(o.success(), "run {run}: {o:?}");
+    }
+    server.abort();
+    let kinds = kinds.lock().expect("lock").clone();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .all(|k| *k == Some(rustls::HandshakeKind::Full)),
+        "every run must be a full handshake: {kinds:?}"
+    );
+}
+
 // ---------------------------------------------------------------- dns
 
 const ZONE: &str = r#"$ORIGIN authpulse.test.
