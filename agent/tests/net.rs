@@ -396,7 +396,9 @@ async fn https_runs_never_resume_a_tls_session() {
             let Ok(mut tls) = acceptor.accept(tcp).await else {
                 continue;
             };
-            seen.lock().expect("lock").push(tls.get_ref().1.handshake_kind());
+            seen.lock()
+                .expect("lock")
+                .push(tls.get_ref().1.handshake_kind());
             let mut buf = [0u8; 4096];
             let mut got = Vec::new();
             while !got.windows(4).any(|w| w == b"\r\n\r\n") {

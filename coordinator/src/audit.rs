@@ -385,22 +385,36 @@ fn entry_line(
     prev: &str,
     key: Option<&AuditKey>,
 ) -> (String, String) {
-    let mut entry = Map::new();
-    entry.insert("seq".into(), json!(seq));
-    entry.insert("time".into(), json!(time));
-    entry.insert("kind".into(), json!(kind));
-    entry.insert("fields".into(), fields.clone());
-    entry.insert("prev".into(), json!(prev));
+    // The canonical form of the entry without `hash`/`mac`, written
+    // directly (keys in sorted order: fields, key_id, kind, prev, seq,
+    // time) rather than built as a map, cloned and sorted: this thread
+    // writes every gate decision. `entry_hash` over the parsed line gives
+    // the same digest (tested).
+    let fields_text = canonical(fields);
+    let quoted = |s: &str| Value::from(s).to_string();
+    let mut body = String::with_capacity(fields_text.len() + 192);
+    body.push_str("{\"fields\":");
+    body.push_str(&fields_text);
     if let Some(k) = key {
-        entry.insert("key_id".into(), json!(k.id()));
+        body.push_str(",\"key_id\":");
+        body.push_str(&quoted(k.id()));
     }
-    let hash = entry_hash(&entry);
+    body.push_str(",\"kind\":");
+    body.push_str(&quoted(kind));
+    body.push_str(",\"prev\":");
+    body.push_str(&quoted(prev));
+    body.push_str(",\"seq\":");
+    body.push_str(&seq.to_string());
+    body.push_str(",\"time\":");
+    body.push_str(&quoted(time));
+    body.push('}');
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
     let line = match key {
         None => format!(
             "{{\"seq\":{seq},\"time\":{},\"kind\":{},\"fields\":{},\"prev\":{},\"hash\":{}}}",
             json!(time),
             json!(kind),
-            canonical(fields),
+            fields_text,
             json!(prev),
             json!(hash)
         ),
@@ -408,7 +422,7 @@ fn entry_line(
             "{{\"seq\":{seq},\"time\":{},\"kind\":{},\"fields\":{},\"prev\":{},\"key_id\":{},\"hash\":{},\"mac\":{}}}",
             json!(time),
             json!(kind),
-            canonical(fields),
+            fields_text,
             json!(prev),
             json!(k.id()),
             json!(hash),
@@ -702,5 +716,70 @@ mod tests {
         );
         let edited = line.replace("1.5", "2.5");
         assert!(parse_entry(edited.as_bytes()).is_err());
+    }
+
+    /// A number that serde_json's default (fast, not exact) float parser
+    /// reads back one bit off: written by a caller (a Flagger webhook's
+    /// `metadata`), it made the entry fail its own hash check, so `verify`
+    /// called the log tampered and the next open refused to start.
+    #[tokio::test]
+    async fn any_number_a_caller_sends_verifies_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).expect("open");
+        log.append_durable(
+            "gate_decision",
+            json!({ "webhook": { "metadata": { "x": -2.9156787660446386e-183, "y": 0.1 } } }),
+        )
+        .await
+        .expect("append");
+        drop(log);
+        let verified = verify(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(verified.entries, 1);
+        // `open` waits for the old writer thread to let go of the lock.
+        AuditLog::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The writer builds the hashed text directly; it must be exactly
+        /// what `entry_hash` (which `verify` uses) computes from the line,
+        /// with and without a key, whatever the fields and strings hold.
+        #[test]
+        fn the_written_hash_is_the_one_verify_computes(
+            fields in json_value(),
+            kind in ".{0,16}",
+            time in ".{0,30}",
+            seq in 1u64..u64::MAX / 2,
+            keyed in proptest::bool::ANY,
+        ) {
+            let key = keyed.then(|| AuditKey::new(b"0123456789abcdef0123456789abcdef", "test").expect("key"));
+            let (line, hash) = entry_line(seq, &time, &kind, &fields, GENESIS, key.as_ref());
+            let Value::Object(map) = serde_json::from_str::<Value>(&line).expect("line is JSON") else {
+                panic!("line is not an object: {line}");
+            };
+            proptest::prop_assert_eq!(entry_hash(&map), hash.clone());
+            proptest::prop_assert_eq!(map.get("hash").and_then(Value::as_str), Some(hash.as_str()));
+            proptest::prop_assert_eq!(map.get("fields"), Some(&fields));
+        }
     }
 }
