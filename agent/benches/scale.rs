@@ -18,7 +18,12 @@
 //!   targets (issue "performance round 2", scraped) <= 25 MB (10^6 bytes)
 //!   at 1,000 probes and <= 120 MB at 10,000;
 //! - CPU: the agent's user + system seconds over the window per 1,000 runs
-//!   started in it;
+//!   started in it, against a reference measured right after: a bare
+//!   HTTP/1.1 client process (this binary with `AUTHPULSE_BENCH_SCALE_BARE`)
+//!   making the same requests at the same rate, each on a new connection,
+//!   and nothing else. On loopback the kernel's TCP work for both ends of a
+//!   connection lands on the connecting process, so the reference shows how
+//!   much of the agent's figure any prober pays;
 //! - start lateness p50/p99 = actual start - scheduled slot, computed from
 //!   each result's `started_unix_ms` against the schedule, which is
 //!   deterministic (slot `k * interval + offset_ms(agent, probe)`, see
@@ -51,6 +56,8 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 const SERVER_ENV: &str = "AUTHPULSE_BENCH_SCALE_SERVER";
+/// Runs this binary as the reference client: `PORT RATE SECONDS`.
+const BARE_ENV: &str = "AUTHPULSE_BENCH_SCALE_BARE";
 const AGENT_ID: &str = "bench-scale";
 const LATENESS_TARGET_MS: f64 = 5.0;
 
@@ -169,6 +176,72 @@ async fn answer(mut stream: TcpStream) {
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         .await;
     let _ = stream.shutdown().await;
+}
+
+/// The reference: the least any prober does per run, at the agent's rate
+/// against the same server. One new connection per request, `GET` with
+/// `Connection: close`, read to the end, check the status; no scheduler,
+/// spool, uplink, metrics or logs. Prints `DONE <runs ok> <cpu seconds>`,
+/// its own user + system time over the loop.
+async fn bare_client(spec: &str) {
+    let mut parts = spec
+        .split_whitespace()
+        .map(|p| p.parse::<f64>().expect("number"));
+    let (port, rate, seconds) = (
+        parts.next().expect("port") as u16,
+        parts.next().expect("rate"),
+        parts.next().expect("seconds"),
+    );
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let cpu_before = common::cpu_secs(std::process::id());
+    let mut running = tokio::task::JoinSet::new();
+    let (mut n, mut ok) = (0u64, 0u64);
+    while Instant::now() < end {
+        tick.tick().await;
+        n += 1;
+        running.spawn(async move {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            stream.set_nodelay(true).ok()?;
+            let request = format!(
+                "GET /p/{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+                n % 1000
+            );
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = Vec::with_capacity(128);
+            stream.read_to_end(&mut response).await.ok()?;
+            response.starts_with(b"HTTP/1.1 200").then_some(())
+        });
+        while let Some(done) = running.try_join_next() {
+            ok += u64::from(matches!(done, Ok(Some(()))));
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        ok += u64::from(matches!(done, Ok(Some(()))));
+    }
+    let cpu = common::cpu_secs(std::process::id()) - cpu_before;
+    println!("DONE {n} {ok} {cpu}");
+}
+
+/// The reference client's CPU per 1,000 runs at `rate` for `seconds`.
+async fn bare_cpu_per_1000(port: u16, rate: f64, seconds: f64) -> f64 {
+    let (mut child, done) = start_child(
+        tokio::process::Command::new(std::env::current_exe().expect("current exe"))
+            .env(BARE_ENV, format!("{port} {rate} {seconds}")),
+        "DONE ",
+    )
+    .await;
+    let _ = child.wait().await;
+    let v: Vec<f64> = done
+        .split_whitespace()
+        .map(|p| p.parse().expect("number"))
+        .collect();
+    let (runs, ok, cpu) = (v[0], v[1], v[2]);
+    assert!(
+        ok >= runs * 0.99,
+        "the reference client got {ok} of {runs} answers"
+    );
+    cpu / ok.max(1.0) * 1000.0
 }
 
 /// Starts a child process (this binary with `env` set) and reads the first
@@ -346,6 +419,14 @@ async fn run_case(case: &Case, target_port: u16, smoke: bool) {
     let rss_mb = common::peak_rss_kib(pid) * 1024.0 / 1e6;
     let _ = agent.kill().await;
     server.abort();
+    let rate_asked = case.probes as f64 / case.interval.as_secs_f64();
+    // A third of the window is plenty for a per-1,000 figure.
+    let bare = bare_cpu_per_1000(
+        target_port,
+        rate_asked,
+        (case.window.as_secs_f64() / 3.0).max(1.0),
+    )
+    .await;
 
     let in_window: Vec<&Seen> = all
         .iter()
@@ -409,9 +490,16 @@ async fn run_case(case: &Case, target_port: u16, smoke: bool) {
         format!("{:.3}", cpu / runs as f64 * 1000.0),
         "s/1000 runs",
         format!(
-            "{:.1}% of one core at {rate:.0} runs/s",
+            "{:.2}x a bare HTTP/1.1 client ({bare:.3} s), {:.1}% of one core at {rate:.0} runs/s",
+            cpu / runs as f64 * 1000.0 / bare,
             cpu / window_s * 100.0
         ),
+    );
+    common::row(
+        &format!("scale {n} probes/{iv}s bare HTTP/1.1 client CPU"),
+        format!("{bare:.3}"),
+        "s/1000 runs",
+        "reference: new connection, GET, read, close; nothing else",
     );
     common::row(
         &format!("scale {n} probes/{iv}s start lateness p50"),
@@ -447,6 +535,14 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(target_server());
+        return;
+    }
+    if let Ok(spec) = std::env::var(BARE_ENV) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(bare_client(&spec));
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
