@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use authpulse_proto::v1::{FailureClass, Outcome, ProbeResult};
 use sqlx::Row;
 
+use super::hours::{Counts, CountsKey, add_counts};
 use super::minutes::MinuteKey;
 use super::results::{StoredStep, StoredTimings};
 use super::{
@@ -302,37 +303,24 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
 
-        let minute_rows: Vec<_> = minutes.iter().collect();
-        for chunk in minute_rows.chunks(CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO minute_counts (probe_id, region, minute, threshold_us, good, total, updated_ms) VALUES ",
-            );
-            push_placeholders(&mut sql, self.backend, chunk.len(), 7);
-            sql.push_str(
-                " ON CONFLICT (probe_id, minute, threshold_us, region) DO UPDATE SET
-                    good = minute_counts.good + excluded.good,
-                    total = minute_counts.total + excluded.total,
-                    updated_ms = excluded.updated_ms",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for ((probe, region, minute, th), (good, total)) in chunk {
-                q = q
-                    .bind(probe.as_ref())
-                    .bind(*region)
-                    .bind(*minute)
-                    .bind(clamp(*th))
-                    .bind(*good)
-                    .bind(*total)
-                    .bind(received);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let minute_rows: Vec<(CountsKey<'_>, (i64, i64))> = minutes
+            .iter()
+            .map(|((s, r, m, th), counts)| ((s.as_ref(), *r, *m, *th), *counts))
+            .collect();
+        add_counts(
+            &mut tx,
+            self.backend,
+            Counts::Minutes,
+            &minute_rows,
+            received,
+        )
+        .await?;
         super::hours::upsert_hour_counts(
             &mut tx,
             self.backend,
-            minutes
+            minute_rows
                 .iter()
-                .map(|((s, r, m, th), (g, t))| (s.as_ref(), *r, *m, *th, *g, *t)),
+                .map(|((s, r, m, th), (g, t))| (*s, *r, *m, *th, *g, *t)),
             received,
         )
         .await?;

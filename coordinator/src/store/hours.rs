@@ -33,45 +33,52 @@ const HOUR: i64 = 60;
 /// `div_euclid` in the roll-ups; SQL's `/` truncates towards zero).
 const HOUR_OF_MINUTE: &str = "(minute - (((minute % 60) + 60) % 60)) / 60";
 
-/// Adds a batch's minute deltas to `hour_counts`, summed by hour first:
-/// one multi-row upsert per 200 hours, in key order (series, region, hour,
-/// threshold), so concurrent replicas lock the rows in the same order.
-/// `rows` are (series, region, minute, threshold µs, good, total), exactly
-/// what was added to `minute_counts` in the same transaction.
-pub(super) async fn upsert_hour_counts<'a>(
+/// The two tables of (good, total) counts per series, region, threshold
+/// and time slot, which ingest adds to in the same way.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Counts {
+    /// `minute_counts`, by `minute`.
+    Minutes,
+    /// `hour_counts`, by `hour`.
+    Hours,
+}
+
+/// One counts row's key: (series, region, minute or hour, threshold µs).
+pub(super) type CountsKey<'a> = (&'a str, &'a str, i64, u64);
+
+/// Adds `rows` ((key), (good, total)) to `table` with multi-row upserts of
+/// at most 500 rows, in the order given (callers pass key order, so
+/// concurrent replicas lock the rows in the same order).
+pub(super) async fn add_counts(
     conn: &mut AnyConnection,
     backend: Backend,
-    rows: impl IntoIterator<Item = (&'a str, &'a str, i64, u64, i64, i64)>,
+    table: Counts,
+    rows: &[(CountsKey<'_>, (i64, i64))],
     updated_ms: i64,
 ) -> Result<()> {
-    // Rows per statement: far below both engines' parameter limits.
-    const CHUNK: usize = 200;
-    let mut hours: BTreeMap<(&str, &str, i64, u64), (i64, i64)> = BTreeMap::new();
-    for (series, region, minute, threshold, good, total) in rows {
-        let e = hours
-            .entry((series, region, minute.div_euclid(HOUR), threshold))
-            .or_default();
-        e.0 += good;
-        e.1 += total;
-    }
-    let hours: Vec<_> = hours.into_iter().collect();
-    for chunk in hours.chunks(CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO hour_counts (probe_id, region, hour, threshold_us, good, total, updated_ms) VALUES ",
+    // Rows per statement: 3,500 parameters, far below both engines' limits.
+    const CHUNK: usize = 500;
+    let (name, slot) = match table {
+        Counts::Minutes => ("minute_counts", "minute"),
+        Counts::Hours => ("hour_counts", "hour"),
+    };
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = format!(
+            "INSERT INTO {name} (probe_id, region, {slot}, threshold_us, good, total, updated_ms) VALUES "
         );
         push_placeholders(&mut sql, backend, chunk.len(), 7);
-        sql.push_str(
-            " ON CONFLICT (probe_id, hour, threshold_us, region) DO UPDATE SET
-                good = hour_counts.good + excluded.good,
-                total = hour_counts.total + excluded.total,
-                updated_ms = excluded.updated_ms",
-        );
+        sql.push_str(&format!(
+            " ON CONFLICT (probe_id, {slot}, threshold_us, region) DO UPDATE SET
+                good = {name}.good + excluded.good,
+                total = {name}.total + excluded.total,
+                updated_ms = excluded.updated_ms"
+        ));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for ((series, region, hour, threshold), (good, total)) in chunk {
+        for ((series, region, at, threshold), (good, total)) in chunk {
             q = q
                 .bind(*series)
                 .bind(*region)
-                .bind(*hour)
+                .bind(*at)
                 .bind(clamp(*threshold))
                 .bind(*good)
                 .bind(*total)
@@ -80,6 +87,28 @@ pub(super) async fn upsert_hour_counts<'a>(
         q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Adds a batch's minute deltas to `hour_counts`, summed by hour first, in
+/// key order (series, region, hour, threshold). `rows` are (series,
+/// region, minute, threshold µs, good, total), exactly what was added to
+/// `minute_counts` in the same transaction.
+pub(super) async fn upsert_hour_counts<'a>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, i64, u64, i64, i64)>,
+    updated_ms: i64,
+) -> Result<()> {
+    let mut hours: BTreeMap<CountsKey<'a>, (i64, i64)> = BTreeMap::new();
+    for (series, region, minute, threshold, good, total) in rows {
+        let e = hours
+            .entry((series, region, minute.div_euclid(HOUR), threshold))
+            .or_default();
+        e.0 += good;
+        e.1 += total;
+    }
+    let hours: Vec<_> = hours.into_iter().collect();
+    add_counts(conn, backend, Counts::Hours, &hours, updated_ms).await
 }
 
 /// Recomputes the hour rows of one series and threshold from its minute
